@@ -1,0 +1,1 @@
+//! Strict comparator validation (placeholder until written).

@@ -1,0 +1,14 @@
+//! Built-in Decision Gate evidence providers: `time`, `env`, `json` and `http`.
+//!
+//! Each provider reproduces the open-source provider's outputs (values, anchors,
+//! references, content types, error codes) so that evidence records and runpacks match
+//! byte for byte. They are the only part of evaluation that touches the outside world,
+//! which is why they live outside the pure engine crate.
+
+pub mod env;
+pub mod http;
+pub mod json;
+pub mod registry;
+pub mod time;
+
+pub use registry::{BuiltinProviders, ProviderConfigError};
