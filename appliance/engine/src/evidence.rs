@@ -12,6 +12,7 @@ use crate::time::Timestamp;
 
 /// What a condition asks a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EvidenceQuery {
     /// Provider to ask.
     pub provider_id: String,
@@ -149,6 +150,7 @@ impl TrustLane {
 
 /// A minimum trust lane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct TrustRequirement {
     /// Lowest acceptable lane.
     #[serde(default)]

@@ -20,6 +20,7 @@ pub type NamespaceId = NonZeroU64;
 
 /// A whole scenario as clients define it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScenarioSpec {
     /// Registry key of the scenario.
     pub scenario_id: String,
@@ -42,6 +43,7 @@ pub struct ScenarioSpec {
 
 /// Informational reference to a policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyRef {
     /// Policy identifier.
     pub policy_id: String,
@@ -52,6 +54,7 @@ pub struct PolicyRef {
 
 /// Informational reference to a schema.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SchemaRef {
     /// Schema identifier.
     pub schema_id: String,
@@ -65,6 +68,7 @@ pub struct SchemaRef {
 
 /// One stage of a scenario.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// Stage identifier, unique in the scenario.
     pub stage_id: String,
@@ -83,7 +87,7 @@ pub struct StageSpec {
 
 /// Successor rule of a stage (tagged by `kind`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdvanceTo {
     /// The next stage in array order; completes after the last.
     Linear,
@@ -106,6 +110,7 @@ pub enum AdvanceTo {
 
 /// One branch rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BranchRule {
     /// Gate whose outcome is tested.
     pub gate_id: String,
@@ -129,6 +134,7 @@ pub enum GateOutcome {
 
 /// Stage timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TimeoutSpec {
     /// Milliseconds (or logical units) after stage entry.
     pub timeout_ms: u64,
@@ -150,6 +156,7 @@ pub enum TimeoutPolicy {
 
 /// A gate: one requirement tree over conditions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GateSpec {
     /// Gate identifier, unique across the scenario.
     pub gate_id: String,
@@ -162,6 +169,7 @@ pub struct GateSpec {
 
 /// A condition: an evidence query compared against an expected value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConditionSpec {
     /// Condition identifier.
     pub condition_id: String,
@@ -181,6 +189,7 @@ pub struct ConditionSpec {
 
 /// A packet disclosed on stage entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PacketSpec {
     /// Packet identifier, unique across the scenario.
     pub packet_id: String,
@@ -201,7 +210,7 @@ pub struct PacketSpec {
 
 /// Packet or submission payload (tagged by `kind`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PacketPayload {
     /// Inline JSON.
     Json {
@@ -222,6 +231,7 @@ pub enum PacketPayload {
 
 /// Reference to external content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ContentRef {
     /// Location.
     pub uri: String,
@@ -348,5 +358,62 @@ impl ScenarioSpec {
     #[must_use]
     pub fn condition(&self, condition_id: &str) -> Option<&ConditionSpec> {
         self.conditions.iter().find(|condition| condition.condition_id == condition_id)
+    }
+}
+
+/// A scenario spec that could not be parsed, with the JSON path of the offending field.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("invalid scenario spec at {path}: {message}")]
+pub struct SpecParseError {
+    /// Path of the field (`stages[0].gates[1].requirement`), `.` for the root.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// Parses a scenario spec strictly: unknown keys, wrong types, missing required keys and
+/// zero ids are refused with the path of the field; then the define-time invariants run.
+///
+/// # Errors
+/// [`SpecParseError`] naming the field.
+pub fn parse_scenario_spec(value: &Value) -> Result<ScenarioSpec, SpecParseError> {
+    let spec: ScenarioSpec = serde_path_to_error::deserialize(value)
+        .map_err(|err| SpecParseError { path: err.path().to_string(), message: err.inner().to_string() })?;
+    spec.validate().map_err(|err| SpecParseError { path: err.field_path(&spec), message: err.to_string() })?;
+    Ok(spec)
+}
+
+impl SpecError {
+    /// Best path of the field an invariant failure is about.
+    #[must_use]
+    pub fn field_path(&self, spec: &ScenarioSpec) -> String {
+        match self {
+            Self::NoStages => "stages".to_string(),
+            Self::DuplicateStage(id) => {
+                let index = spec.stages.iter().rposition(|s| &s.stage_id == id).unwrap_or(0);
+                format!("stages[{index}].stage_id")
+            }
+            Self::DuplicateGate(_) | Self::DuplicatePacket(_) | Self::UnknownStage(_) => "stages".to_string(),
+            Self::DuplicateCondition(id) => {
+                let index = spec.conditions.iter().rposition(|c| &c.condition_id == id).unwrap_or(0);
+                format!("conditions[{index}].condition_id")
+            }
+            Self::BlankQuery { condition_id, field } => {
+                let index = spec.conditions.iter().position(|c| &c.condition_id == condition_id).unwrap_or(0);
+                format!("conditions[{index}].query.{field}")
+            }
+            Self::UndefinedCondition(id) => spec
+                .stages
+                .iter()
+                .enumerate()
+                .find_map(|(si, stage)| {
+                    stage
+                        .gates
+                        .iter()
+                        .position(|g| g.requirement.condition_leaves().contains(&id.as_str()))
+                        .map(|gi| format!("stages[{si}].gates[{gi}].requirement"))
+                })
+                .unwrap_or_else(|| "stages".to_string()),
+        }
     }
 }
