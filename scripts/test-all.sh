@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --all-targets --release
-cargo bench --workspace -- --quick
+cargo bench --workspace

@@ -326,6 +326,60 @@ fn packets_for_decision(state: &RunState, decision_id: &str) -> Vec<PacketRecord
     state.packets.iter().filter(|packet| packet.decision_id == decision_id).cloned().collect()
 }
 
+/// Everything one trigger appends or changes, computed before anything is applied.
+struct TriggerStep {
+    trigger: TriggerRecord,
+    gate_evals: Vec<GateEvalRecord>,
+    decision: Option<DecisionRecord>,
+    packets: Vec<PacketRecord>,
+    status: RunStatus,
+    current_stage_id: String,
+    stage_entered_at: Timestamp,
+}
+
+impl TriggerStep {
+    fn new(state: &RunState, trigger: TriggerRecord) -> Self {
+        Self {
+            trigger,
+            gate_evals: Vec::new(),
+            decision: None,
+            packets: Vec::new(),
+            status: state.status,
+            current_stage_id: state.current_stage_id.clone(),
+            stage_entered_at: state.stage_entered_at,
+        }
+    }
+
+    fn result(&self) -> TriggerResult {
+        TriggerResult {
+            // Every path that builds a step sets its decision before asking for the result.
+            decision: self.decision.clone().unwrap_or_else(|| DecisionRecord {
+                decision_id: String::new(),
+                seq: 0,
+                trigger_id: self.trigger.event.trigger_id.clone(),
+                stage_id: self.current_stage_id.clone(),
+                decided_at: self.trigger.event.time,
+                outcome: DecisionOutcome::Fail { reason: "no decision".to_string() },
+                correlation_id: None,
+            }),
+            packets: self.packets.clone(),
+            status: self.status,
+        }
+    }
+
+    fn apply(self, state: &mut RunState) {
+        state.triggers.push(self.trigger);
+        state.gate_evals.extend(self.gate_evals);
+        if let Some(decision) = self.decision {
+            state.decisions.push(decision);
+        }
+        state.packets.extend(self.packets);
+        state.status = self.status;
+        state.current_stage_id = self.current_stage_id;
+        state.stage_entered_at = self.stage_entered_at;
+    }
+}
+
 impl<'a> ControlPlane<'a> {
     /// Binds a scenario to its providers, validating the spec's invariants.
     ///
@@ -525,31 +579,41 @@ impl<'a> ControlPlane<'a> {
             state.tool_calls.push(record);
             return Err(EngineError::ProviderMissing(missing));
         }
-        let mut working = state.clone();
-        let result = self.evaluate_trigger(&mut working, trigger)?;
-        let record = tool_call(method, request, &result, called_at, next_call_id(&working), correlation_id, None)?;
-        working.tool_calls.push(record);
-        *state = working;
+        // Everything is computed against the unchanged state first and applied only when
+        // the whole step succeeded, so a failed trigger records nothing (and no copy of
+        // the growing state is made per trigger).
+        let (step, result) = self.evaluate_trigger(state, trigger)?;
+        let record = tool_call(method, request, &result, called_at, next_call_id(state), correlation_id, None)?;
+        if let Some(step) = step {
+            step.apply(state);
+        }
+        state.tool_calls.push(record);
         Ok(result)
     }
 
-    fn evaluate_trigger(&self, state: &mut RunState, trigger: &TriggerEvent) -> Result<TriggerResult, EngineError> {
+    fn evaluate_trigger(
+        &self,
+        state: &RunState,
+        trigger: &TriggerEvent,
+    ) -> Result<(Option<TriggerStep>, TriggerResult), EngineError> {
         if state.status != RunStatus::Active {
             let decision = state.decisions.last().cloned().ok_or(EngineError::RunInactive(state.status))?;
             let packets = packets_for_decision(state, &decision.decision_id);
-            return Ok(TriggerResult { decision, packets, status: state.status });
+            return Ok((None, TriggerResult { decision, packets, status: state.status }));
         }
         if trigger.run_id != state.run_id {
             return Err(EngineError::RunMismatch(trigger.run_id.clone()));
         }
         if let Some(decision) = state.decisions.iter().find(|d| d.trigger_id == trigger.trigger_id).cloned() {
             let packets = packets_for_decision(state, &decision.decision_id);
-            return Ok(TriggerResult { decision, packets, status: state.status });
+            return Ok((None, TriggerResult { decision, packets, status: state.status }));
         }
-        state.triggers.push(TriggerRecord { seq: next_seq(&state.triggers)?, event: trigger.clone() });
+        let record = TriggerRecord { seq: next_seq(&state.triggers)?, event: trigger.clone() };
         let stage = self.stage(&state.current_stage_id)?;
-        if let Some(result) = self.handle_timeout(state, trigger, stage)? {
-            return Ok(result);
+        let mut step = TriggerStep::new(state, record);
+        if self.handle_timeout(state, trigger, stage, &mut step)? {
+            let result = step.result();
+            return Ok((Some(step), result));
         }
         let context = EvidenceContext {
             tenant_id: state.tenant_id,
@@ -568,22 +632,22 @@ impl<'a> ControlPlane<'a> {
             evaluations.iter().map(|(evaluation, _)| (evaluation.gate_id.clone(), evaluation.status)).collect();
         let all_true = outcomes.iter().all(|(_, status)| *status == TriState::True);
         for (evaluation, records) in evaluations {
-            state.gate_evals.push(GateEvalRecord {
+            step.gate_evals.push(GateEvalRecord {
                 trigger_id: trigger.trigger_id.clone(),
                 stage_id: state.current_stage_id.clone(),
                 evaluation,
                 evidence: records,
             });
         }
-        let (decision, packets) = if all_true {
-            self.advance(state, trigger, stage, &outcomes, false)?
+        if all_true {
+            self.advance(state, trigger, stage, &outcomes, false, &mut step)?;
         } else {
             let unmet = outcomes.iter().filter(|(_, s)| *s != TriState::True).map(|(id, _)| id.clone()).collect();
-            (self.decision(state, trigger, DecisionOutcome::Hold { summary: hold_summary(unmet) })?, Vec::new())
-        };
-        state.decisions.push(decision.clone());
-        state.packets.extend(packets.clone());
-        Ok(TriggerResult { decision, packets, status: state.status })
+            step.decision =
+                Some(self.decision(state, trigger, DecisionOutcome::Hold { summary: hold_summary(unmet) })?);
+        }
+        let result = step.result();
+        Ok((Some(step), result))
     }
 
     fn decision(
@@ -607,17 +671,21 @@ impl<'a> ControlPlane<'a> {
     /// Resolves the successor and either advances (issuing packets) or completes.
     fn advance(
         &self,
-        state: &mut RunState,
+        state: &RunState,
         trigger: &TriggerEvent,
         stage: &StageSpec,
         outcomes: &[(String, TriState)],
         timeout: bool,
-    ) -> Result<(DecisionRecord, Vec<PacketRecord>), EngineError> {
+        step: &mut TriggerStep,
+    ) -> Result<(), EngineError> {
         let Some(next_stage) = self.resolve_next_stage(stage, outcomes)? else {
-            let decision =
-                self.decision(state, trigger, DecisionOutcome::Complete { stage_id: state.current_stage_id.clone() })?;
-            state.status = RunStatus::Completed;
-            return Ok((decision, Vec::new()));
+            step.decision = Some(self.decision(
+                state,
+                trigger,
+                DecisionOutcome::Complete { stage_id: state.current_stage_id.clone() },
+            )?);
+            step.status = RunStatus::Completed;
+            return Ok(());
         };
         let decision = self.decision(
             state,
@@ -630,51 +698,54 @@ impl<'a> ControlPlane<'a> {
         )?;
         match self.issue_stage_packets(state, &decision, &next_stage) {
             Ok(packets) => {
-                state.current_stage_id = next_stage;
-                state.stage_entered_at = trigger.time;
-                Ok((decision, packets))
+                step.packets = packets;
+                step.current_stage_id = next_stage;
+                step.stage_entered_at = trigger.time;
+                step.decision = Some(decision);
             }
             Err(err) => {
-                state.status = RunStatus::Failed;
-                let fail = DecisionRecord { outcome: DecisionOutcome::Fail { reason: err.to_string() }, ..decision };
-                Ok((fail, Vec::new()))
+                step.status = RunStatus::Failed;
+                step.decision =
+                    Some(DecisionRecord { outcome: DecisionOutcome::Fail { reason: err.to_string() }, ..decision });
             }
         }
+        Ok(())
     }
 
+    /// Applies an expired stage timeout; returns whether it decided the trigger.
     fn handle_timeout(
         &self,
-        state: &mut RunState,
+        state: &RunState,
         trigger: &TriggerEvent,
         stage: &StageSpec,
-    ) -> Result<Option<TriggerResult>, EngineError> {
+        step: &mut TriggerStep,
+    ) -> Result<bool, EngineError> {
         if trigger.kind != TriggerKind::Tick {
-            return Ok(None);
+            return Ok(false);
         }
         let Some(timeout) = &stage.timeout else {
-            return Ok(None);
+            return Ok(false);
         };
         if !timeout_expired(state.stage_entered_at, trigger.time, timeout.timeout_ms)? {
-            return Ok(None);
+            return Ok(false);
         }
         let synthetic = |status: TriState| -> Vec<(String, TriState)> {
             stage.gates.iter().map(|gate| (gate.gate_id.clone(), status)).collect()
         };
-        let (decision, packets) = match stage.on_timeout {
+        match stage.on_timeout {
             TimeoutPolicy::Fail => {
-                let decision =
-                    self.decision(state, trigger, DecisionOutcome::Fail { reason: "timeout".to_string() })?;
-                state.status = RunStatus::Failed;
-                (decision, Vec::new())
+                step.decision =
+                    Some(self.decision(state, trigger, DecisionOutcome::Fail { reason: "timeout".to_string() })?);
+                step.status = RunStatus::Failed;
             }
-            TimeoutPolicy::AdvanceWithFlag => self.advance(state, trigger, stage, &synthetic(TriState::True), true)?,
+            TimeoutPolicy::AdvanceWithFlag => {
+                self.advance(state, trigger, stage, &synthetic(TriState::True), true, step)?
+            }
             TimeoutPolicy::AlternateBranch => {
-                self.advance(state, trigger, stage, &synthetic(TriState::Unknown), true)?
+                self.advance(state, trigger, stage, &synthetic(TriState::Unknown), true, step)?;
             }
-        };
-        state.decisions.push(decision.clone());
-        state.packets.extend(packets.clone());
-        Ok(Some(TriggerResult { decision, packets, status: state.status }))
+        }
+        Ok(true)
     }
 
     fn stage(&self, stage_id: &str) -> Result<&'a StageSpec, EngineError> {

@@ -45,7 +45,8 @@ fn allowance(class: TypeClass, comparator: Comparator) -> Allowance {
     let presence = matches!(comparator, C::Exists | C::NotExists);
     let equality = matches!(comparator, C::Equals | C::NotEquals);
     let ordering = matches!(comparator, C::GreaterThan | C::GreaterThanOrEqual | C::LessThan | C::LessThanOrEqual);
-    let lex = matches!(comparator, C::LexGreaterThan | C::LexGreaterThanOrEqual | C::LexLessThan | C::LexLessThanOrEqual);
+    let lex =
+        matches!(comparator, C::LexGreaterThan | C::LexGreaterThanOrEqual | C::LexLessThan | C::LexLessThanOrEqual);
     let deep = matches!(comparator, C::DeepEquals | C::DeepNotEquals);
     let allowed = match class {
         T::Dynamic => true,
@@ -131,7 +132,8 @@ fn classify(schema: &Value) -> Result<Vec<TypeClass>, String> {
             }),
             "array" => {
                 let items = object.get("items").map(classify).transpose()?.unwrap_or_default();
-                let scalar = !items.is_empty() && items.iter().all(|c| !matches!(c, TypeClass::Complex | TypeClass::ArrayScalar));
+                let scalar = !items.is_empty()
+                    && items.iter().all(|c| !matches!(c, TypeClass::Complex | TypeClass::ArrayScalar));
                 Ok(if scalar { TypeClass::ArrayScalar } else { TypeClass::Complex })
             }
             "object" => Ok(TypeClass::Complex),
@@ -222,7 +224,9 @@ fn validate_expected(condition: &ConditionSpec, schema: &Value) -> Result<(), St
     let id = &condition.condition_id;
     let name = condition.comparator.as_str();
     match (condition.comparator, &condition.expected) {
-        (c, Some(_)) if c.is_presence() => Err(format!("condition {id} comparator {name} does not accept expected values")),
+        (c, Some(_)) if c.is_presence() => {
+            Err(format!("condition {id} comparator {name} does not accept expected values"))
+        }
         (c, None) if c.is_presence() => Ok(()),
         (_, None) => Err(format!("condition {id} comparator {name} requires an expected value")),
         (Comparator::InSet, Some(Value::Array(items))) => {
@@ -258,13 +262,15 @@ mod tests {
         }
     }
 
-    const OFF: StrictValidationConfig = StrictValidationConfig { enable_lexicographic: false, enable_deep_equals: false };
+    const OFF: StrictValidationConfig =
+        StrictValidationConfig { enable_lexicographic: false, enable_deep_equals: false };
     const ON: StrictValidationConfig = StrictValidationConfig { enable_lexicographic: true, enable_deep_equals: true };
 
     #[test]
     fn booleans_cannot_be_ordered() {
-        let err = validate_condition(&condition(Comparator::GreaterThan, Some(json!(true))), &json!({"type":"boolean"}), OFF)
-            .unwrap_err();
+        let err =
+            validate_condition(&condition(Comparator::GreaterThan, Some(json!(true))), &json!({"type":"boolean"}), OFF)
+                .unwrap_err();
         assert_eq!(err, "condition c comparator greater_than not allowed for schema type");
     }
 

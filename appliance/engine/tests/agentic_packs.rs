@@ -67,7 +67,9 @@ fn replace_placeholder(value: &Value, base: &str) -> Value {
     match value {
         Value::String(s) => Value::String(s.replace("{{HTTP_BASE_URL}}", base)),
         Value::Array(items) => Value::Array(items.iter().map(|v| replace_placeholder(v, base)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), replace_placeholder(v, base))).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), replace_placeholder(v, base))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -76,7 +78,12 @@ fn replace_placeholder(value: &Value, base: &str) -> Value {
 struct DenyRestricted;
 
 impl DisclosurePolicy for DenyRestricted {
-    fn authorize(&self, _: &DispatchTarget, envelope: &PacketEnvelope, _: &PacketPayload) -> Result<PolicyDecision, String> {
+    fn authorize(
+        &self,
+        _: &DispatchTarget,
+        envelope: &PacketEnvelope,
+        _: &PacketPayload,
+    ) -> Result<PolicyDecision, String> {
         Ok(if envelope.visibility.policy_tags.iter().any(|t| t == "restricted") {
             PolicyDecision::Deny
         } else {
@@ -92,7 +99,8 @@ fn read_json(path: &Path) -> Value {
 fn run_pack(pack: &Path) -> (String, String) {
     let id = pack.file_name().unwrap().to_string_lossy().to_string();
     let fixtures = pack.join("fixtures");
-    let env_overrides: BTreeMap<String, String> = serde_json::from_value(read_json(&fixtures.join("env.json"))).unwrap();
+    let env_overrides: BTreeMap<String, String> =
+        serde_json::from_value(read_json(&fixtures.join("env.json"))).unwrap();
     let mut env = EnvProviderConfig::default();
     if !env_overrides.is_empty() {
         env.allowlist = Some(env_overrides.keys().cloned().collect());
@@ -105,7 +113,12 @@ fn run_pack(pack: &Path) -> (String, String) {
     let mut providers = BuiltinProviders::default()
         .with_time(TimeProviderConfig { allow_logical: true })
         .with_env(env)
-        .with_json(JsonProviderConfig { root: fixtures, root_id: format!("agentic_{id}"), max_bytes: 1 << 20, allow_yaml: false })
+        .with_json(JsonProviderConfig {
+            root: fixtures,
+            root_id: format!("agentic_{id}"),
+            max_bytes: 1 << 20,
+            allow_yaml: false,
+        })
         .unwrap();
     let stub = uses_http.then(|| {
         providers = std::mem::take(&mut providers).with_http(HttpProviderConfig {

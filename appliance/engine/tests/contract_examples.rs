@@ -55,12 +55,13 @@ fn schema_rejections_are_rejected_with_the_field_path() {
         ("surprise", Box::new(|v| v["surprise"] = json!(true))),
         ("stages[0].on_timeout", Box::new(|v| v["stages"][0]["on_timeout"] = json!("explode"))),
         ("stages[0].advance_to", Box::new(|v| v["stages"][0]["advance_to"] = json!({"kind": "fixed"}))),
-        ("stages[0].gates[0].requirement", Box::new(|v| v["stages"][0]["gates"][0]["requirement"] = json!({"Xor": []}))),
+        (
+            "stages[0].gates[0].requirement",
+            Box::new(|v| v["stages"][0]["gates"][0]["requirement"] = json!({"Xor": []})),
+        ),
         (
             "stages[0].gates[0].requirement.RequireGroup.min",
-            Box::new(|v| {
-                v["stages"][0]["gates"][0]["requirement"] = json!({"RequireGroup": {"min": 300, "reqs": []}})
-            }),
+            Box::new(|v| v["stages"][0]["gates"][0]["requirement"] = json!({"RequireGroup": {"min": 300, "reqs": []}})),
         ),
         (
             "stages[0].entry_packets[0].payload",
@@ -73,7 +74,10 @@ fn schema_rejections_are_rejected_with_the_field_path() {
         ("conditions[0].comparator", Box::new(|v| v["conditions"][0]["comparator"] = json!("approximately"))),
         ("policy_tags", Box::new(|v| drop(v["conditions"][1].as_object_mut().unwrap().remove("policy_tags")))),
         ("conditions[1].query.provider_id", Box::new(|v| v["conditions"][1]["query"]["provider_id"] = json!(7))),
-        ("stages[0].gates[0].trust.min_lane", Box::new(|v| v["stages"][0]["gates"][0]["trust"] = json!({"min_lane": "gold"}))),
+        (
+            "stages[0].gates[0].trust.min_lane",
+            Box::new(|v| v["stages"][0]["gates"][0]["trust"] = json!({"min_lane": "gold"})),
+        ),
     ];
     for (path, mutation) in cases {
         let input = mutate(&example, mutation);

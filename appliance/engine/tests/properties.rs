@@ -194,8 +194,12 @@ fn run_once(triggers: &[(u8, TriggerKind, u64)]) -> (Vec<Value>, String, Vec<u8>
         };
         outcomes.push(serde_json::to_value(engine.trigger(&mut state, &event).unwrap()).unwrap());
     }
-    let options =
-        ExportOptions { generated_at: Timestamp::Logical(99), include_verification: true, anchor_policy: None, security: None };
+    let options = ExportOptions {
+        generated_at: Timestamp::Logical(99),
+        include_verification: true,
+        anchor_policy: None,
+        security: None,
+    };
     let runpack = build_runpack(&spec, &state, &options).unwrap();
     (outcomes, runpack.manifest.integrity.root_hash.value, canonical_json_bytes(&state).unwrap())
 }

@@ -104,7 +104,8 @@ fn hold_then_advance_and_trigger_replay_is_idempotent() {
     let mut state = start(&engine, Timestamp::UnixMillis(1_000));
     assert_eq!(state.decisions[0].outcome, DecisionOutcome::Start { stage_id: "a".into() });
 
-    let held = engine.trigger(&mut state, &trigger("t1", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_010))).unwrap();
+    let held =
+        engine.trigger(&mut state, &trigger("t1", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_010))).unwrap();
     match &held.decision.outcome {
         DecisionOutcome::Hold { summary } => assert_eq!(summary.unmet_gates, ["g-ready", "g-score"]),
         other => panic!("expected hold, got {other:?}"),
@@ -113,14 +114,19 @@ fn hold_then_advance_and_trigger_replay_is_idempotent() {
 
     evidence.set("ready", json!(true), TrustLane::Verified);
     let calls_before = *evidence.calls.borrow();
-    let replay = engine.trigger(&mut state, &trigger("t1", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_020))).unwrap();
+    let replay =
+        engine.trigger(&mut state, &trigger("t1", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_020))).unwrap();
     assert_eq!(replay.decision, held.decision, "replay returns the stored decision");
     assert_eq!(*evidence.calls.borrow(), calls_before, "replay queries nothing");
     assert_eq!(state.triggers.len(), 2, "replay records no trigger");
     assert_eq!(state.tool_calls.len(), 2, "replay still records the tool call");
 
-    let advanced = engine.trigger(&mut state, &trigger("t2", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_030))).unwrap();
-    assert_eq!(advanced.decision.outcome, DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "b".into(), timeout: false });
+    let advanced =
+        engine.trigger(&mut state, &trigger("t2", TriggerKind::ExternalEvent, Timestamp::UnixMillis(1_030))).unwrap();
+    assert_eq!(
+        advanced.decision.outcome,
+        DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "b".into(), timeout: false }
+    );
     assert_eq!(advanced.packets.len(), 1);
     assert_eq!(advanced.packets[0].envelope.correlation_id.as_deref(), Some("corr"));
     assert_eq!(state.current_stage_id, "b");
@@ -146,7 +152,8 @@ fn timeout_policies() {
     let mut state = start(&engine, Timestamp::Logical(0));
     let early = engine.trigger(&mut state, &trigger("t", TriggerKind::Tick, Timestamp::Logical(99))).unwrap();
     assert!(matches!(early.decision.outcome, DecisionOutcome::Hold { .. }), "not yet expired");
-    let not_tick = engine.trigger(&mut state, &trigger("e", TriggerKind::ExternalEvent, Timestamp::Logical(500))).unwrap();
+    let not_tick =
+        engine.trigger(&mut state, &trigger("e", TriggerKind::ExternalEvent, Timestamp::Logical(500))).unwrap();
     assert!(matches!(not_tick.decision.outcome, DecisionOutcome::Hold { .. }), "only ticks check timeouts");
     let expired = engine.trigger(&mut state, &trigger("t2", TriggerKind::Tick, Timestamp::Logical(100))).unwrap();
     assert_eq!(expired.decision.outcome, DecisionOutcome::Fail { reason: "timeout".into() });
@@ -157,7 +164,10 @@ fn timeout_policies() {
     let mut state = start(&engine, Timestamp::Logical(0));
     let gate_evals_before = state.gate_evals.len();
     let result = engine.trigger(&mut state, &trigger("t", TriggerKind::Tick, Timestamp::Logical(150))).unwrap();
-    assert_eq!(result.decision.outcome, DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "c".into(), timeout: true });
+    assert_eq!(
+        result.decision.outcome,
+        DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "c".into(), timeout: true }
+    );
     assert_eq!(state.gate_evals.len(), gate_evals_before, "expired stages evaluate no gates");
 
     let branch = spec(
@@ -169,7 +179,10 @@ fn timeout_policies() {
     let engine = ControlPlane::new(&branch, &config, &evidence).unwrap();
     let mut state = start(&engine, Timestamp::Logical(0));
     let result = engine.trigger(&mut state, &trigger("t", TriggerKind::Tick, Timestamp::Logical(100))).unwrap();
-    assert_eq!(result.decision.outcome, DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "c".into(), timeout: true });
+    assert_eq!(
+        result.decision.outcome,
+        DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "c".into(), timeout: true }
+    );
 }
 
 #[test]
@@ -178,8 +191,11 @@ fn failures_after_recording_leave_the_state_untouched() {
     evidence.set("ready", json!(true), TrustLane::Verified);
     evidence.set("score", json!(50), TrustLane::Verified);
     let config = EngineConfig::default();
-    let no_match = spec("fail", json!({"kind": "branch", "default": null, "branches": [
-        {"gate_id": "g-ready", "outcome": "false", "next_stage_id": "b"}]}));
+    let no_match = spec(
+        "fail",
+        json!({"kind": "branch", "default": null, "branches": [
+        {"gate_id": "g-ready", "outcome": "false", "next_stage_id": "b"}]}),
+    );
     let engine = ControlPlane::new(&no_match, &config, &evidence).unwrap();
     let mut state = start(&engine, Timestamp::Logical(0));
     let before = state.clone();
@@ -268,11 +284,16 @@ fn precheck_is_read_only_and_respects_trust() {
     let engine = ControlPlane::new(&spec, &strict, &evidence).unwrap();
     let held = engine.precheck(None, &asserted).unwrap();
     assert!(matches!(held.decision, DecisionOutcome::Hold { .. }));
-    let permissive =
-        EngineConfig { trust_requirement: TrustRequirement { min_lane: TrustLane::Asserted }, ..EngineConfig::default() };
+    let permissive = EngineConfig {
+        trust_requirement: TrustRequirement { min_lane: TrustLane::Asserted },
+        ..EngineConfig::default()
+    };
     let engine = ControlPlane::new(&spec, &permissive, &evidence).unwrap();
     let passed = engine.precheck(None, &asserted).unwrap();
-    assert_eq!(passed.decision, DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "b".into(), timeout: false });
+    assert_eq!(
+        passed.decision,
+        DecisionOutcome::Advance { from_stage: "a".into(), to_stage: "b".into(), timeout: false }
+    );
     assert_eq!(*evidence.calls.borrow(), 0, "precheck calls no provider");
 }
 
@@ -283,7 +304,10 @@ fn start_checks_scenario_and_namespace() {
     let config = EngineConfig::default();
     let engine = ControlPlane::new(&spec, &config, &evidence).unwrap();
     let wrong_ns = RunConfig { namespace_id: NonZeroU64::new(9).unwrap(), ..run_config() };
-    assert_eq!(engine.start_run(wrong_ns, Timestamp::Logical(0), false).unwrap_err().to_string(), "namespace mismatch for run: 9");
+    assert_eq!(
+        engine.start_run(wrong_ns, Timestamp::Logical(0), false).unwrap_err().to_string(),
+        "namespace mismatch for run: 9"
+    );
     let without_packets = engine.start_run(run_config(), Timestamp::Logical(0), false).unwrap();
     assert!(without_packets.decisions.is_empty() && without_packets.triggers.is_empty());
 }

@@ -1,0 +1,18 @@
+# Developer recipes. Each is a one-liner you can also run by hand.
+
+# Full test suite, as CI runs it.
+test:
+    bash scripts/test-all.sh
+
+# Format check and lints, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks; each prints its figures.
+bench:
+    cargo bench --workspace
+
+# Everything CI does, on this checkout.
+ci:
+    CI=true bash .ci/run
