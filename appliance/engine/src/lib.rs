@@ -16,6 +16,7 @@
 
 pub mod comparator;
 pub mod control_plane;
+pub mod data_shape;
 pub mod evidence;
 pub mod hashing;
 pub mod ret;

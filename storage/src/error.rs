@@ -1,0 +1,99 @@
+//! Storage errors, one enum for the crate boundary, each carrying what was being touched.
+
+use thiserror::Error;
+
+/// Why a storage operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// SQLite reported an error (full disk, I/O error, busy, constraint...).
+    #[error("sqlite error during {operation}: {source}")]
+    Sqlite {
+        /// What was being done.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A stored document does not match its stored hash: the row was altered outside
+    /// the appliance. Fails closed; the data is never returned.
+    #[error("integrity error: {table} row {key} does not match its stored sha256")]
+    Integrity {
+        /// Table.
+        table: &'static str,
+        /// Row key.
+        key: String,
+    },
+    /// A stored document is not valid JSON of its type.
+    #[error("corrupt document in {table} row {key}: {reason}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// Row key.
+        key: String,
+        /// Parser message.
+        reason: String,
+    },
+    /// A document is larger than its limit.
+    #[error("{what} is {actual} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        actual: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The row already exists (or changed under a concurrent writer).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database was written by a newer appliance.
+    #[error("database schema version {found} is newer than this appliance supports ({supported}); refusing to open")]
+    NewerSchema {
+        /// Version found.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// Filesystem error outside SQLite (backup copy before migration, directories).
+    #[error("i/o error during {operation}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Canonicalisation failed.
+    #[error("canonical json failed: {0}")]
+    Canonical(String),
+    /// A whole write group failed to begin or commit; every write in it was rolled back.
+    #[error("write group failed during {operation}: {message}")]
+    WriteGroup {
+        /// `begin` or `commit`.
+        operation: &'static str,
+        /// SQLite's message.
+        message: String,
+        /// Whether the disk (or a size limit) was full.
+        disk_full: bool,
+    },
+    /// The writer thread is gone (the store is shutting down).
+    #[error("store writer is not running")]
+    WriterGone,
+}
+
+impl StoreError {
+    /// Wraps a SQLite error with the operation name.
+    pub(crate) fn sqlite(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
+        move |source| Self::Sqlite { operation, source }
+    }
+
+    /// True when the error means the disk (or quota) is full.
+    #[must_use]
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Sqlite { source: rusqlite::Error::SqliteFailure(err, _), .. } => err.code == rusqlite::ErrorCode::DiskFull,
+            Self::WriteGroup { disk_full, .. } => *disk_full,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! The store: typed, tenant-scoped operations over the SQLite schema.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dg_engine::data_shape::DataShapeRecord;
+use dg_engine::spec::ScenarioSpec;
+use dg_engine::state::RunState;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::document::{decode, encode};
+use crate::error::StoreError;
+use crate::migrations;
+use crate::writer::Writer;
+
+/// Tenant and namespace of a row. Every query takes one; none crosses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    /// Tenant id (>= 1 for runs and shapes; 0 marks a scenario usable by every tenant).
+    pub tenant_id: u64,
+    /// Namespace id.
+    pub namespace_id: u64,
+}
+
+impl Scope {
+    /// Builds a scope.
+    #[must_use]
+    pub fn new(tenant_id: u64, namespace_id: u64) -> Self {
+        Self { tenant_id, namespace_id }
+    }
+}
+
+fn to_sql(id: u64) -> i64 {
+    // Ids come from NonZeroU64 values; anything above i64::MAX is stored saturated and
+    // would then never match, which fails closed rather than aliasing another id.
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+/// Size limits enforced on writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Largest canonical run state.
+    pub max_run_state_bytes: usize,
+    /// Largest scenario spec.
+    pub max_spec_bytes: usize,
+    /// Largest data-shape record.
+    pub max_shape_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self { max_run_state_bytes: 16 * 1024 * 1024, max_spec_bytes: 4 * 1024 * 1024, max_shape_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+/// One row of `store list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Scope.
+    pub scope: Scope,
+    /// Run id.
+    pub run_id: String,
+    /// Scenario id.
+    pub scenario_id: String,
+    /// Status.
+    pub status: String,
+    /// Write version.
+    pub version: u64,
+    /// Wall-clock save time (ms).
+    pub saved_at_ms: i64,
+}
+
+/// A stored scenario definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioRecord {
+    /// Owning scope (tenant 0 = every tenant).
+    pub scope: Scope,
+    /// The spec.
+    pub spec: ScenarioSpec,
+    /// Hex sha256 of its canonical JSON (the contract's spec_hash).
+    pub spec_sha256: String,
+}
+
+/// An API key as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public key id.
+    pub key_id: String,
+    /// Human label.
+    pub label: String,
+    /// Role name.
+    pub role: String,
+    /// Tenant the key is bound to (none for org-wide roles).
+    pub tenant_id: Option<u64>,
+    /// Namespaces the key may use (empty = all of its tenant's).
+    pub namespaces: Vec<u64>,
+    /// Creation time (unix ms).
+    pub created_at_ms: i64,
+    /// Expiry (unix ms).
+    pub expires_at_ms: Option<i64>,
+    /// Revocation time (unix ms).
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// Result of `store check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckReport {
+    /// `PRAGMA integrity_check` lines (`ok` when healthy).
+    pub integrity_check: Vec<String>,
+    /// Documents whose hash was checked.
+    pub documents_checked: u64,
+    /// Documents that failed (table and key).
+    pub failures: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether everything passed.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.integrity_check == ["ok"] && self.failures.is_empty()
+    }
+}
+
+/// The appliance's durable store.
+pub struct Store {
+    path: PathBuf,
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+    limits: StoreLimits,
+    integrity_failures: AtomicU64,
+    instance_id: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(StoreError::sqlite("configure connection"))
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::NewerSchema`] for a database from a newer appliance, or SQLite errors.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        let mut conn = Connection::open(path).map_err(StoreError::sqlite("open database"))?;
+        configure(&conn)?;
+        let instance = format!("{:032x}", rand::random::<u128>());
+        let backup = path.with_extension(format!("pre-migration-{}.db", now_ms()));
+        migrations::migrate(&mut conn, Some(&backup), &instance)?;
+        let instance_id: String = conn
+            .query_row("SELECT instance_id FROM store_meta", [], |row| row.get(0))
+            .map_err(StoreError::sqlite("read instance id"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Writer::start(conn)?,
+            readers: Mutex::new(Vec::new()),
+            limits,
+            integrity_failures: AtomicU64::new(0),
+            instance_id,
+        })
+    }
+
+    /// Database file path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Random id of this database, fixed at creation.
+    #[must_use]
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// How many integrity failures reads have met since start (for /metrics).
+    #[must_use]
+    pub fn integrity_failures(&self) -> u64 {
+        self.integrity_failures.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writer after queued writes commit.
+    pub fn close(&self) {
+        self.writer.shutdown();
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(StoreError::sqlite("open reader"))?;
+                conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(StoreError::sqlite("configure reader"))?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        if matches!(result, Err(StoreError::Integrity { .. })) {
+            self.integrity_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether the database answers (readiness).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT version FROM store_meta", [], |row| row.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(StoreError::sqlite("ping"))
+        })
+    }
+
+    // ----- runs -----
+
+    /// Inserts a new run; fails with [`StoreError::Conflict`] if it exists.
+    ///
+    /// # Errors
+    /// Conflict, size limit, SQLite errors.
+    pub fn create_run(&self, state: &RunState) -> Result<u64, StoreError> {
+        self.save_run(state, None)
+    }
+
+    /// Saves a run whose stored version is `expected_version` (optimistic concurrency:
+    /// a concurrent writer makes this a [`StoreError::Conflict`]). Returns the new version.
+    ///
+    /// # Errors
+    /// Conflict, size limit, SQLite errors.
+    pub fn update_run(&self, state: &RunState, expected_version: u64) -> Result<u64, StoreError> {
+        self.save_run(state, Some(expected_version))
+    }
+
+    fn save_run(&self, state: &RunState, expected: Option<u64>) -> Result<u64, StoreError> {
+        let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
+        let tenant = to_sql(state.tenant_id.get());
+        let namespace = to_sql(state.namespace_id.get());
+        let run_id = state.run_id.clone();
+        let scenario_id = state.scenario_id.clone();
+        let status = state.status.as_str();
+        let saved_at = now_ms();
+        let version = self.writer.submit(Box::new(move |conn| {
+            let rows = match expected {
+                None => conn
+                    .execute(
+                        "INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
+                        params![tenant, namespace, run_id, scenario_id, status, doc.bytes, doc.sha256, saved_at],
+                    )
+                    .map_err(StoreError::sqlite("insert run"))?,
+                Some(version) => conn
+                    .execute(
+                        "UPDATE runs SET status = ?5, version = version + 1, state_json = ?6, state_sha256 = ?7, saved_at_ms = ?8
+                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND version = ?4",
+                        params![tenant, namespace, run_id, i64::try_from(version).unwrap_or(i64::MAX), status, doc.bytes, doc.sha256, saved_at],
+                    )
+                    .map_err(StoreError::sqlite("update run"))?,
+            };
+            if rows == 0 {
+                return Err(StoreError::Conflict(match expected {
+                    None => format!("run already exists: {run_id}"),
+                    Some(_) => format!("run {run_id} was changed concurrently"),
+                }));
+            }
+            Ok(expected.map_or(1, |v| i64::try_from(v).unwrap_or(i64::MAX) + 1))
+        }))?;
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    /// Loads a run and its version.
+    ///
+    /// # Errors
+    /// [`StoreError::Integrity`] if the stored document was altered; SQLite errors.
+    pub fn get_run(&self, scope: Scope, run_id: &str) -> Result<Option<(RunState, u64)>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(Vec<u8>, String, i64)> = conn
+                .query_row(
+                    "SELECT state_json, state_sha256, version FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), run_id],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("load run"))?;
+            let Some((bytes, sha, version)) = row else { return Ok(None) };
+            let key = || format!("{}/{}/{run_id}", scope.tenant_id, scope.namespace_id);
+            let state: RunState = decode(&bytes, &sha, "runs", key)?;
+            if state.tenant_id.get() != scope.tenant_id || state.namespace_id.get() != scope.namespace_id || state.run_id != run_id {
+                return Err(StoreError::Integrity { table: "runs", key: key() });
+            }
+            Ok(Some((state, u64::try_from(version).unwrap_or(0))))
+        })
+    }
+
+    /// Runs in a scope, newest first (or all scopes when `scope` is `None`: operators only).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn list_runs(&self, scope: Option<Scope>) -> Result<Vec<RunSummary>, StoreError> {
+        self.read(|conn| {
+            let (sql, args): (&str, Vec<i64>) = match scope {
+                Some(s) => (
+                    "SELECT tenant_id, namespace_id, run_id, scenario_id, status, version, saved_at_ms FROM runs
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 ORDER BY saved_at_ms DESC, run_id",
+                    vec![to_sql(s.tenant_id), to_sql(s.namespace_id)],
+                ),
+                None => (
+                    "SELECT tenant_id, namespace_id, run_id, scenario_id, status, version, saved_at_ms FROM runs
+                     ORDER BY tenant_id, namespace_id, saved_at_ms DESC, run_id",
+                    vec![],
+                ),
+            };
+            let mut stmt = conn.prepare(sql).map_err(StoreError::sqlite("list runs"))?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |row| {
+                    Ok(RunSummary {
+                        scope: Scope::new(row.get::<_, i64>(0)?.unsigned_abs(), row.get::<_, i64>(1)?.unsigned_abs()),
+                        run_id: row.get(2)?,
+                        scenario_id: row.get(3)?,
+                        status: row.get(4)?,
+                        version: row.get::<_, i64>(5)?.unsigned_abs(),
+                        saved_at_ms: row.get(6)?,
+                    })
+                })
+                .map_err(StoreError::sqlite("list runs"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("list runs"))
+        })
+    }
+
+    /// Counts runs by status (for /metrics).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn count_runs_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").map_err(StoreError::sqlite("count runs"))?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?.unsigned_abs())))
+                .map_err(StoreError::sqlite("count runs"))?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("count runs"))
+        })
+    }
+
+    // ----- scenarios -----
+
+    /// Registers a scenario; an identical spec is accepted again (idempotent), a
+    /// different spec under the same id is a [`StoreError::Conflict`]. Returns whether it
+    /// was newly inserted.
+    ///
+    /// # Errors
+    /// Conflict, size limit, SQLite errors.
+    pub fn put_scenario(&self, scope: Scope, spec: &ScenarioSpec) -> Result<bool, StoreError> {
+        let doc = encode(spec, "scenario spec", self.limits.max_spec_bytes)?;
+        let scenario_id = spec.scenario_id.clone();
+        let created = now_ms();
+        let inserted = self.writer.submit(Box::new(move |conn| {
+            let existing: Option<String> = conn
+                .query_row(
+                    "SELECT spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
+                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("read scenario"))?;
+            match existing {
+                Some(hash) if hash == doc.sha256 => Ok(0),
+                Some(_) => Err(StoreError::Conflict(format!("scenario already defined with a different spec: {scenario_id}"))),
+                None => {
+                    conn.execute(
+                        "INSERT INTO scenarios (tenant_id, namespace_id, scenario_id, spec_json, spec_sha256, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id, doc.bytes, doc.sha256, created],
+                    )
+                    .map_err(StoreError::sqlite("insert scenario"))?;
+                    Ok(1)
+                }
+            }
+        }))?;
+        Ok(inserted == 1)
+    }
+
+    /// Loads a scenario from exactly this scope.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn get_scenario(&self, scope: Scope, scenario_id: &str) -> Result<Option<ScenarioRecord>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(Vec<u8>, String)> = conn
+                .query_row(
+                    "SELECT spec_json, spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
+                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("load scenario"))?;
+            let Some((bytes, sha)) = row else { return Ok(None) };
+            let key = || format!("{}/{}/{scenario_id}", scope.tenant_id, scope.namespace_id);
+            let spec: ScenarioSpec = decode(&bytes, &sha, "scenarios", key)?;
+            if spec.scenario_id != scenario_id || spec.namespace_id.get() != scope.namespace_id {
+                return Err(StoreError::Integrity { table: "scenarios", key: key() });
+            }
+            Ok(Some(ScenarioRecord { scope, spec, spec_sha256: sha }))
+        })
+    }
+
+    /// Scenarios of a namespace visible to `tenant_id` (its own and the every-tenant
+    /// ones), sorted by id, after `cursor`, at most `limit`.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn list_scenarios(
+        &self,
+        tenant_id: u64,
+        namespace_id: u64,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScenarioRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT tenant_id, scenario_id, spec_json, spec_sha256 FROM scenarios
+                     WHERE tenant_id IN (0, ?1) AND namespace_id = ?2 AND scenario_id > ?3
+                     ORDER BY scenario_id, tenant_id LIMIT ?4",
+                )
+                .map_err(StoreError::sqlite("list scenarios"))?;
+            let rows = stmt
+                .query_map(
+                    params![to_sql(tenant_id), to_sql(namespace_id), cursor.unwrap_or(""), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, String>(3)?)),
+                )
+                .map_err(StoreError::sqlite("list scenarios"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (tenant, id, bytes, sha) = row.map_err(StoreError::sqlite("list scenarios"))?;
+                let scope = Scope::new(tenant.unsigned_abs(), namespace_id);
+                let spec: ScenarioSpec = decode(&bytes, &sha, "scenarios", || format!("{tenant}/{namespace_id}/{id}"))?;
+                out.push(ScenarioRecord { scope, spec, spec_sha256: sha });
+            }
+            Ok(out)
+        })
+    }
+
+    // ----- data shapes -----
+
+    /// Registers a data shape; records are immutable ([`StoreError::Conflict`] on reuse).
+    ///
+    /// # Errors
+    /// Conflict, size limit, SQLite errors.
+    pub fn put_shape(&self, record: &DataShapeRecord) -> Result<(), StoreError> {
+        let doc = encode(record, "data shape", self.limits.max_shape_bytes)?;
+        let scope = Scope::new(record.tenant_id.get(), record.namespace_id.get());
+        let (schema_id, version) = (record.schema_id.clone(), record.version.clone());
+        self.writer.submit(Box::new(move |conn| {
+            let rows = conn
+                .execute(
+                    "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version, doc.bytes, doc.sha256],
+                )
+                .map_err(StoreError::sqlite("insert data shape"))?;
+            if rows == 0 {
+                return Err(StoreError::Conflict("schema already registered".to_string()));
+            }
+            Ok(1)
+        }))?;
+        Ok(())
+    }
+
+    /// Loads a data shape.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn get_shape(&self, scope: Scope, schema_id: &str, version: &str) -> Result<Option<DataShapeRecord>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(Vec<u8>, String)> = conn
+                .query_row(
+                    "SELECT record_json, record_sha256 FROM data_shapes WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
+                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("load data shape"))?;
+            let Some((bytes, sha)) = row else { return Ok(None) };
+            let key = || format!("{}/{}/{schema_id}@{version}", scope.tenant_id, scope.namespace_id);
+            let record: DataShapeRecord = decode(&bytes, &sha, "data_shapes", key)?;
+            if record.tenant_id.get() != scope.tenant_id
+                || record.namespace_id.get() != scope.namespace_id
+                || record.schema_id != schema_id
+                || record.version != version
+            {
+                return Err(StoreError::Integrity { table: "data_shapes", key: key() });
+            }
+            Ok(Some(record))
+        })
+    }
+
+    /// Data shapes of a scope sorted by (schema_id, version), after the cursor.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn list_shapes(
+        &self,
+        scope: Scope,
+        cursor: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<DataShapeRecord>, StoreError> {
+        self.read(|conn| {
+            let (cursor_id, cursor_version) = cursor.unwrap_or(("", ""));
+            let mut stmt = conn
+                .prepare(
+                    "SELECT schema_id, version, record_json, record_sha256 FROM data_shapes
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND (schema_id > ?3 OR (schema_id = ?3 AND version > ?4))
+                     ORDER BY schema_id, version LIMIT ?5",
+                )
+                .map_err(StoreError::sqlite("list data shapes"))?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        to_sql(scope.tenant_id),
+                        to_sql(scope.namespace_id),
+                        cursor_id,
+                        cursor_version,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, String>(3)?)),
+                )
+                .map_err(StoreError::sqlite("list data shapes"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, version, bytes, sha) = row.map_err(StoreError::sqlite("list data shapes"))?;
+                out.push(decode(&bytes, &sha, "data_shapes", || format!("{}/{}/{id}@{version}", scope.tenant_id, scope.namespace_id))?);
+            }
+            Ok(out)
+        })
+    }
+
+    // ----- API keys -----
+
+    /// Stores a new API key record with the sha256 of its secret.
+    ///
+    /// # Errors
+    /// Conflict on a duplicate id or secret; SQLite errors.
+    pub fn put_api_key(&self, record: &ApiKeyRecord, secret_sha256: &str) -> Result<(), StoreError> {
+        let doc = encode(record, "api key", 64 * 1024)?;
+        let key_id = record.key_id.clone();
+        let secret = secret_sha256.to_string();
+        self.writer.submit(Box::new(move |conn| {
+            let rows = conn
+                .execute(
+                    "INSERT INTO api_keys (key_id, record_json, record_sha256, secret_sha256) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![key_id, doc.bytes, doc.sha256, secret],
+                )
+                .map_err(StoreError::sqlite("insert api key"))?;
+            if rows == 0 {
+                return Err(StoreError::Conflict(format!("api key already exists: {key_id}")));
+            }
+            Ok(1)
+        }))?;
+        Ok(())
+    }
+
+    /// Finds the key whose secret hashes to `secret_sha256`.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn find_api_key(&self, secret_sha256: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let row: Option<(String, Vec<u8>, String)> = conn
+                .query_row(
+                    "SELECT key_id, record_json, record_sha256 FROM api_keys WHERE secret_sha256 = ?1",
+                    [secret_sha256],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("find api key"))?;
+            let Some((key_id, bytes, sha)) = row else { return Ok(None) };
+            let record: ApiKeyRecord = decode(&bytes, &sha, "api_keys", || key_id.clone())?;
+            if record.key_id != key_id {
+                return Err(StoreError::Integrity { table: "api_keys", key: key_id });
+            }
+            Ok(Some(record))
+        })
+    }
+
+    /// Every key record, by id.
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT key_id, record_json, record_sha256 FROM api_keys ORDER BY key_id")
+                .map_err(StoreError::sqlite("list api keys"))?;
+            let rows = stmt
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, String>(2)?)))
+                .map_err(StoreError::sqlite("list api keys"))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (key_id, bytes, sha) = row.map_err(StoreError::sqlite("list api keys"))?;
+                out.push(decode(&bytes, &sha, "api_keys", || key_id.clone())?);
+            }
+            Ok(out)
+        })
+    }
+
+    // ----- operator checks -----
+
+    /// `integrity_check` plus the hash of every stored document.
+    ///
+    /// # Errors
+    /// SQLite errors while reading.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(StoreError::sqlite("integrity_check"))?;
+            let integrity_check = stmt
+                .query_map([], |row| row.get::<_, String>(0))
+                .map_err(StoreError::sqlite("integrity_check"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::sqlite("integrity_check"))?;
+            let mut report = CheckReport { integrity_check, documents_checked: 0, failures: Vec::new() };
+            let tables: [(&str, &str); 4] = [
+                ("runs", "SELECT tenant_id || '/' || namespace_id || '/' || run_id, state_json, state_sha256 FROM runs"),
+                ("scenarios", "SELECT tenant_id || '/' || namespace_id || '/' || scenario_id, spec_json, spec_sha256 FROM scenarios"),
+                ("data_shapes", "SELECT tenant_id || '/' || namespace_id || '/' || schema_id || '@' || version, record_json, record_sha256 FROM data_shapes"),
+                ("api_keys", "SELECT key_id, record_json, record_sha256 FROM api_keys"),
+            ];
+            for (table, sql) in tables {
+                let mut stmt = conn.prepare(sql).map_err(StoreError::sqlite("check documents"))?;
+                let rows = stmt
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, String>(2)?)))
+                    .map_err(StoreError::sqlite("check documents"))?;
+                for row in rows {
+                    let (key, bytes, sha) = row.map_err(StoreError::sqlite("check documents"))?;
+                    report.documents_checked += 1;
+                    if decode::<serde_json::Value>(&bytes, &sha, "check", || key.clone()).is_err() {
+                        report.failures.push(format!("{table} {key}"));
+                    }
+                }
+            }
+            Ok(report)
+        })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}

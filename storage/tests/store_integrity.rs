@@ -1,0 +1,215 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! Storage promises: tampered documents fail closed, tenants never see each other's data,
+//! migrations go forward only and refuse newer databases, writes are idempotent where
+//! the contract says so.
+
+use std::num::NonZeroU64;
+
+use dg_engine::hashing::hash_bytes;
+use dg_engine::spec::ScenarioSpec;
+use dg_engine::state::{RunConfig, RunState};
+use dg_engine::time::Timestamp;
+use dg_engine::{ControlPlane, EngineConfig};
+use dg_providers::time::TimeProviderConfig;
+use dg_providers::BuiltinProviders;
+use dg_storage::{Scope, Store, StoreError, StoreLimits};
+use proptest::prelude::*;
+use rusqlite::Connection;
+use serde_json::json;
+
+fn spec(id: &str, namespace: u64) -> ScenarioSpec {
+    serde_json::from_value(json!({
+        "scenario_id": id, "namespace_id": namespace, "spec_version": "1", "policies": [], "schemas": [],
+        "conditions": [{"condition_id": "c", "query": {"provider_id": "time", "check_id": "now"}, "comparator": "exists",
+                        "expected": null, "policy_tags": []}],
+        "stages": [{"stage_id": "s", "entry_packets": [], "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
+                    "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}]
+    }))
+    .unwrap()
+}
+
+fn run(tenant: u64, namespace: u64, run_id: &str) -> RunState {
+    let spec = spec("sc", namespace);
+    let providers = BuiltinProviders::default().with_time(TimeProviderConfig::default());
+    let config = EngineConfig::default();
+    let engine = ControlPlane::new(&spec, &config, &providers).unwrap();
+    let run_config = RunConfig {
+        tenant_id: NonZeroU64::new(tenant).unwrap(),
+        namespace_id: NonZeroU64::new(namespace).unwrap(),
+        run_id: run_id.into(),
+        scenario_id: "sc".into(),
+        dispatch_targets: vec![],
+        policy_tags: vec![],
+    };
+    engine.start_run(run_config, Timestamp::Logical(1), true).unwrap()
+}
+
+fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("state.db"), StoreLimits::default()).unwrap()
+}
+
+#[test]
+fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let state = run(1, 2, "r1");
+    store.create_run(&state).unwrap();
+    store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap();
+    let len: usize = {
+        let raw = Connection::open(dir.path().join("state.db")).unwrap();
+        raw.query_row("SELECT length(state_json) FROM runs", [], |r| r.get(0)).unwrap()
+    };
+    for index in (0..len).step_by(7) {
+        let raw = Connection::open(dir.path().join("state.db")).unwrap();
+        let mut bytes: Vec<u8> = raw.query_row("SELECT state_json FROM runs", [], |r| r.get(0)).unwrap();
+        let original = bytes.clone();
+        bytes[index] ^= 0x20;
+        raw.execute("UPDATE runs SET state_json = ?1", [&bytes]).unwrap();
+        let err = store.get_run(Scope::new(1, 2), "r1").unwrap_err();
+        assert!(matches!(err, StoreError::Integrity { table: "runs", .. }), "byte {index}: {err}");
+        raw.execute("UPDATE runs SET state_json = ?1", [&original]).unwrap();
+    }
+    assert!(store.integrity_failures() > 0);
+    assert_eq!(store.get_run(Scope::new(1, 2), "r1").unwrap().unwrap().0, state);
+
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    raw.execute("UPDATE scenarios SET spec_json = CAST(replace(spec_json, 'terminal', 'linear!!') AS BLOB)", []).unwrap();
+    assert!(matches!(store.get_scenario(Scope::new(1, 2), "sc").unwrap_err(), StoreError::Integrity { .. }));
+    let report = store.check().unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.failures, vec!["scenarios 1/2/sc".to_string()]);
+}
+
+#[test]
+fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
+    // An attacker with raw access who recomputes the hash can still not move a run into
+    // another tenant's key: the payload's own ids must match the row key.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.create_run(&run(1, 2, "mine")).unwrap();
+    let foreign = run(9, 2, "mine");
+    let bytes = dg_engine::canonical_json_bytes(&foreign).unwrap();
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    raw.execute("UPDATE runs SET state_json = ?1, state_sha256 = ?2", rusqlite::params![bytes, hash_bytes(&bytes).value])
+        .unwrap();
+    assert!(matches!(store.get_run(Scope::new(1, 2), "mine").unwrap_err(), StoreError::Integrity { .. }));
+}
+
+#[test]
+fn scenario_define_is_idempotent_and_conflicts_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert!(store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap());
+    assert!(!store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap());
+    let mut changed = spec("sc", 2);
+    changed.spec_version = "2".into();
+    assert!(matches!(store.put_scenario(Scope::new(1, 2), &changed).unwrap_err(), StoreError::Conflict(_)));
+}
+
+#[test]
+fn concurrent_update_of_the_same_version_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let state = run(1, 2, "r");
+    assert_eq!(store.create_run(&state).unwrap(), 1);
+    assert!(matches!(store.create_run(&state).unwrap_err(), StoreError::Conflict(_)));
+    assert_eq!(store.update_run(&state, 1).unwrap(), 2);
+    assert!(matches!(store.update_run(&state, 1).unwrap_err(), StoreError::Conflict(_)));
+}
+
+#[test]
+fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        // A database as the first schema version left it.
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch(
+            "CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
+             INSERT INTO store_meta VALUES (1, 'old');
+             CREATE TABLE runs (tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, run_id TEXT NOT NULL,
+                scenario_id TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL, state_json BLOB NOT NULL,
+                state_sha256 TEXT NOT NULL, saved_at_ms INTEGER NOT NULL, PRIMARY KEY (tenant_id, namespace_id, run_id)) WITHOUT ROWID;
+             CREATE TABLE scenarios (tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, scenario_id TEXT NOT NULL,
+                spec_json BLOB NOT NULL, spec_sha256 TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+                PRIMARY KEY (tenant_id, namespace_id, scenario_id)) WITHOUT ROWID;
+             CREATE TABLE data_shapes (tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, schema_id TEXT NOT NULL,
+                version TEXT NOT NULL, record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL,
+                PRIMARY KEY (tenant_id, namespace_id, schema_id, version)) WITHOUT ROWID;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path, StoreLimits::default()).unwrap();
+    assert_eq!(store.instance_id(), "old");
+    store.create_run(&run(1, 1, "after-migration")).unwrap();
+    drop(store);
+    let backups: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("pre-migration"))
+        .collect();
+    assert_eq!(backups.len(), 1, "a backup copy is taken before migrating");
+
+    Connection::open(&path).unwrap().execute("UPDATE store_meta SET version = 99", []).unwrap();
+    let err = Store::open(&path, StoreLimits::default()).err().expect("newer schema must be refused");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }));
+    assert!(err.to_string().contains("newer than this appliance supports"));
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    PutRun { tenant: u64, run: u8 },
+    GetRun { tenant: u64, run: u8 },
+    PutScenario { tenant: u64, id: u8 },
+    ListScenarios { tenant: u64 },
+    ListRuns { tenant: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let tenant = prop_oneof![Just(1u64), Just(2u64)];
+    prop_oneof![
+        (tenant.clone(), 0u8..4).prop_map(|(tenant, run)| Op::PutRun { tenant, run }),
+        (tenant.clone(), 0u8..4).prop_map(|(tenant, run)| Op::GetRun { tenant, run }),
+        (tenant.clone(), 0u8..3).prop_map(|(tenant, id)| Op::PutScenario { tenant, id }),
+        tenant.clone().prop_map(|tenant| Op::ListScenarios { tenant }),
+        tenant.prop_map(|tenant| Op::ListRuns { tenant }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn no_read_by_one_tenant_returns_the_others_data(ops in prop::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for op in ops {
+            match op {
+                Op::PutRun { tenant, run: n } => {
+                    let _ = store.create_run(&run(tenant, 3, &format!("run-{n}")));
+                }
+                Op::GetRun { tenant, run: n } => {
+                    if let Some((state, _)) = store.get_run(Scope::new(tenant, 3), &format!("run-{n}")).unwrap() {
+                        prop_assert_eq!(state.tenant_id.get(), tenant);
+                    }
+                }
+                Op::PutScenario { tenant, id } => {
+                    let mut s = spec(&format!("s{id}-t{tenant}"), 3);
+                    s.default_tenant_id = NonZeroU64::new(tenant);
+                    store.put_scenario(Scope::new(tenant, 3), &s).unwrap();
+                }
+                Op::ListScenarios { tenant } => {
+                    for record in store.list_scenarios(tenant, 3, None, 100).unwrap() {
+                        prop_assert_eq!(record.scope.tenant_id, tenant);
+                        let suffix = format!("-t{}", tenant);
+                        prop_assert!(record.spec.scenario_id.ends_with(&suffix));
+                    }
+                }
+                Op::ListRuns { tenant } => {
+                    for summary in store.list_runs(Some(Scope::new(tenant, 3))).unwrap() {
+                        prop_assert_eq!(summary.scope.tenant_id, tenant);
+                    }
+                }
+            }
+        }
+    }
+}
