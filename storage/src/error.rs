@@ -91,7 +91,9 @@ impl StoreError {
     #[must_use]
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Self::Sqlite { source: rusqlite::Error::SqliteFailure(err, _), .. } => err.code == rusqlite::ErrorCode::DiskFull,
+            Self::Sqlite { source: rusqlite::Error::SqliteFailure(err, _), .. } => {
+                err.code == rusqlite::ErrorCode::DiskFull
+            }
             Self::WriteGroup { disk_full, .. } => *disk_full,
             _ => false,
         }

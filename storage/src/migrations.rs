@@ -51,7 +51,8 @@ pub fn current_version(conn: &Connection) -> Result<i64, StoreError> {
     if !has_meta {
         return Ok(0);
     }
-    conn.query_row("SELECT version FROM store_meta", [], |row| row.get(0)).map_err(StoreError::sqlite("read schema version"))
+    conn.query_row("SELECT version FROM store_meta", [], |row| row.get(0))
+        .map_err(StoreError::sqlite("read schema version"))
 }
 
 /// Brings the database to [`CURRENT_VERSION`]. `backup_path` receives a copy of an
@@ -59,7 +60,11 @@ pub fn current_version(conn: &Connection) -> Result<i64, StoreError> {
 ///
 /// # Errors
 /// [`StoreError::NewerSchema`], SQLite or backup I/O errors.
-pub fn migrate(conn: &mut Connection, backup_path: Option<&std::path::Path>, instance_id: &str) -> Result<i64, StoreError> {
+pub fn migrate(
+    conn: &mut Connection,
+    backup_path: Option<&std::path::Path>,
+    instance_id: &str,
+) -> Result<i64, StoreError> {
     let version = current_version(conn)?;
     if version > CURRENT_VERSION {
         return Err(StoreError::NewerSchema { found: version, supported: CURRENT_VERSION });
@@ -70,18 +75,21 @@ pub fn migrate(conn: &mut Connection, backup_path: Option<&std::path::Path>, ins
     if version > 0 {
         if let Some(path) = backup_path {
             let escaped = path.to_string_lossy().replace('\'', "''");
-            conn.execute_batch(&format!("VACUUM INTO '{escaped}'")).map_err(StoreError::sqlite("backup before migration"))?;
+            conn.execute_batch(&format!("VACUUM INTO '{escaped}'"))
+                .map_err(StoreError::sqlite("backup before migration"))?;
         }
     }
     for step in version..CURRENT_VERSION {
         let tx = conn.transaction().map_err(StoreError::sqlite("begin migration"))?;
-        let index = usize::try_from(step).map_err(|_| StoreError::NewerSchema { found: step, supported: CURRENT_VERSION })?;
+        let index =
+            usize::try_from(step).map_err(|_| StoreError::NewerSchema { found: step, supported: CURRENT_VERSION })?;
         tx.execute_batch(MIGRATIONS[index]).map_err(StoreError::sqlite("apply migration"))?;
         if step == 0 {
             tx.execute("INSERT INTO store_meta (version, instance_id) VALUES (1, ?1)", [instance_id])
                 .map_err(StoreError::sqlite("record schema version"))?;
         } else {
-            tx.execute("UPDATE store_meta SET version = ?1", [step + 1]).map_err(StoreError::sqlite("record schema version"))?;
+            tx.execute("UPDATE store_meta SET version = ?1", [step + 1])
+                .map_err(StoreError::sqlite("record schema version"))?;
         }
         tx.commit().map_err(StoreError::sqlite("commit migration"))?;
     }

@@ -52,7 +52,11 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        Self { max_run_state_bytes: 16 * 1024 * 1024, max_spec_bytes: 4 * 1024 * 1024, max_shape_bytes: 2 * 1024 * 1024 }
+        Self {
+            max_run_state_bytes: 16 * 1024 * 1024,
+            max_spec_bytes: 4 * 1024 * 1024,
+            max_shape_bytes: 2 * 1024 * 1024,
+        }
     }
 }
 
@@ -349,8 +353,9 @@ impl Store {
     /// SQLite errors.
     pub fn count_runs_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status").map_err(StoreError::sqlite("count runs"))?;
+            let mut stmt = conn
+                .prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
+                .map_err(StoreError::sqlite("count runs"))?;
             let rows = stmt
                 .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?.unsigned_abs())))
                 .map_err(StoreError::sqlite("count runs"))?;
@@ -441,8 +446,20 @@ impl Store {
                 .map_err(StoreError::sqlite("list scenarios"))?;
             let rows = stmt
                 .query_map(
-                    params![to_sql(tenant_id), to_sql(namespace_id), cursor.unwrap_or(""), i64::try_from(limit).unwrap_or(i64::MAX)],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, Vec<u8>>(2)?, row.get::<_, String>(3)?)),
+                    params![
+                        to_sql(tenant_id),
+                        to_sql(namespace_id),
+                        cursor.unwrap_or(""),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, Vec<u8>>(2)?,
+                            row.get::<_, String>(3)?,
+                        ))
+                    },
                 )
                 .map_err(StoreError::sqlite("list scenarios"))?;
             let mut out = Vec::new();
@@ -471,7 +488,14 @@ impl Store {
                 .execute(
                     "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version, doc.bytes, doc.sha256],
+                    params![
+                        to_sql(scope.tenant_id),
+                        to_sql(scope.namespace_id),
+                        schema_id,
+                        version,
+                        doc.bytes,
+                        doc.sha256
+                    ],
                 )
                 .map_err(StoreError::sqlite("insert data shape"))?;
             if rows == 0 {
@@ -486,7 +510,12 @@ impl Store {
     ///
     /// # Errors
     /// Integrity or SQLite errors.
-    pub fn get_shape(&self, scope: Scope, schema_id: &str, version: &str) -> Result<Option<DataShapeRecord>, StoreError> {
+    pub fn get_shape(
+        &self,
+        scope: Scope,
+        schema_id: &str,
+        version: &str,
+    ) -> Result<Option<DataShapeRecord>, StoreError> {
         self.read(|conn| {
             let row: Option<(Vec<u8>, String)> = conn
                 .query_row(
@@ -608,7 +637,9 @@ impl Store {
                 .prepare("SELECT key_id, record_json, record_sha256 FROM api_keys ORDER BY key_id")
                 .map_err(StoreError::sqlite("list api keys"))?;
             let rows = stmt
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, String>(2)?)))
+                .query_map([], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, String>(2)?))
+                })
                 .map_err(StoreError::sqlite("list api keys"))?;
             let mut out = Vec::new();
             for row in rows {

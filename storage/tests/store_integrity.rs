@@ -73,7 +73,8 @@ fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
     assert_eq!(store.get_run(Scope::new(1, 2), "r1").unwrap().unwrap().0, state);
 
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
-    raw.execute("UPDATE scenarios SET spec_json = CAST(replace(spec_json, 'terminal', 'linear!!') AS BLOB)", []).unwrap();
+    raw.execute("UPDATE scenarios SET spec_json = CAST(replace(spec_json, 'terminal', 'linear!!') AS BLOB)", [])
+        .unwrap();
     assert!(matches!(store.get_scenario(Scope::new(1, 2), "sc").unwrap_err(), StoreError::Integrity { .. }));
     let report = store.check().unwrap();
     assert!(!report.ok());
@@ -90,8 +91,11 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
     let foreign = run(9, 2, "mine");
     let bytes = dg_engine::canonical_json_bytes(&foreign).unwrap();
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
-    raw.execute("UPDATE runs SET state_json = ?1, state_sha256 = ?2", rusqlite::params![bytes, hash_bytes(&bytes).value])
-        .unwrap();
+    raw.execute(
+        "UPDATE runs SET state_json = ?1, state_sha256 = ?2",
+        rusqlite::params![bytes, hash_bytes(&bytes).value],
+    )
+    .unwrap();
     assert!(matches!(store.get_run(Scope::new(1, 2), "mine").unwrap_err(), StoreError::Integrity { .. }));
 }
 

@@ -1,2 +1,146 @@
-//! daemon
-fn main() {}
+//! `dg-appliance`: parses arguments and wires the libraries together. No logic lives here.
+
+mod app;
+mod auth;
+mod cli;
+mod clock;
+mod config;
+mod datadir;
+mod http;
+mod keys;
+mod limits;
+mod metrics;
+mod providers_setup;
+mod rpc;
+mod server;
+mod stdio;
+mod store_cli;
+mod tools;
+mod wire;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::app::App;
+use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
+use crate::datadir::DataDir;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
+}
+
+/// Loads config, prepares the data directory and builds the application.
+fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
+    let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
+    let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
+    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+    let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
+    let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
+    let providers = providers_setup::build(&config.providers)?;
+    let app = App::new(config, store, providers, data.runpacks());
+    Ok((app, data, admin_key))
+}
+
+fn serve(args: cli::ServeArgs) -> Result<(), String> {
+    let (mut app, data, admin_key) = build_app(&args.data)?;
+    if let Some(listen) = args.listen {
+        app.config.server.listen = listen;
+    }
+    if args.plaintext_loopback {
+        app.config.server.plaintext_loopback = true;
+    }
+    let server = &app.config.server;
+    if server.plaintext_loopback && !server.listen.ip().is_loopback() {
+        return Err(format!("plain HTTP is only allowed on a loopback address, not {}", server.listen));
+    }
+    let tls = if server.plaintext_loopback {
+        None
+    } else {
+        let (cert, key) = match &app.config.tls {
+            Some(tls) => (tls.cert_path.clone(), tls.key_path.clone()),
+            None => {
+                data.ensure_self_signed_cert().map_err(|err| err.to_string())?;
+                (data.cert_path(), data.key_path())
+            }
+        };
+        Some(server::tls_config(&cert, &key).map_err(|err| err.to_string())?)
+    };
+    if let Some(token) = admin_key {
+        eprintln!("First admin API key (shown once, also saved to {}):", data.root.join("admin.key").display());
+        eprintln!("{token}");
+    }
+    let listen = app.config.server.listen;
+    let header_timeout = std::time::Duration::from_millis(app.config.server.header_read_timeout_ms);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = Arc::new(app);
+    let store = app.store.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| err.to_string())?;
+    let result = runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
+        let front = Arc::new(http::HttpFront::new(app));
+        server::run(front, listener, tls, header_timeout, |addr| {
+            tracing::info!(address = %addr, "listening");
+            eprintln!("dg-appliance listening on {scheme}://{addr}");
+        })
+        .await
+        .map_err(|err| err.to_string())
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    store.close();
+    tracing::info!("stopped");
+    result
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Stdio(args) => {
+            let (app, _, _) = build_app(&args.data)?;
+            let dialect = match args.protocol {
+                Protocol::Rpc => rpc::Dialect::DecisionGate,
+                Protocol::Mcp => rpc::Dialect::Mcp,
+            };
+            stdio::run(&app, args.framing, dialect).map_err(|err| format!("stdio: {err}"))?;
+            app.store.close();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => match config::load(Some(&file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                println!("{err}");
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Config(ConfigCommand::Default) => {
+            print!("{}", config::DEFAULT_CONFIG);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store(command) => store_cli::run(command),
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("dg-appliance: {message}");
+            tracing::error!(error = %message, "fatal");
+            ExitCode::from(2)
+        }
+    }
+}

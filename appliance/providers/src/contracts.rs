@@ -108,20 +108,26 @@ fn schema_errors(schema: &Value, value: &Value) -> Option<String> {
 pub fn validate_capability(condition: &ConditionSpec, available: &dyn Fn(&str) -> bool) -> Result<(), String> {
     let query = &condition.query;
     let id = &condition.condition_id;
-    let contract = builtin_contract(&query.provider_id)
-        .filter(|_| available(&query.provider_id))
-        .ok_or_else(|| format!("provider_missing: provider {} is not configured (condition {id})", query.provider_id))?;
-    let check = contract
-        .check(&query.check_id)
-        .ok_or_else(|| format!("check_missing: provider {} has no check {} (condition {id})", query.provider_id, query.check_id))?;
+    let contract = builtin_contract(&query.provider_id).filter(|_| available(&query.provider_id)).ok_or_else(|| {
+        format!("provider_missing: provider {} is not configured (condition {id})", query.provider_id)
+    })?;
+    let check = contract.check(&query.check_id).ok_or_else(|| {
+        format!("check_missing: provider {} has no check {} (condition {id})", query.provider_id, query.check_id)
+    })?;
     validate_query_params(check, query.params.as_ref(), id)?;
     let comparator = condition.comparator;
     match (&condition.expected, comparator.is_presence()) {
         (Some(_), true) => {
-            return Err(format!("expected_invalid: comparator {} takes no expected value (condition {id})", comparator.as_str()))
+            return Err(format!(
+                "expected_invalid: comparator {} takes no expected value (condition {id})",
+                comparator.as_str()
+            ))
         }
         (None, false) => {
-            return Err(format!("expected_invalid: comparator {} requires an expected value (condition {id})", comparator.as_str()))
+            return Err(format!(
+                "expected_invalid: comparator {} requires an expected value (condition {id})",
+                comparator.as_str()
+            ))
         }
         (Some(Value::Array(items)), false) if comparator == Comparator::InSet => {
             for item in items {
@@ -135,7 +141,9 @@ pub fn validate_capability(condition: &ConditionSpec, available: &dyn Fn(&str) -
                 return Err(format!("expected_invalid: {err} (condition {id})"));
             }
         }
-        (Some(_), false) => return Err(format!("expected_invalid: in_set requires an expected array (condition {id})")),
+        (Some(_), false) => {
+            return Err(format!("expected_invalid: in_set requires an expected array (condition {id})"))
+        }
         (None, true) => {}
     }
     if !check.allowed_comparators.contains(&comparator) {
@@ -155,7 +163,9 @@ pub fn validate_capability(condition: &ConditionSpec, available: &dyn Fn(&str) -
 /// `params_missing: ...` or `params_invalid: ...`.
 pub fn validate_query_params(check: &CheckContract, params: Option<&Value>, context: &str) -> Result<(), String> {
     match params {
-        None if check.params_required => Err(format!("params_missing: check {} requires params ({context})", check.check_id)),
+        None if check.params_required => {
+            Err(format!("params_missing: check {} requires params ({context})", check.check_id))
+        }
         None => Ok(()),
         Some(params) => match schema_errors(&check.params_schema, params) {
             Some(err) => Err(format!("params_invalid: {err} ({context})")),

@@ -1,0 +1,47 @@
+//! Everything a request needs, built once at start-up and shared by every transport.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dg_engine::evidence::TrustRequirement;
+use dg_engine::validation::StrictValidationConfig;
+use dg_engine::EngineConfig;
+use dg_providers::BuiltinProviders;
+use dg_storage::Store;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Shared application state.
+pub struct App {
+    /// The configuration in force.
+    pub config: Config,
+    /// Durable state.
+    pub store: Arc<Store>,
+    /// Configured evidence providers.
+    pub providers: BuiltinProviders,
+    /// Engine settings derived from the config.
+    pub engine: EngineConfig,
+    /// Strict validation settings.
+    pub strict: Option<StrictValidationConfig>,
+    /// Runpack output root.
+    pub runpack_root: PathBuf,
+    /// Counters for /metrics.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Wires the parts together.
+    #[must_use]
+    pub fn new(config: Config, store: Arc<Store>, providers: BuiltinProviders, runpack_root: PathBuf) -> Self {
+        let engine = EngineConfig {
+            trust_requirement: TrustRequirement { min_lane: config.engine.min_lane },
+            ..EngineConfig::default()
+        };
+        let strict = config.validation.strict.then_some(StrictValidationConfig {
+            enable_lexicographic: config.validation.enable_lexicographic,
+            enable_deep_equals: config.validation.enable_deep_equals,
+        });
+        Self { config, store, providers, engine, strict, runpack_root, metrics: Metrics::default() }
+    }
+}

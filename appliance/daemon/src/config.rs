@@ -1,0 +1,324 @@
+//! The appliance configuration (TOML). Unknown keys are errors; `config check` reports
+//! every problem it can find, each with its key path, instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use dg_engine::evidence::TrustLane;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// The embedded default configuration, used when no file is given.
+pub const DEFAULT_CONFIG: &str = r#"# Decision Gate Appliance — embedded default configuration.
+[server]
+listen = "127.0.0.1:8443"
+max_body_bytes = 1048576
+max_inflight = 256
+request_timeout_ms = 30000
+header_read_timeout_ms = 5000
+
+[server.rate_limit]
+requests_per_second = 500
+burst = 1000
+
+[engine]
+min_lane = "verified"
+
+[validation]
+strict = true
+enable_lexicographic = false
+enable_deep_equals = false
+
+[evidence]
+allow_raw_values = false
+
+[[providers]]
+name = "time"
+config = { allow_logical = true }
+"#;
+
+/// Top-level configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Network server.
+    pub server: ServerConfig,
+    /// TLS material; generated self-signed in the data directory when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Evaluation settings.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Strict comparator validation.
+    #[serde(default)]
+    pub validation: ValidationSection,
+    /// Evidence disclosure.
+    #[serde(default)]
+    pub evidence: EvidenceSection,
+    /// Configured built-in providers.
+    #[serde(default)]
+    pub providers: Vec<ProviderEntry>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Serve plain HTTP (loopback only).
+    #[serde(default)]
+    pub plaintext_loopback: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most requests in flight at once.
+    pub max_inflight: usize,
+    /// Longest a tool call may take.
+    pub request_timeout_ms: u64,
+    /// Longest a client may take to send its request headers (slowloris guard).
+    pub header_read_timeout_ms: u64,
+    /// Per-key token bucket.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[server.rate_limit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitConfig {
+    /// Sustained rate per API key.
+    pub requests_per_second: u32,
+    /// Burst size.
+    pub burst: u32,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// PEM private key.
+    pub key_path: PathBuf,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineSection {
+    /// Minimum trust lane for evidence.
+    pub min_lane: TrustLane,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self { min_lane: TrustLane::Verified }
+    }
+}
+
+/// `[validation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationSection {
+    /// Strict comparator validation at define time.
+    pub strict: bool,
+    /// Allow `lex_*` comparators.
+    pub enable_lexicographic: bool,
+    /// Allow `deep_*` comparators.
+    pub enable_deep_equals: bool,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self { strict: true, enable_lexicographic: false, enable_deep_equals: false }
+    }
+}
+
+/// `[evidence]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct EvidenceSection {
+    /// Return raw evidence values from `evidence_query` and feedback.
+    pub allow_raw_values: bool,
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// Built-in provider id: time, env, json or http.
+    pub name: String,
+    /// The provider's config table.
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Dotted key path (`server.listen`, `providers[1].config.root`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Problems found in it.
+    #[error("invalid config{}:\n{}", .source_name, .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// ` <path>` or empty.
+        source_name: String,
+        /// Every problem.
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> ConfigProblem {
+    ConfigProblem { path: path.into(), message: message.into() }
+}
+
+/// Parses and validates configuration text, collecting every problem.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem with its key path.
+pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid { source_name: source_name.to_string(), problems };
+    let mut problems = Vec::new();
+    if text.len() > 1024 * 1024 {
+        return Err(invalid(vec![problem("(file)", "config file is larger than 1 MiB")]));
+    }
+    let value: toml::Value = match toml::from_str(text) {
+        Ok(value) => value,
+        Err(err) => {
+            let span = err.span().map(|s| format!(" (byte {})", s.start)).unwrap_or_default();
+            return Err(invalid(vec![problem("(syntax)", format!("{}{span}", err.message()))]));
+        }
+    };
+    // Unknown keys anywhere: collected all at once.
+    let mut unknown = Vec::new();
+    let parsed: Result<Config, _> = serde_ignored::deserialize(value.clone(), |path| unknown.push(path.to_string()));
+    for path in unknown {
+        problems.push(problem(path, "unknown key"));
+    }
+    let config = match parsed {
+        Ok(config) => Some(config),
+        Err(_) => {
+            // Re-run with a path-tracking deserializer for the first type/missing-key error.
+            match serde_path_to_error::deserialize::<_, Config>(value) {
+                Err(err) => {
+                    let path = err.path().to_string();
+                    problems
+                        .push(problem(if path == "." { "(root)".to_string() } else { path }, err.inner().to_string()));
+                }
+                Ok(_) => problems.push(problem("(root)", "config does not match its schema")),
+            }
+            None
+        }
+    };
+    if let Some(config) = &config {
+        problems.extend(semantic_problems(config));
+    }
+    match config {
+        Some(config) if problems.is_empty() => Ok(config),
+        _ => Err(invalid(problems)),
+    }
+}
+
+/// Cross-field rules.
+fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let server = &config.server;
+    if server.plaintext_loopback && !server.listen.ip().is_loopback() {
+        problems.push(problem("server.plaintext_loopback", "plain HTTP is only allowed on a loopback listen address"));
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&server.max_body_bytes) {
+        problems.push(problem("server.max_body_bytes", "must be between 1024 and 67108864"));
+    }
+    if server.max_inflight == 0 {
+        problems.push(problem("server.max_inflight", "must be at least 1"));
+    }
+    if server.request_timeout_ms == 0 {
+        problems.push(problem("server.request_timeout_ms", "must be at least 1"));
+    }
+    if server.header_read_timeout_ms == 0 {
+        problems.push(problem("server.header_read_timeout_ms", "must be at least 1"));
+    }
+    if server.rate_limit.requests_per_second == 0 || server.rate_limit.burst == 0 {
+        problems.push(problem("server.rate_limit", "requests_per_second and burst must be at least 1"));
+    }
+    let mut seen = Vec::new();
+    for (index, entry) in config.providers.iter().enumerate() {
+        let path = format!("providers[{index}]");
+        if seen.contains(&entry.name) {
+            problems.push(problem(format!("{path}.name"), format!("provider {} configured twice", entry.name)));
+        }
+        seen.push(entry.name.clone());
+        if let Err(err) = crate::providers_setup::check_entry(entry) {
+            problems.push(problem(format!("{path}.{}", err.0), err.1));
+        }
+    }
+    problems
+}
+
+/// Loads the config file, or the embedded default when `path` is `None`.
+///
+/// # Errors
+/// Read or validation errors.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        None => parse(DEFAULT_CONFIG, " (embedded default)"),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+            parse(&text, &format!(" {}", path.display()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = parse(DEFAULT_CONFIG, "").unwrap();
+        assert!(config.server.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = DEFAULT_CONFIG
+            .replace("max_inflight = 256", "max_inflight = 256\nbogus = 1")
+            .replace("[validation]", "[validation]\nalso_bogus = true")
+            + "\n[[providers]]\nname = \"warp\"\n";
+        let err = parse(&text, "").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("server.bogus: unknown key"), "{message}");
+        assert!(message.contains("validation.also_bogus: unknown key"), "{message}");
+        assert!(message.contains("providers[1].name"), "{message}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let text = DEFAULT_CONFIG.replace("max_inflight = 256", "max_inflight = \"many\"");
+        let message = parse(&text, "").unwrap_err().to_string();
+        assert!(message.contains("server.max_inflight"), "{message}");
+    }
+
+    #[test]
+    fn plaintext_needs_loopback() {
+        let text = DEFAULT_CONFIG
+            .replace("127.0.0.1:8443", "0.0.0.0:8443")
+            .replace("[server]\n", "[server]\nplaintext_loopback = true\n");
+        let message = parse(&text, "").unwrap_err().to_string();
+        assert!(message.contains("server.plaintext_loopback"), "{message}");
+    }
+}

@@ -1,0 +1,158 @@
+//! The data directory: created on first start (mode 0700) with the state database, a
+//! self-signed TLS certificate for 127.0.0.1 and a first admin API key printed once.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use dg_storage::{ApiKeyRecord, Store, StoreError, StoreLimits};
+use thiserror::Error;
+
+use crate::keys;
+
+/// Layout of a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    /// Root.
+    pub root: PathBuf,
+}
+
+/// Why the data directory could not be prepared.
+#[derive(Debug, Error)]
+pub enum DataDirError {
+    /// Filesystem error.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// Path concerned.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate the TLS certificate: {0}")]
+    Certificate(String),
+    /// The state database failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io { path: path.to_path_buf(), source }
+}
+
+/// Default location: `$STATE_DIRECTORY` under systemd, else `./dg-data`.
+#[must_use]
+pub fn default_root() -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from("dg-data"),
+    }
+}
+
+/// Writes a file that only the owner may read, atomically (temp + fsync + rename).
+///
+/// # Errors
+/// Filesystem errors.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    file.write_all(contents).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(parent) = path.parent() {
+        fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
+    }
+    Ok(())
+}
+
+impl DataDir {
+    /// Creates the directory tree if needed (0700).
+    ///
+    /// # Errors
+    /// Filesystem errors.
+    pub fn prepare(root: PathBuf) -> Result<Self, DataDirError> {
+        for dir in [root.clone(), root.join("tls"), root.join("runpacks")] {
+            if !dir.exists() {
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
+            }
+        }
+        Ok(Self { root })
+    }
+
+    /// The SQLite state database.
+    #[must_use]
+    pub fn database(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+
+    /// Where runpacks are written.
+    #[must_use]
+    pub fn runpacks(&self) -> PathBuf {
+        self.root.join("runpacks")
+    }
+
+    /// Default certificate path.
+    #[must_use]
+    pub fn cert_path(&self) -> PathBuf {
+        self.root.join("tls/cert.pem")
+    }
+
+    /// Default private key path.
+    #[must_use]
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("tls/key.pem")
+    }
+
+    /// Opens the state database.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn open_store(&self) -> Result<Store, DataDirError> {
+        Ok(Store::open(&self.database(), StoreLimits::default())?)
+    }
+
+    /// Generates a self-signed certificate for 127.0.0.1 / ::1 / localhost unless one exists.
+    ///
+    /// # Errors
+    /// Generation or filesystem errors.
+    pub fn ensure_self_signed_cert(&self) -> Result<bool, DataDirError> {
+        if self.cert_path().exists() && self.key_path().exists() {
+            return Ok(false);
+        }
+        let names = vec!["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()];
+        let certified =
+            rcgen::generate_simple_self_signed(names).map_err(|err| DataDirError::Certificate(err.to_string()))?;
+        write_private(&self.key_path(), certified.key_pair.serialize_pem().as_bytes())?;
+        write_private(&self.cert_path(), certified.cert.pem().as_bytes())?;
+        Ok(true)
+    }
+
+    /// On a store with no keys, issues the first admin key, writes it to `admin.key`
+    /// (0600) and returns it so the caller can print it once.
+    ///
+    /// # Errors
+    /// Store or filesystem errors.
+    pub fn ensure_admin_key(&self, store: &Store) -> Result<Option<String>, DataDirError> {
+        if !store.list_api_keys()?.is_empty() {
+            return Ok(None);
+        }
+        let issued = keys::issue();
+        let record = ApiKeyRecord {
+            key_id: issued.key_id.clone(),
+            label: "first admin key".to_string(),
+            role: "org_admin".to_string(),
+            tenant_id: None,
+            namespaces: Vec::new(),
+            created_at_ms: crate::clock::now_ms(),
+            expires_at_ms: None,
+            revoked_at_ms: None,
+        };
+        store.put_api_key(&record, &keys::token_hash(&issued.token))?;
+        write_private(&self.root.join("admin.key"), format!("{}\n", issued.token).as_bytes())?;
+        Ok(Some(issued.token))
+    }
+}

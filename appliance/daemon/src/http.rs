@@ -1,0 +1,244 @@
+//! The HTTP service: routing, authentication, limits, correlation headers, SSE framing.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::app::App;
+use crate::auth::{authenticate, Principal};
+use crate::limits::{valid_correlation_id, RateLimiter};
+use crate::rpc::{self, Dialect, Reply};
+use crate::wire::{code, WireError};
+
+/// Per-server state of the HTTP front end.
+pub struct HttpFront {
+    /// The application.
+    pub app: Arc<App>,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+    limiter: RateLimiter,
+    boot_id: u64,
+    counter: AtomicU64,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn json_response(status: u16, body: &Value) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl HttpFront {
+    /// Builds the front end.
+    #[must_use]
+    pub fn new(app: Arc<App>) -> Self {
+        let max_inflight = app.config.server.max_inflight;
+        let limiter = RateLimiter::new(app.config.server.rate_limit);
+        Self {
+            app,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+            limiter,
+            boot_id: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers one HTTP request. Never fails: every problem becomes a response.
+    pub async fn serve(self: Arc<Self>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+        let started = Instant::now();
+        let server_correlation =
+            format!("dg-{:016x}-{:016x}", self.boot_id, self.counter.fetch_add(1, Ordering::Relaxed));
+        let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
+        let path = request.uri().path().to_string();
+        let method = request.method().clone();
+        let (mut response, label, error_code) = match client_correlation {
+            Some(Ok(ref value)) if valid_correlation_id(value) => self.route(request, &method, &path).await,
+            Some(_) => {
+                let err = WireError::new(code::INVALID_CORRELATION_ID, "invalid x-correlation-id header");
+                (json_response(400, &err.response(None)), "invalid".to_string(), Some(err.code))
+            }
+            None => self.route(request, &method, &path).await,
+        };
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(&server_correlation) {
+            headers.insert("x-server-correlation-id", value);
+        }
+        if let Some(Ok(value)) = client_correlation.as_ref().map(|r| r.as_ref().map(|s| s.trim())) {
+            if valid_correlation_id(value) {
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert("x-correlation-id", value);
+                }
+            }
+        }
+        self.app.metrics.record_request(&path_label(&path), &label, error_code, started.elapsed());
+        Ok(response)
+    }
+
+    async fn route(
+        &self,
+        request: Request<Incoming>,
+        method: &Method,
+        path: &str,
+    ) -> (HttpResponse, String, Option<i64>) {
+        match (method, path) {
+            (&Method::GET, "/healthz") => (json_response(200, &json!({"status": "ok"})), "GET".into(), None),
+            (&Method::GET, "/readyz") => {
+                let store = self.app.store.clone();
+                let ready = tokio::task::spawn_blocking(move || store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
+                if ready {
+                    (json_response(200, &json!({"status": "ready"})), "GET".into(), None)
+                } else {
+                    (json_response(503, &json!({"status": "not_ready"})), "GET".into(), None)
+                }
+            }
+            (&Method::GET, "/metrics") => self.metrics(&request).await,
+            (&Method::POST, "/rpc") => self.json_rpc(request, Dialect::DecisionGate).await,
+            (&Method::POST, "/mcp") => self.json_rpc(request, Dialect::Mcp).await,
+            (_, "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics") => {
+                let mut response = json_response(405, &json!({"error": "method not allowed"}));
+                response.headers_mut().insert(
+                    "allow",
+                    HeaderValue::from_static(if path.ends_with("z") || path == "/metrics" { "GET" } else { "POST" }),
+                );
+                (response, "other".into(), None)
+            }
+            _ => (json_response(404, &json!({"error": "not found"})), "other".into(), None),
+        }
+    }
+
+    async fn authenticate(&self, request: &Request<Incoming>) -> Result<Principal, WireError> {
+        let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let store = self.app.store.clone();
+        tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref(), crate::clock::now_ms()))
+            .await
+            .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
+    }
+
+    async fn metrics(&self, request: &Request<Incoming>) -> (HttpResponse, String, Option<i64>) {
+        if let Err(err) = self.authenticate(request).await {
+            return (unauthenticated(&err, None), "metrics".into(), Some(err.code));
+        }
+        let store = self.app.store.clone();
+        let runs = tokio::task::spawn_blocking(move || store.count_runs_by_status())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let inflight = self.max_inflight.saturating_sub(self.inflight.available_permits());
+        let text = self.app.metrics.render(&runs, self.app.store.integrity_failures(), inflight);
+        let mut response = Response::new(Full::new(Bytes::from(text)));
+        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        (response, "metrics".into(), None)
+    }
+
+    async fn json_rpc(&self, request: Request<Incoming>, dialect: Dialect) -> (HttpResponse, String, Option<i64>) {
+        let wants_sse = dialect == Dialect::DecisionGate
+            && request
+                .headers()
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/event-stream"));
+        let finish = |reply: Reply, label: String| -> (HttpResponse, String, Option<i64>) {
+            match reply {
+                Reply::Accepted => {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::ACCEPTED;
+                    (response, label, None)
+                }
+                Reply::Response { status, body, error_code } => {
+                    let mut response = if wants_sse {
+                        let mut r = Response::new(Full::new(Bytes::from(format!("data: {body}\n\n"))));
+                        *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                        r
+                    } else {
+                        json_response(status, &body)
+                    };
+                    if error_code == Some(code::UNAUTHENTICATED) {
+                        response
+                            .headers_mut()
+                            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"decision-gate\""));
+                    }
+                    if let Some(ms) = body.pointer("/error/data/retry_after_ms").and_then(Value::as_u64) {
+                        if let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+                            response.headers_mut().insert(RETRY_AFTER, value);
+                        }
+                    }
+                    (response, label, error_code)
+                }
+            }
+        };
+        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+            let err = WireError::new(code::INFLIGHT_LIMIT, "server overloaded");
+            return finish(Reply::error(&err, None), "rejected".into());
+        };
+        let max_body = self.app.config.server.max_body_bytes;
+        let declared =
+            request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > max_body) {
+            let err = WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"));
+            return finish(Reply::error(&err, None), "rejected".into());
+        }
+        let principal = match self.authenticate(&request).await {
+            Ok(principal) => principal,
+            Err(err) => return finish(Reply::error(&err, None), "unauthenticated".into()),
+        };
+        if let Err(wait_ms) = self.limiter.check(&principal.id) {
+            let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
+            err.retry_after_ms = Some(wait_ms);
+            return finish(Reply::error(&err, None), "rejected".into());
+        }
+        let body = match Limited::new(request.into_body(), max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => {
+                let too_large = err.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+                let err = if too_large {
+                    WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"))
+                } else {
+                    WireError::new(code::INVALID_REQUEST, "invalid json-rpc request: body could not be read")
+                };
+                return finish(Reply::error(&err, None), "rejected".into());
+            }
+        };
+        let parsed = match rpc::parse(&body, dialect) {
+            Ok(parsed) => parsed,
+            Err(err) => return finish(Reply::error(&err, None), "invalid".into()),
+        };
+        let label = parsed.method.clone();
+        let id = parsed.id.clone();
+        let app = self.app.clone();
+        let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
+        let task = tokio::task::spawn_blocking(move || rpc::handle(&app, &principal, parsed, dialect));
+        let reply = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => Reply::error(&WireError::new(code::INTERNAL, "internal error"), id.as_ref()),
+            Err(_) => Reply::error(&WireError::new(code::INTERNAL, "request timed out"), id.as_ref()),
+        };
+        finish(reply, label)
+    }
+}
+
+fn unauthenticated(err: &WireError, id: Option<&Value>) -> HttpResponse {
+    let mut response = json_response(err.http_status(), &err.response(id));
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"decision-gate\""));
+    response
+}
+
+fn path_label(path: &str) -> String {
+    match path {
+        "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics" => path.to_string(),
+        _ => "other".to_string(),
+    }
+}

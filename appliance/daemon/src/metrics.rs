@@ -1,0 +1,94 @@
+//! Prometheus metrics: request counts by endpoint and outcome, latency histogram, errors
+//! by code, runs by status, storage integrity failures. Text exposition format 0.0.4.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Latency bucket bounds in seconds.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<(String, String), u64>,
+    errors: BTreeMap<i64, u64>,
+    latency_buckets: [u64; BUCKETS.len()],
+    latency_count: u64,
+    latency_sum: f64,
+    runs_started: u64,
+}
+
+/// Counters shared by every request.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+impl Metrics {
+    /// Records one answered request.
+    pub fn record_request(&self, endpoint: &str, method: &str, error_code: Option<i64>, elapsed: Duration) {
+        let Ok(mut inner) = self.inner.lock() else { return };
+        *inner.requests.entry((endpoint.to_string(), method.to_string())).or_default() += 1;
+        if let Some(code) = error_code {
+            *inner.errors.entry(code).or_default() += 1;
+        }
+        let seconds = elapsed.as_secs_f64();
+        for (index, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                inner.latency_buckets[index] += 1;
+            }
+        }
+        inner.latency_count += 1;
+        inner.latency_sum += seconds;
+    }
+
+    /// Counts a started run.
+    pub fn run_started(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.runs_started += 1;
+        }
+    }
+
+    /// Renders the exposition text; `runs_by_status` and `integrity_failures` come from storage.
+    #[must_use]
+    pub fn render(&self, runs_by_status: &[(String, u64)], integrity_failures: u64, inflight: usize) -> String {
+        let mut out = String::new();
+        let Ok(inner) = self.inner.lock() else { return out };
+        let _ = writeln!(out, "# HELP dg_requests_total Requests answered, by endpoint and JSON-RPC method.");
+        let _ = writeln!(out, "# TYPE dg_requests_total counter");
+        for ((endpoint, method), count) in &inner.requests {
+            let _ = writeln!(out, "dg_requests_total{{endpoint=\"{endpoint}\",method=\"{method}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP dg_request_errors_total Error responses, by JSON-RPC error code.");
+        let _ = writeln!(out, "# TYPE dg_request_errors_total counter");
+        for (code, count) in &inner.errors {
+            let _ = writeln!(out, "dg_request_errors_total{{code=\"{code}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP dg_request_duration_seconds Request latency.");
+        let _ = writeln!(out, "# TYPE dg_request_duration_seconds histogram");
+        for (index, bound) in BUCKETS.iter().enumerate() {
+            let _ =
+                writeln!(out, "dg_request_duration_seconds_bucket{{le=\"{bound}\"}} {}", inner.latency_buckets[index]);
+        }
+        let _ = writeln!(out, "dg_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", inner.latency_count);
+        let _ = writeln!(out, "dg_request_duration_seconds_sum {}", inner.latency_sum);
+        let _ = writeln!(out, "dg_request_duration_seconds_count {}", inner.latency_count);
+        let _ = writeln!(out, "# HELP dg_runs Runs stored, by status.");
+        let _ = writeln!(out, "# TYPE dg_runs gauge");
+        for (status, count) in runs_by_status {
+            let _ = writeln!(out, "dg_runs{{status=\"{status}\"}} {count}");
+        }
+        let _ = writeln!(out, "# HELP dg_runs_started_total Runs started since the daemon started.");
+        let _ = writeln!(out, "# TYPE dg_runs_started_total counter");
+        let _ = writeln!(out, "dg_runs_started_total {}", inner.runs_started);
+        let _ =
+            writeln!(out, "# HELP dg_storage_integrity_failures_total Stored documents that failed their hash check.");
+        let _ = writeln!(out, "# TYPE dg_storage_integrity_failures_total counter");
+        let _ = writeln!(out, "dg_storage_integrity_failures_total {integrity_failures}");
+        let _ = writeln!(out, "# HELP dg_requests_in_flight Requests being handled now.");
+        let _ = writeln!(out, "# TYPE dg_requests_in_flight gauge");
+        let _ = writeln!(out, "dg_requests_in_flight {inflight}");
+        out
+    }
+}

@@ -1,0 +1,69 @@
+//! Turns `[[providers]]` entries into configured built-in providers. A `config` table, when
+//! given, must spell out every field of that provider (as in the open-source config);
+//! omitting it uses the provider's defaults (the json provider has none: it needs a root).
+
+use dg_providers::env::EnvProviderConfig;
+use dg_providers::http::HttpProviderConfig;
+use dg_providers::json::JsonProviderConfig;
+use dg_providers::time::TimeProviderConfig;
+use dg_providers::{BuiltinProviders, ProviderConfigError};
+use serde::de::DeserializeOwned;
+
+use crate::config::ProviderEntry;
+
+fn parse_table<T: DeserializeOwned>(entry: &ProviderEntry) -> Result<Option<T>, (String, String)> {
+    match &entry.config {
+        None => Ok(None),
+        Some(value) => serde_path_to_error::deserialize(value.clone()).map(Some).map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path == "." { "config".to_string() } else { format!("config.{path}") };
+            (field, err.inner().to_string())
+        }),
+    }
+}
+
+/// Checks one entry without building anything that touches the filesystem beyond the
+/// json root's existence.
+///
+/// # Errors
+/// `(field, message)`.
+pub fn check_entry(entry: &ProviderEntry) -> Result<(), (String, String)> {
+    let mut providers = BuiltinProviders::default();
+    add(&mut providers, entry).map(|_| ())
+}
+
+fn add(providers: &mut BuiltinProviders, entry: &ProviderEntry) -> Result<(), (String, String)> {
+    let built = std::mem::take(providers);
+    *providers = match entry.name.as_str() {
+        "time" => built.with_time(parse_table::<TimeProviderConfig>(entry)?.unwrap_or_default()),
+        "env" => built.with_env(parse_table::<EnvProviderConfig>(entry)?.unwrap_or_default()),
+        "http" => built.with_http(parse_table::<HttpProviderConfig>(entry)?.unwrap_or_default()),
+        "json" => {
+            let config = parse_table::<JsonProviderConfig>(entry)?.ok_or_else(|| {
+                ("config".to_string(), "the json provider needs a config table with root and root_id".to_string())
+            })?;
+            built
+                .with_json(config)
+                .map_err(|ProviderConfigError { field, reason, .. }| (format!("config.{field}"), reason))?
+        }
+        other => {
+            return Err((
+                "name".to_string(),
+                format!("unknown provider {other:?}: built-in providers are time, env, json and http"),
+            ))
+        }
+    };
+    Ok(())
+}
+
+/// Builds the configured providers.
+///
+/// # Errors
+/// `(field path, message)` of the first bad entry.
+pub fn build(entries: &[ProviderEntry]) -> Result<BuiltinProviders, String> {
+    let mut providers = BuiltinProviders::default();
+    for (index, entry) in entries.iter().enumerate() {
+        add(&mut providers, entry).map_err(|(field, message)| format!("providers[{index}].{field}: {message}"))?;
+    }
+    Ok(providers)
+}

@@ -1,0 +1,175 @@
+//! The accept loop: TLS (or plain HTTP on loopback when asked), HTTP/1.1 and HTTP/2,
+//! header-read timeouts against slow clients, and graceful shutdown on SIGTERM/SIGINT:
+//! stop accepting, let in-flight requests finish, then flush storage.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::http::HttpFront;
+
+/// Why the server could not run.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Binding or socket errors.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS material unusable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// Signal handler setup.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Loads a rustls server config from PEM files (ALPN h2 + http/1.1).
+///
+/// # Errors
+/// [`ServerError::Tls`] naming the file.
+pub fn tls_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())));
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| ServerError::Tls(format!("{}: {err}", cert_path.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!("{}: no certificate found", cert_path.display())));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|err| ServerError::Tls(format!("{}: {err}", key_path.display())))?
+        .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", key_path.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| ServerError::Tls(err.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|err| ServerError::Tls(err.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Answer for a client that speaks plain HTTP to the TLS port.
+const PLAINTEXT_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 164\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32600,\"message\":\"this port requires TLS (https)\",\"data\":{\"kind\":\"invalid_request\",\"retryable\":false,\"request_id\":null}}}";
+
+/// Whether the first bytes of a connection look like a plain HTTP request line.
+fn looks_like_plain_http(peek: &[u8]) -> bool {
+    [&b"GET "[..], b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN"].iter().any(|m| peek.starts_with(m))
+}
+
+/// Serves until SIGTERM/SIGINT, then drains.
+///
+/// # Errors
+/// Bind or signal errors.
+pub async fn run(
+    front: Arc<HttpFront>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_timeout: Duration,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let local = listener.local_addr().map_err(|source| ServerError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    on_ready(local);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let front = front.clone();
+        let builder = builder.clone();
+        let service = service_fn(move |request| front.clone().serve(request));
+        match &acceptor {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(err) = watched.await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let Some(tls_stream) = handshake(acceptor, stream, peer, header_timeout).await else { return };
+                    let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
+                    if let Err(err) = watcher.watch(conn).await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!("shutdown requested: draining in-flight requests");
+    if tokio::time::timeout(Duration::from_secs(8), graceful.shutdown()).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within 8 s; closing");
+    }
+    Ok(())
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut peek = [0u8; 4];
+    if let Ok(Ok(n)) = tokio::time::timeout(timeout, stream.peek(&mut peek)).await {
+        if looks_like_plain_http(&peek[..n]) {
+            let mut stream = stream;
+            let _ = stream.write_all(PLAINTEXT_TO_TLS).await;
+            let _ = stream.shutdown().await;
+            tracing::info!(%peer, "refused plain HTTP on the TLS port");
+            return None;
+        }
+    }
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(err)) => {
+            tracing::info!(%peer, error = %err, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}

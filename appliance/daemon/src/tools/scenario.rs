@@ -1,0 +1,285 @@
+//! `scenario_define`, `scenario_start`, `scenario_status`, `scenario_next`,
+//! `scenario_submit`, `scenario_trigger`.
+//!
+//! Scenarios are persisted (unlike the open-source server) and keyed by namespace and
+//! owner tenant (`default_tenant_id`, or every tenant when it is absent). Runs are keyed
+//! by tenant, namespace and run id and updated with optimistic concurrency: a run
+//! changed by a concurrent call is reloaded and the step re-evaluated (which a replayed
+//! trigger id then answers idempotently).
+
+use dg_engine::control_plane::ControlPlane;
+use dg_engine::control_plane::ProviderAvailability;
+use dg_engine::spec::ScenarioSpec;
+use dg_engine::state::{GateEvalRecord, NextRequest, RunConfig, RunState, StatusRequest, SubmitRequest, TriggerEvent};
+use dg_engine::time::Timestamp;
+use dg_engine::validation::validate_condition;
+use dg_engine::EngineError;
+use dg_providers::contracts::{builtin_contract, validate_capability};
+use dg_storage::{Scope, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{authorize, parse_args, to_output};
+use crate::app::App;
+use crate::auth::Principal;
+use crate::wire::{code, WireError};
+
+/// Maps engine errors to the contract's codes.
+pub(crate) fn engine_error(err: EngineError) -> WireError {
+    match err {
+        EngineError::SubmissionConflict(_) => WireError::new(code::CONFLICT, err.to_string()),
+        other => WireError::new(code::CONTROL_PLANE, other.to_string()),
+    }
+}
+
+/// Define-time checks shared by `scenario_define` and inline-spec `precheck`:
+/// capabilities, strict comparator validation, then the spec's own invariants.
+pub(crate) fn validate_spec(app: &App, spec: &ScenarioSpec) -> Result<(), WireError> {
+    let available = |id: &str| app.providers.is_available(id);
+    for condition in &spec.conditions {
+        validate_capability(condition, &available).map_err(WireError::invalid_params)?;
+        if let Some(strict) = app.strict {
+            let schema = builtin_contract(&condition.query.provider_id)
+                .and_then(|contract| contract.check(&condition.query.check_id))
+                .map(|check| &check.result_schema);
+            if let Some(schema) = schema {
+                validate_condition(condition, schema, strict).map_err(WireError::invalid_params)?;
+            }
+        }
+    }
+    spec.validate().map_err(|err| WireError::new(code::CONTROL_PLANE, EngineError::InvalidSpec(err).to_string()))
+}
+
+fn parse_spec(value: Value) -> Result<ScenarioSpec, WireError> {
+    serde_path_to_error::deserialize(value)
+        .map_err(|err| WireError::invalid_params(format!("invalid arguments at spec.{}: {}", err.path(), err.inner())))
+}
+
+#[derive(Deserialize)]
+struct DefineArgs {
+    spec: Value,
+}
+
+pub(super) fn define(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: DefineArgs = parse_args(args)?;
+    let spec = parse_spec(args.spec)?;
+    let tenant = spec.default_tenant_id.map(|t| t.get());
+    authorize(principal, tenant, Some(spec.namespace_id.get()), true)?;
+    if tenant.is_none() && principal.tenant.is_some() {
+        // A tenant-bound key may not publish a scenario to every tenant.
+        return Err(WireError::new(code::UNAUTHORIZED, "unauthorized"));
+    }
+    validate_spec(app, &spec)?;
+    let scope = Scope::new(tenant.unwrap_or(0), spec.namespace_id.get());
+    let hash = spec.canonical_hash().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
+    match app.store.put_scenario(scope, &spec) {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(WireError::new(code::CONFLICT, format!("scenario already defined: {}", spec.scenario_id)))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    Ok(json!({"scenario_id": spec.scenario_id, "spec_hash": hash}))
+}
+
+/// Finds the scenario a tenant's run uses: the tenant's own, else an every-tenant one.
+pub(crate) fn load_scenario(
+    app: &App,
+    tenant: u64,
+    namespace: u64,
+    scenario_id: &str,
+) -> Result<Option<ScenarioSpec>, WireError> {
+    if let Some(record) = app.store.get_scenario(Scope::new(tenant, namespace), scenario_id)? {
+        return Ok(Some(record.spec));
+    }
+    Ok(app.store.get_scenario(Scope::new(0, namespace), scenario_id)?.map(|record| record.spec))
+}
+
+fn require_scenario(app: &App, tenant: u64, namespace: u64, scenario_id: &str) -> Result<ScenarioSpec, WireError> {
+    load_scenario(app, tenant, namespace, scenario_id)?
+        .ok_or_else(|| WireError::new(code::NOT_FOUND, "scenario not defined"))
+}
+
+#[derive(Deserialize)]
+struct StartArgs {
+    scenario_id: String,
+    run_config: RunConfig,
+    started_at: Timestamp,
+    issue_entry_packets: bool,
+}
+
+pub(super) fn start(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: StartArgs = parse_args(args)?;
+    let tenant = args.run_config.tenant_id.get();
+    let namespace = args.run_config.namespace_id.get();
+    authorize(principal, Some(tenant), Some(namespace), true)?;
+    let spec = require_scenario(app, tenant, namespace, &args.scenario_id)?;
+    let engine =
+        ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
+    if app.store.get_run(Scope::new(tenant, namespace), &args.run_config.run_id)?.is_some() {
+        return Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", args.run_config.run_id)));
+    }
+    let state = engine.start_run(args.run_config, args.started_at, args.issue_entry_packets).map_err(engine_error)?;
+    match app.store.create_run(&state) {
+        Ok(_) => {}
+        Err(StoreError::Conflict(_)) => {
+            return Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", state.run_id)))
+        }
+        Err(err) => return Err(err.into()),
+    }
+    app.metrics.run_started();
+    to_output(&state)
+}
+
+/// Loads a run, applies `step` with the scenario's engine and saves it, retrying when a
+/// concurrent call changed the run first.
+fn with_run<R>(
+    app: &App,
+    scenario_id: &str,
+    tenant: u64,
+    namespace: u64,
+    run_id: &str,
+    step: impl Fn(&ControlPlane<'_>, &mut RunState) -> Result<R, EngineError>,
+) -> Result<R, WireError> {
+    let spec = require_scenario(app, tenant, namespace, scenario_id)?;
+    let engine =
+        ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
+    let scope = Scope::new(tenant, namespace);
+    for _attempt in 0..8 {
+        let (mut state, version) = app
+            .store
+            .get_run(scope, run_id)?
+            .ok_or_else(|| WireError::new(code::CONTROL_PLANE, format!("run not found: {run_id}")))?;
+        if state.scenario_id != spec.scenario_id {
+            return Err(WireError::new(code::CONTROL_PLANE, format!("scenario mismatch for run: {scenario_id}")));
+        }
+        let outcome = step(&engine, &mut state);
+        let must_save = match &outcome {
+            Ok(_) => true,
+            Err(err) => err.state_changed(),
+        };
+        if must_save {
+            match app.store.update_run(&state, version) {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        return outcome.map_err(engine_error);
+    }
+    Err(WireError::new(code::CONTROL_PLANE, format!("run {run_id} is too busy: concurrent updates kept conflicting")))
+}
+
+#[derive(Deserialize)]
+struct StatusArgs {
+    scenario_id: String,
+    request: StatusRequest,
+}
+
+pub(super) fn status(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: StatusArgs = parse_args(args)?;
+    let r = &args.request;
+    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), false)?;
+    let status =
+        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
+            engine.status(state, r)
+        })?;
+    to_output(&status)
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum FeedbackLevel {
+    Summary,
+    Trace,
+    Evidence,
+}
+
+#[derive(Deserialize)]
+struct NextArgs {
+    scenario_id: String,
+    request: NextRequest,
+    #[serde(default)]
+    feedback: Option<FeedbackLevel>,
+}
+
+pub(super) fn next(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: NextArgs = parse_args(args)?;
+    let r = &args.request;
+    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), true)?;
+    let (result, evals) =
+        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
+            let result = engine.next(state, r)?;
+            let evals: Vec<GateEvalRecord> =
+                state.gate_evals.iter().filter(|record| record.trigger_id == r.trigger_id).cloned().collect();
+            Ok((result, evals))
+        })?;
+    let mut output = to_output(&result)?;
+    if let Some(level) = args.feedback {
+        output["feedback"] = match level {
+            FeedbackLevel::Summary => json!({"level": "summary"}),
+            FeedbackLevel::Trace => json!({
+                "level": "trace",
+                "gate_evaluations": evals.iter().map(|record| &record.evaluation).collect::<Vec<_>>(),
+            }),
+            FeedbackLevel::Evidence => {
+                let mut records = to_output(&evals)?;
+                if !app.config.evidence.allow_raw_values {
+                    redact_gate_records(&mut records);
+                }
+                json!({"level": "evidence", "gate_records": records})
+            }
+        };
+    }
+    Ok(output)
+}
+
+/// Strips raw values from gate records (hashes, anchors, refs and errors remain).
+fn redact_gate_records(records: &mut Value) {
+    if let Some(list) = records.as_array_mut() {
+        for record in list {
+            if let Some(evidence) = record.get_mut("evidence").and_then(Value::as_array_mut) {
+                for item in evidence {
+                    if let Some(result) = item.get_mut("result") {
+                        result["value"] = Value::Null;
+                        result["content_type"] = Value::Null;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SubmitArgs {
+    scenario_id: String,
+    request: SubmitRequest,
+}
+
+pub(super) fn submit(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: SubmitArgs = parse_args(args)?;
+    let r = &args.request;
+    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), true)?;
+    let result =
+        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
+            engine.submit(state, r)
+        })?;
+    to_output(&result)
+}
+
+#[derive(Deserialize)]
+struct TriggerArgs {
+    scenario_id: String,
+    trigger: TriggerEvent,
+}
+
+pub(super) fn trigger(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+    let args: TriggerArgs = parse_args(args)?;
+    let t = &args.trigger;
+    authorize(principal, Some(t.tenant_id.get()), Some(t.namespace_id.get()), true)?;
+    let result =
+        with_run(app, &args.scenario_id, t.tenant_id.get(), t.namespace_id.get(), &t.run_id, |engine, state| {
+            engine.trigger(state, t)
+        })?;
+    to_output(&result)
+}
