@@ -1,0 +1,240 @@
+//! Shared helpers for the black-box system tests: start the real `dg-appliance` binary
+//! on a free loopback port with a fresh data directory, and talk to it over HTTPS.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+/// Path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_dg-appliance"))
+}
+
+/// The shared reference material, or `None` (skip) outside CI.
+pub fn shared_dir() -> Option<PathBuf> {
+    if let Ok(dir) = std::env::var("DG_SHARED") {
+        return Some(PathBuf::from(dir));
+    }
+    let candidate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    if candidate.join("contract").is_dir() {
+        return candidate.canonicalize().ok();
+    }
+    assert!(std::env::var("CI").is_err(), "CI run without ../shared");
+    eprintln!("skipping: ../shared not found; set DG_SHARED");
+    None
+}
+
+/// A free loopback port (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running daemon.
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// Its data directory (kept alive for the test).
+    pub dir: tempfile::TempDir,
+    /// `https://127.0.0.1:PORT` (or http with plaintext).
+    pub base: String,
+    /// The first admin key.
+    pub key: String,
+    /// HTTP client trusting the daemon's self-signed certificate.
+    pub agent: ureq::Agent,
+    /// Lines the daemon printed on stderr after start.
+    pub stderr: mpsc::Receiver<String>,
+}
+
+/// Options for [`Daemon::start_with`].
+#[derive(Default)]
+pub struct DaemonOptions {
+    /// Extra config TOML (replaces the embedded default when set).
+    pub config: Option<String>,
+    /// Serve plain HTTP on loopback.
+    pub plaintext: bool,
+    /// Reuse this data directory.
+    pub dir: Option<tempfile::TempDir>,
+}
+
+fn tls_agent(cert: &Path) -> ureq::Agent {
+    let pem = std::fs::read(cert).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ureq::AgentBuilder::new().tls_config(Arc::new(config)).timeout(Duration::from_secs(30)).build()
+}
+
+impl Daemon {
+    /// Starts the daemon on the embedded default.
+    pub fn start() -> Self {
+        Self::start_with(DaemonOptions::default())
+    }
+
+    /// Starts the daemon with options and waits until it listens.
+    pub fn start_with(options: DaemonOptions) -> Self {
+        let dir = options.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let port = free_port();
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if options.plaintext {
+            command.arg("--plaintext-loopback");
+        }
+        if let Some(config) = &options.config {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, config).unwrap();
+            command.arg("--config").arg(path);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("daemon did not start");
+            if line.contains("dg-appliance listening on") {
+                break;
+            }
+        }
+        let data = dir.path().join("data");
+        let key = std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_string();
+        let scheme = if options.plaintext { "http" } else { "https" };
+        let agent = if options.plaintext {
+            ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
+        } else {
+            tls_agent(&data.join("tls/cert.pem"))
+        };
+        Self { child, dir, base: format!("{scheme}://127.0.0.1:{port}"), key, agent, stderr: rx }
+    }
+
+    /// The daemon's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The listen port.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// POSTs raw bytes; returns status, content type and body text.
+    pub fn post_raw(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String, String, Vec<(String, String)>) {
+        let mut request = self.agent.post(&format!("{}{path}", self.base)).set("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let response = match request.send_bytes(body) {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("transport error: {err}"),
+        };
+        let status = response.status();
+        let content_type = response.header("content-type").unwrap_or_default().to_string();
+        let header_list = response
+            .headers_names()
+            .into_iter()
+            .map(|name| {
+                let value = response.header(&name).unwrap_or_default().to_string();
+                (name, value)
+            })
+            .collect();
+        (status, content_type, response.into_string().unwrap(), header_list)
+    }
+
+    /// POSTs a JSON-RPC body with the admin key; returns status and parsed body.
+    pub fn rpc(&self, path: &str, body: &Value) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.key);
+        let (status, _, text, _) = self.post_raw(path, body.to_string().as_bytes(), &[("authorization", &auth)]);
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Calls a Decision Gate tool over /rpc; returns the tool output or the error object.
+    pub fn tool(&self, name: &str, arguments: Value) -> Result<Value, Value> {
+        let (_, body) = self.rpc("/rpc", &json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments}}));
+        match body.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(body["result"]["content"][0]["json"].clone()),
+        }
+    }
+
+    /// GET with no auth.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        match self.agent.get(&format!("{}{path}", self.base)).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => (response.status(), response.into_string().unwrap()),
+            Err(err) => panic!("transport error: {err}"),
+        }
+    }
+
+    /// GET with the admin key.
+    pub fn get_authed(&self, path: &str) -> (u16, String) {
+        match self.agent.get(&format!("{}{path}", self.base)).set("authorization", &format!("Bearer {}", self.key)).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => (response.status(), response.into_string().unwrap()),
+            Err(err) => panic!("transport error: {err}"),
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for exit; returns the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::Term);
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small scenario over the time provider: stage one passes once the trigger's logical
+/// time is after 5, then a terminal stage with an entry packet.
+pub fn sample_spec(scenario_id: &str) -> Value {
+    json!({
+        "scenario_id": scenario_id, "namespace_id": 3, "spec_version": "1", "default_tenant_id": 2,
+        "policies": [], "schemas": [],
+        "conditions": [{"condition_id": "late", "query": {"provider_id": "time", "check_id": "after", "params": {"timestamp": 5}},
+                        "comparator": "equals", "expected": true, "policy_tags": []}],
+        "stages": [
+            {"stage_id": "wait", "entry_packets": [], "gates": [{"gate_id": "g", "requirement": {"Condition": "late"}}],
+             "advance_to": {"kind": "linear"}, "timeout": null, "on_timeout": "fail"},
+            {"stage_id": "done", "entry_packets": [{"packet_id": "p", "schema_id": "s", "content_type": "application/json",
+              "visibility_labels": ["public"], "policy_tags": [], "expiry": null, "payload": {"kind": "json", "value": {"ok": true}}}],
+             "gates": [], "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}
+        ]
+    })
+}
