@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -144,6 +144,15 @@ impl HttpFront {
     }
 
     async fn json_rpc(&self, request: Request<Incoming>, dialect: Dialect) -> (HttpResponse, String, Option<i64>) {
+        // MCP clients treat non-2xx statuses as transport failures: JSON-RPC level errors
+        // (unknown method, bad params) travel with 200 there; the Decision Gate dialect
+        // keeps its contract's statuses.
+        let status_for = move |status: u16, error_code: Option<i64>| -> u16 {
+            match (dialect, error_code) {
+                (Dialect::Mcp, Some(code::METHOD_NOT_FOUND | code::INVALID_PARAMS)) => 200,
+                _ => status,
+            }
+        };
         let wants_sse = dialect == Dialect::DecisionGate
             && request
                 .headers()
@@ -158,6 +167,7 @@ impl HttpFront {
                     (response, label, None)
                 }
                 Reply::Response { status, body, error_code } => {
+                    let status = status_for(status, error_code);
                     let mut response = if wants_sse {
                         let mut r = Response::new(Full::new(Bytes::from(format!("data: {body}\n\n"))));
                         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -189,6 +199,7 @@ impl HttpFront {
             request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|len| len > max_body) {
             let err = WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"));
+            drain(request.into_body(), max_body).await;
             return finish(Reply::error(&err, None), "rejected".into());
         }
         let principal = match self.authenticate(&request).await {
@@ -200,11 +211,12 @@ impl HttpFront {
             err.retry_after_ms = Some(wait_ms);
             return finish(Reply::error(&err, None), "rejected".into());
         }
-        let body = match Limited::new(request.into_body(), max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
+        let mut incoming = request.into_body();
+        let body = match collect_limited(&mut incoming, max_body).await {
+            Ok(collected) => collected,
             Err(err) => {
-                let too_large = err.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-                let err = if too_large {
+                drain(incoming, max_body).await;
+                let err = if err {
                     WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"))
                 } else {
                     WireError::new(code::INVALID_REQUEST, "invalid json-rpc request: body could not be read")
@@ -227,6 +239,45 @@ impl HttpFront {
             Err(_) => Reply::error(&WireError::new(code::INTERNAL, "request timed out"), id.as_ref()),
         };
         finish(reply, label)
+    }
+}
+
+/// Reads a body of at most `max` bytes; `Err(true)` when it is larger, `Err(false)` when
+/// it could not be read.
+async fn collect_limited(body: &mut Incoming, max: usize) -> Result<Bytes, bool> {
+    let mut buffer = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| false)?;
+        if let Some(data) = frame.data_ref() {
+            if buffer.len() + data.len() > max {
+                return Err(true);
+            }
+            buffer.extend_from_slice(data);
+        }
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// Reads and discards what is left of a refused body (bounded), so the client gets the
+/// error response instead of a broken connection.
+async fn drain(mut body: Incoming, max: usize) {
+    let budget = max.saturating_mul(8).max(16 * 1024 * 1024);
+    let mut seen = 0usize;
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > budget {
+                        return;
+                    }
+                }
+                _ => return,
+            },
+            () = &mut deadline => return,
+        }
     }
 }
 
