@@ -238,3 +238,31 @@ pub fn sample_spec(scenario_id: &str) -> Value {
         ]
     })
 }
+
+/// A thread-safe client for load tests (one connection pool per thread).
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+}
+
+impl Client {
+    /// Builds a client trusting `cert`.
+    pub fn new(base: &str, key: &str, cert: &Path) -> Self {
+        Self { agent: tls_agent(cert), base: base.to_string(), auth: format!("Bearer {key}") }
+    }
+
+    /// Calls a tool: `None` on a transport failure (server gone).
+    pub fn tool(&self, name: &str, arguments: Value) -> Option<Result<Value, Value>> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}});
+        let response = match self.agent.post(&format!("{}/rpc", self.base)).set("authorization", &self.auth).send_string(&body.to_string()) {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(_) => return None,
+        };
+        let body: Value = serde_json::from_str(&response.into_string().ok()?).ok()?;
+        Some(match body.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(body["result"]["content"][0]["json"].clone()),
+        })
+    }
+}
