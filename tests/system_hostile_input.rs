@@ -18,7 +18,8 @@ fn config_with_short_header_timeout() -> String {
 
 #[test]
 fn hostile_inputs_get_documented_errors_and_change_nothing() {
-    let daemon = Daemon::start_with(DaemonOptions { config: Some(config_with_short_header_timeout()), ..Default::default() });
+    let daemon =
+        Daemon::start_with(DaemonOptions { config: Some(config_with_short_header_timeout()), ..Default::default() });
     let auth = format!("Bearer {}", daemon.key);
     let two_mib = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"scenario_define","arguments":{{"spec":"{}"}}}}}}"#,
@@ -34,16 +35,61 @@ fn hostile_inputs_get_documented_errors_and_change_nothing() {
         ("wrong version", json!({"jsonrpc": "1.0", "id": 1, "method": "tools/list"}).to_string(), vec![], 400, -32600),
         ("missing id", json!({"jsonrpc": "2.0", "method": "tools/list"}).to_string(), vec![], 400, -32600),
         ("batch", json!([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]).to_string(), vec![], 400, -32600),
-        ("object id", json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}).to_string(), vec![], 400, -32600),
+        (
+            "object id",
+            json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}).to_string(),
+            vec![],
+            400,
+            -32600,
+        ),
         ("unknown method", json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}).to_string(), vec![], 400, -32601),
-        ("unknown tool", json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "rm_rf", "arguments": {}}}).to_string(), vec![], 400, -32601),
-        ("tool name not a string", json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5, "arguments": {}}}).to_string(), vec![], 400, -32602),
-        ("missing arguments", json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "providers_list"}}).to_string(), vec![], 400, -32602),
+        (
+            "unknown tool",
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "rm_rf", "arguments": {}}})
+                .to_string(),
+            vec![],
+            400,
+            -32601,
+        ),
+        (
+            "tool name not a string",
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": 5, "arguments": {}}})
+                .to_string(),
+            vec![],
+            400,
+            -32602,
+        ),
+        (
+            "missing arguments",
+            json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "providers_list"}})
+                .to_string(),
+            vec![],
+            400,
+            -32602,
+        ),
         ("wrong param types", start_with_bad_types.to_string(), vec![], 400, -32602),
         ("2 MiB body", two_mib, vec![], 413, -32070),
-        ("bad token", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(), vec![("authorization", "Bearer dgk_0000000000000000_00_00")], 401, -32001),
-        ("no token", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(), vec![("authorization", "")], 401, -32001),
-        ("bad correlation id", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(), vec![("x-correlation-id", "has spaces")], 400, -32073),
+        (
+            "bad token",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+            vec![("authorization", "Bearer dgk_0000000000000000_00_00")],
+            401,
+            -32001,
+        ),
+        (
+            "no token",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+            vec![("authorization", "")],
+            401,
+            -32001,
+        ),
+        (
+            "bad correlation id",
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string(),
+            vec![("x-correlation-id", "has spaces")],
+            400,
+            -32073,
+        ),
     ];
     for (name, body, extra, status, code) in cases {
         let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str())];
@@ -60,7 +106,12 @@ fn hostile_inputs_get_documented_errors_and_change_nothing() {
         assert_eq!(parsed["error"]["code"], code, "{name}: {parsed}");
         assert!(parsed["error"]["data"]["kind"].is_string(), "{name}");
         if code == -32001 {
-            assert!(response_headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("www-authenticate") && v.contains("Bearer")), "{name}");
+            assert!(
+                response_headers
+                    .iter()
+                    .any(|(k, v)| k.eq_ignore_ascii_case("www-authenticate") && v.contains("Bearer")),
+                "{name}"
+            );
         }
     }
 

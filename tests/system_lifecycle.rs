@@ -76,8 +76,12 @@ fn sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_write() {
         assert!(shown.status.success(), "acknowledged run {run_id} is missing");
         if !trigger.is_empty() {
             let state: Value = serde_json::from_slice(&shown.stdout).unwrap();
-            let triggers: Vec<&str> =
-                state["triggers"].as_array().unwrap().iter().map(|t| t["event"]["trigger_id"].as_str().unwrap()).collect();
+            let triggers: Vec<&str> = state["triggers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["event"]["trigger_id"].as_str().unwrap())
+                .collect();
             assert!(triggers.contains(&trigger.as_str()), "acknowledged trigger {trigger} of {run_id} is missing");
         }
     }
@@ -91,8 +95,11 @@ fn state_survives_a_restart_and_the_run_continues() {
     let held = daemon.tool("scenario_next", next_args("keep", "early", 2)).unwrap();
     assert_eq!(held["decision"]["outcome"]["kind"], "hold");
     daemon
-        .tool("schemas_register", json!({"record": {"tenant_id": 2, "namespace_id": 3, "schema_id": "s", "version": "1",
-            "schema": {"type": "object"}, "description": null, "created_at": {"kind": "logical", "value": 1}}}))
+        .tool(
+            "schemas_register",
+            json!({"record": {"tenant_id": 2, "namespace_id": 3, "schema_id": "s", "version": "1",
+            "schema": {"type": "object"}, "description": null, "created_at": {"kind": "logical", "value": 1}}}),
+        )
         .unwrap();
     let key = daemon.key.clone();
     let mut daemon = daemon;
@@ -107,13 +114,22 @@ fn state_survives_a_restart_and_the_run_continues() {
     assert_eq!(advanced["decision"]["decision_id"], "decision-2");
     let scenarios = restarted.tool("scenarios_list", json!({"tenant_id": 2, "namespace_id": 3})).unwrap();
     assert_eq!(scenarios["items"][0]["scenario_id"], "load");
-    restarted.tool("schemas_get", json!({"tenant_id": 2, "namespace_id": 3, "schema_id": "s", "version": "1"})).unwrap();
+    restarted
+        .tool("schemas_get", json!({"tenant_id": 2, "namespace_id": 3, "schema_id": "s", "version": "1"}))
+        .unwrap();
 }
 
 #[test]
 fn every_subcommand_has_help_and_config_check_reports_key_paths() {
-    for args in [vec!["--help"], vec!["serve", "--help"], vec!["stdio", "--help"], vec!["config", "--help"],
-                 vec!["config", "check", "--help"], vec!["store", "--help"], vec!["store", "check", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["stdio", "--help"],
+        vec!["config", "--help"],
+        vec!["config", "check", "--help"],
+        vec!["store", "--help"],
+        vec!["store", "check", "--help"],
+    ] {
         let output = Command::new(binary()).args(&args).output().unwrap();
         assert!(output.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"), "{args:?}");

@@ -19,16 +19,25 @@ fn session() -> Vec<(&'static str, Value)> {
     };
     vec![
         ("scenario_define", json!({"spec": sample_spec("xport")})),
-        ("scenario_start", json!({"scenario_id": "xport", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": "r1",
+        (
+            "scenario_start",
+            json!({"scenario_id": "xport", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": "r1",
             "scenario_id": "xport", "dispatch_targets": [], "policy_tags": []}, "started_at": {"kind": "logical", "value": 1},
-            "issue_entry_packets": true})),
+            "issue_entry_packets": true}),
+        ),
         ("scenario_next", request("a", 2)),
         ("scenario_next", request("b", 8)),
         ("scenario_next", request("b", 8)),
-        ("scenario_status", json!({"scenario_id": "xport", "request": {"run_id": "r1", "tenant_id": 2, "namespace_id": 3,
-            "requested_at": {"kind": "logical", "value": 9}, "correlation_id": null}})),
-        ("runpack_export", json!({"scenario_id": "xport", "tenant_id": 2, "namespace_id": 3, "run_id": "r1",
-            "generated_at": {"kind": "logical", "value": 10}, "include_verification": true})),
+        (
+            "scenario_status",
+            json!({"scenario_id": "xport", "request": {"run_id": "r1", "tenant_id": 2, "namespace_id": 3,
+            "requested_at": {"kind": "logical", "value": 9}, "correlation_id": null}}),
+        ),
+        (
+            "runpack_export",
+            json!({"scenario_id": "xport", "tenant_id": 2, "namespace_id": 3, "run_id": "r1",
+            "generated_at": {"kind": "logical", "value": 10}, "include_verification": true}),
+        ),
     ]
 }
 
@@ -47,7 +56,8 @@ fn over_rpc(sse: bool) -> Vec<Value> {
         .iter()
         .enumerate()
         .map(|(id, (name, args))| {
-            let (status, content_type, text, _) = daemon.post_raw("/rpc", call_body(id, name, args).to_string().as_bytes(), &headers);
+            let (status, content_type, text, _) =
+                daemon.post_raw("/rpc", call_body(id, name, args).to_string().as_bytes(), &headers);
             assert_eq!(status, 200, "{text}");
             let json_text = if sse {
                 assert!(content_type.starts_with("text/event-stream"), "{content_type}");
@@ -149,8 +159,11 @@ fn the_same_session_gives_identical_payloads_on_every_transport() {
 #[test]
 fn standard_mcp_session_has_the_specification_shapes() {
     let daemon = Daemon::start();
-    let (status, init) = daemon.rpc("/mcp", &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test-client", "version": "1.0"}}}));
+    let (status, init) = daemon.rpc(
+        "/mcp",
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test-client", "version": "1.0"}}}),
+    );
     assert_eq!(status, 200);
     let result = &init["result"];
     assert_eq!(init["jsonrpc"], "2.0");
@@ -159,11 +172,17 @@ fn standard_mcp_session_has_the_specification_shapes() {
     assert!(result["capabilities"]["tools"].is_object());
     assert!(result["serverInfo"]["name"].is_string() && result["serverInfo"]["version"].is_string());
 
-    let (_, older) = daemon.rpc("/mcp", &json!({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {
-        "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "old", "version": "0"}}}));
+    let (_, older) = daemon.rpc(
+        "/mcp",
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "old", "version": "0"}}}),
+    );
     assert_eq!(older["result"]["protocolVersion"], "2025-03-26", "an older supported revision is negotiated");
-    let (_, unknown) = daemon.rpc("/mcp", &json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
-        "protocolVersion": "1999-01-01", "capabilities": {}, "clientInfo": {"name": "x", "version": "0"}}}));
+    let (_, unknown) = daemon.rpc(
+        "/mcp",
+        &json!({"jsonrpc": "2.0", "id": 3, "method": "initialize", "params": {
+        "protocolVersion": "1999-01-01", "capabilities": {}, "clientInfo": {"name": "x", "version": "0"}}}),
+    );
     assert_eq!(unknown["result"]["protocolVersion"], "2025-06-18", "unsupported revisions get the latest");
 
     let auth = format!("Bearer {}", daemon.key);
@@ -183,8 +202,11 @@ fn standard_mcp_session_has_the_specification_shapes() {
         assert!(tool.get("input_schema").is_none());
     }
 
-    let (_, call) = daemon.rpc("/mcp", &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
-        "params": {"name": "providers_list", "arguments": {}}}));
+    let (_, call) = daemon.rpc(
+        "/mcp",
+        &json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "providers_list", "arguments": {}}}),
+    );
     let result = &call["result"];
     assert_eq!(result["isError"], false);
     assert_eq!(result["content"][0]["type"], "text");

@@ -142,6 +142,21 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// `execute` through the connection's statement cache (no SQL re-parse per call).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -227,7 +242,7 @@ impl Store {
     /// SQLite errors.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| {
-            conn.query_row("SELECT version FROM store_meta", [], |row| row.get::<_, i64>(0))
+            query_one(conn, "SELECT version FROM store_meta", [], |row| row.get::<_, i64>(0))
                 .map(|_| ())
                 .map_err(StoreError::sqlite("ping"))
         })
@@ -388,7 +403,7 @@ impl Store {
                 Some(hash) if hash == doc.sha256 => Ok(0),
                 Some(_) => Err(StoreError::Conflict(format!("scenario already defined with a different spec: {scenario_id}"))),
                 None => {
-                    conn.execute(
+                    exec(conn,
                         "INSERT INTO scenarios (tenant_id, namespace_id, scenario_id, spec_json, spec_sha256, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id, doc.bytes, doc.sha256, created],
                     )

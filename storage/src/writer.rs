@@ -1,11 +1,12 @@
-//! The single writer: one thread owns the write connection and commits queued writes in
-//! groups. Each job runs inside its own savepoint, so one failing job does not undo the
-//! others; every job's caller is answered only after the group's COMMIT returned (WAL +
-//! `synchronous=FULL`: durable once acknowledged).
+//! The single writer with leader-based group commit. Writers queue their job, then take
+//! the write connection; whoever holds it commits every queued job in one transaction
+//! and hands each caller its result. A caller whose job a previous leader already
+//! committed returns at once. So concurrent writers share one fsync, and a lone writer
+//! commits on its own thread without any hand-off. Each job runs in its own savepoint,
+//! so one failing job does not undo the others; every caller is answered only after the
+//! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged).
 
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::Mutex;
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
@@ -15,87 +16,77 @@ use crate::error::StoreError;
 /// (rows touched, a new version) for the caller.
 pub(crate) type WriteJob = Box<dyn FnOnce(&Connection) -> Result<i64, StoreError> + Send>;
 
-struct Queued {
-    job: WriteJob,
-    reply: SyncSender<Result<i64, StoreError>>,
-}
+type Slot = Arc<Mutex<Option<Result<i64, StoreError>>>>;
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
 
-/// Handle to the writer thread.
+/// The write connection and the queue of pending jobs.
 pub(crate) struct Writer {
-    queue: Mutex<Option<Sender<Queued>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    conn: Mutex<Option<Connection>>,
+    queue: Mutex<Vec<(WriteJob, Slot)>>,
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel::<Queued>();
-        let thread = std::thread::Builder::new()
-            .name("dg-store-writer".into())
-            .spawn(move || run(conn, rx))
-            .map_err(|source| StoreError::Io { operation: "start writer thread", source })?;
-        Ok(Self { queue: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
+        Ok(Self { conn: Mutex::new(Some(conn)), queue: Mutex::new(Vec::new()) })
     }
 
-    /// Queues a job and waits for its group to commit.
+    /// Queues a job and returns once a group containing it has committed.
     pub(crate) fn submit(&self, job: WriteJob) -> Result<i64, StoreError> {
-        let (reply, answer) = mpsc::sync_channel(1);
-        {
-            let guard = self.queue.lock().map_err(|_| StoreError::WriterGone)?;
-            let sender = guard.as_ref().ok_or(StoreError::WriterGone)?;
-            sender.send(Queued { job, reply }).map_err(|_| StoreError::WriterGone)?;
+        let slot: Slot = Arc::new(Mutex::new(None));
+        self.queue.lock().map_err(|_| StoreError::WriterGone)?.push((job, slot.clone()));
+        loop {
+            let guard = self.conn.lock().map_err(|_| StoreError::WriterGone)?;
+            if let Some(result) = slot.lock().map_err(|_| StoreError::WriterGone)?.take() {
+                return result;
+            }
+            let Some(conn) = guard.as_ref() else {
+                return Err(StoreError::WriterGone);
+            };
+            let batch: Vec<(WriteJob, Slot)> = {
+                let mut queue = self.queue.lock().map_err(|_| StoreError::WriterGone)?;
+                let take = queue.len().min(MAX_GROUP);
+                queue.drain(..take).collect()
+            };
+            commit_group(conn, batch);
+            drop(guard);
+            if let Some(result) = slot.lock().map_err(|_| StoreError::WriterGone)?.take() {
+                return result;
+            }
+            // Our job was beyond MAX_GROUP in that batch's queue: lead the next group.
         }
-        answer.recv().map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Stops accepting writes, lets queued ones commit, and joins the thread.
+    /// Stops accepting writes; queued writes already committed stay committed.
     pub(crate) fn shutdown(&self) {
-        if let Ok(mut queue) = self.queue.lock() {
-            queue.take();
-        }
-        if let Ok(mut thread) = self.thread.lock() {
-            if let Some(handle) = thread.take() {
-                let _ = handle.join();
+        if let Ok(mut conn) = self.conn.lock() {
+            if let Some(conn) = conn.take() {
+                let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
             }
         }
     }
 }
 
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.shutdown();
+fn answer(slot: &Slot, result: Result<i64, StoreError>) {
+    if let Ok(mut slot) = slot.lock() {
+        *slot = Some(result);
     }
 }
 
-fn run(conn: Connection, rx: Receiver<Queued>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        commit_group(&conn, group);
-    }
-}
-
-fn commit_group(conn: &Connection, group: Vec<Queued>) {
+fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
     if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
-        for queued in group {
-            let _ = queued.reply.send(Err(group_error("begin", &err)));
+        for (_, slot) in &group {
+            answer(slot, Err(group_error("begin", &err)));
         }
         return;
     }
     let mut results = Vec::with_capacity(group.len());
-    let mut replies = Vec::with_capacity(group.len());
-    for queued in group {
+    for (job, slot) in group {
         let outcome = match conn.execute_batch("SAVEPOINT job") {
             Err(source) => Err(StoreError::Sqlite { operation: "savepoint", source }),
             Ok(()) => {
-                let outcome = (queued.job)(conn);
+                let outcome = job(conn);
                 let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 match conn.execute_batch(end) {
                     Ok(()) => outcome,
@@ -103,18 +94,17 @@ fn commit_group(conn: &Connection, group: Vec<Queued>) {
                 }
             }
         };
-        results.push(outcome);
-        replies.push(queued.reply);
+        results.push((slot, outcome));
     }
     if let Err(err) = conn.execute_batch("COMMIT") {
         let _ = conn.execute_batch("ROLLBACK");
-        for reply in replies {
-            let _ = reply.send(Err(group_error("commit", &err)));
+        for (slot, _) in &results {
+            answer(slot, Err(group_error("commit", &err)));
         }
         return;
     }
-    for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send(result);
+    for (slot, result) in results {
+        answer(&slot, result);
     }
 }
 

@@ -118,7 +118,9 @@ impl Daemon {
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).expect("daemon did not start");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .expect("daemon did not start");
             if line.contains("dg-appliance listening on") {
                 break;
             }
@@ -145,7 +147,12 @@ impl Daemon {
     }
 
     /// POSTs raw bytes; returns status, content type and body text.
-    pub fn post_raw(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String, String, Vec<(String, String)>) {
+    pub fn post_raw(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String, Vec<(String, String)>) {
         let mut request = self.agent.post(&format!("{}{path}", self.base)).set("content-type", "application/json");
         for (name, value) in headers {
             request = request.set(name, value);
@@ -186,15 +193,24 @@ impl Daemon {
     /// GET with no auth.
     pub fn get(&self, path: &str) -> (u16, String) {
         match self.agent.get(&format!("{}{path}", self.base)).call() {
-            Ok(response) | Err(ureq::Error::Status(_, response)) => (response.status(), response.into_string().unwrap()),
+            Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                (response.status(), response.into_string().unwrap())
+            }
             Err(err) => panic!("transport error: {err}"),
         }
     }
 
     /// GET with the admin key.
     pub fn get_authed(&self, path: &str) -> (u16, String) {
-        match self.agent.get(&format!("{}{path}", self.base)).set("authorization", &format!("Bearer {}", self.key)).call() {
-            Ok(response) | Err(ureq::Error::Status(_, response)) => (response.status(), response.into_string().unwrap()),
+        match self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .set("authorization", &format!("Bearer {}", self.key))
+            .call()
+        {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                (response.status(), response.into_string().unwrap())
+            }
             Err(err) => panic!("transport error: {err}"),
         }
     }
@@ -255,7 +271,12 @@ impl Client {
     /// Calls a tool: `None` on a transport failure (server gone).
     pub fn tool(&self, name: &str, arguments: Value) -> Option<Result<Value, Value>> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}});
-        let response = match self.agent.post(&format!("{}/rpc", self.base)).set("authorization", &self.auth).send_string(&body.to_string()) {
+        let response = match self
+            .agent
+            .post(&format!("{}/rpc", self.base))
+            .set("authorization", &self.auth)
+            .send_string(&body.to_string())
+        {
             Ok(response) | Err(ureq::Error::Status(_, response)) => response,
             Err(_) => return None,
         };

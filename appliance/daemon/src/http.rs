@@ -25,7 +25,7 @@ pub struct HttpFront {
     pub app: Arc<App>,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
     boot_id: u64,
     counter: AtomicU64,
 }
@@ -44,7 +44,7 @@ impl HttpFront {
     #[must_use]
     pub fn new(app: Arc<App>) -> Self {
         let max_inflight = app.config.server.max_inflight;
-        let limiter = RateLimiter::new(app.config.server.rate_limit);
+        let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit));
         Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
@@ -202,15 +202,7 @@ impl HttpFront {
             drain(request.into_body(), max_body).await;
             return finish(Reply::error(&err, None), "rejected".into());
         }
-        let principal = match self.authenticate(&request).await {
-            Ok(principal) => principal,
-            Err(err) => return finish(Reply::error(&err, None), "unauthenticated".into()),
-        };
-        if let Err(wait_ms) = self.limiter.check(&principal.id) {
-            let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
-            err.retry_after_ms = Some(wait_ms);
-            return finish(Reply::error(&err, None), "rejected".into());
-        }
+        let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let mut incoming = request.into_body();
         let body = match collect_limited(&mut incoming, max_body).await {
             Ok(collected) => collected,
@@ -224,19 +216,33 @@ impl HttpFront {
                 return finish(Reply::error(&err, None), "rejected".into());
             }
         };
-        let parsed = match rpc::parse(&body, dialect) {
-            Ok(parsed) => parsed,
-            Err(err) => return finish(Reply::error(&err, None), "invalid".into()),
-        };
-        let label = parsed.method.clone();
-        let id = parsed.id.clone();
+        // Authentication, rate limiting, parsing and the tool itself run in one blocking
+        // task: storage is synchronous, and one hand-off per request keeps latency low.
         let app = self.app.clone();
+        let limiter = self.limiter.clone();
         let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-        let task = tokio::task::spawn_blocking(move || rpc::handle(&app, &principal, parsed, dialect));
-        let reply = match tokio::time::timeout(timeout, task).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Reply::error(&WireError::new(code::INTERNAL, "internal error"), id.as_ref()),
-            Err(_) => Reply::error(&WireError::new(code::INTERNAL, "request timed out"), id.as_ref()),
+        let task = tokio::task::spawn_blocking(move || -> (Reply, String) {
+            let principal = match authenticate(&app.store, authorization.as_deref(), crate::clock::now_ms()) {
+                Ok(principal) => principal,
+                Err(err) => return (Reply::error(&err, None), "unauthenticated".into()),
+            };
+            if let Err(wait_ms) = limiter.check(&principal.id) {
+                let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
+                err.retry_after_ms = Some(wait_ms);
+                return (Reply::error(&err, None), "rejected".into());
+            }
+            match rpc::parse(&body, dialect) {
+                Ok(parsed) => {
+                    let label = parsed.method.clone();
+                    (rpc::handle(&app, &principal, parsed, dialect), label)
+                }
+                Err(err) => (Reply::error(&err, None), "invalid".into()),
+            }
+        });
+        let (reply, label) = match tokio::time::timeout(timeout, task).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(_)) => (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into()),
+            Err(_) => (Reply::error(&WireError::new(code::INTERNAL, "request timed out"), None), "timeout".into()),
         };
         finish(reply, label)
     }

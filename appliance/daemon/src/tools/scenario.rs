@@ -116,9 +116,6 @@ pub(super) fn start(app: &App, principal: &Principal, args: Value) -> Result<Val
     let spec = require_scenario(app, tenant, namespace, &args.scenario_id)?;
     let engine =
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
-    if app.store.get_run(Scope::new(tenant, namespace), &args.run_config.run_id)?.is_some() {
-        return Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", args.run_config.run_id)));
-    }
     let state = engine.start_run(args.run_config, args.started_at, args.issue_entry_packets).map_err(engine_error)?;
     match app.store.create_run(&state) {
         Ok(_) => {}
