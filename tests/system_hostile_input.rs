@@ -29,7 +29,8 @@ fn hostile_inputs_get_documented_errors_and_change_nothing() {
         "arguments": {"scenario_id": "s", "run_config": {"tenant_id": "one", "namespace_id": 1, "run_id": "r", "scenario_id": "s",
         "dispatch_targets": [], "policy_tags": []}, "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": true}}});
     // (case, body, extra headers, expected HTTP status, expected JSON-RPC code)
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, i64)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, i64);
+    let cases: Vec<Case> = vec![
         ("malformed json", "{\"jsonrpc\": \"2.0\", \"id\": 1,".into(), vec![], 400, -32600),
         ("not an object", "42".into(), vec![], 400, -32600),
         ("wrong version", json!({"jsonrpc": "1.0", "id": 1, "method": "tools/list"}).to_string(), vec![], 400, -32600),
