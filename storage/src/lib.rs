@@ -7,6 +7,7 @@
 
 pub mod document;
 pub mod error;
+pub mod import;
 pub mod migrations;
 pub mod store;
 mod writer;

@@ -48,6 +48,8 @@ pub struct StoreLimits {
     pub max_spec_bytes: usize,
     /// Largest data-shape record.
     pub max_shape_bytes: usize,
+    /// Largest database file (a quota below the disk's own size); `None` = the disk's.
+    pub max_database_bytes: Option<u64>,
 }
 
 impl Default for StoreLimits {
@@ -56,6 +58,7 @@ impl Default for StoreLimits {
             max_run_state_bytes: 16 * 1024 * 1024,
             max_spec_bytes: 4 * 1024 * 1024,
             max_shape_bytes: 2 * 1024 * 1024,
+            max_database_bytes: None,
         }
     }
 }
@@ -157,6 +160,15 @@ fn query_one<T>(
     conn.prepare_cached(sql)?.query_row(params, f)
 }
 
+/// Sets `max_page_count` from a byte quota (SQLite refuses to grow past it: SQLITE_FULL).
+fn apply_size_limit(conn: &Connection, limit: Option<u64>) -> Result<(), StoreError> {
+    let page_size: u64 =
+        conn.query_row("PRAGMA page_size", [], |row| row.get(0)).map_err(StoreError::sqlite("read page size"))?;
+    let pages = limit.map_or(4_294_967_294, |bytes| (bytes / page_size.max(1)).max(1));
+    conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+        .map_err(StoreError::sqlite("set size limit"))
+}
+
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -178,6 +190,7 @@ impl Store {
         let instance_id: String = conn
             .query_row("SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
+        apply_size_limit(&conn, limits.max_database_bytes)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Writer::start(conn)?,
@@ -204,6 +217,14 @@ impl Store {
     #[must_use]
     pub fn integrity_failures(&self) -> u64 {
         self.integrity_failures.load(Ordering::Relaxed)
+    }
+
+    /// Changes the database size quota (writes past it fail as a full disk).
+    ///
+    /// # Errors
+    /// SQLite errors or a stopped writer.
+    pub fn set_max_database_bytes(&self, limit: Option<u64>) -> Result<(), StoreError> {
+        self.writer.with_connection(|conn| apply_size_limit(conn, limit))
     }
 
     /// Stops the writer after queued writes commit.

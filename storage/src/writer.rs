@@ -58,6 +58,15 @@ impl Writer {
         }
     }
 
+    /// Runs `f` on the write connection between groups (settings, not data).
+    pub(crate) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.conn.lock().map_err(|_| StoreError::WriterGone)?;
+        f(guard.as_ref().ok_or(StoreError::WriterGone)?)
+    }
+
     /// Stops accepting writes; queued writes already committed stay committed.
     pub(crate) fn shutdown(&self) {
         if let Ok(mut conn) = self.conn.lock() {
@@ -81,8 +90,9 @@ fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
         }
         return;
     }
-    let mut results = Vec::with_capacity(group.len());
-    for (job, slot) in group {
+    let mut results: Vec<(Slot, Result<i64, StoreError>)> = Vec::with_capacity(group.len());
+    let mut pending = group.into_iter();
+    while let Some((job, slot)) = pending.next() {
         let outcome = match conn.execute_batch("SAVEPOINT job") {
             Err(source) => Err(StoreError::Sqlite { operation: "savepoint", source }),
             Ok(()) => {
@@ -90,10 +100,29 @@ fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
                 let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 match conn.execute_batch(end) {
                     Ok(()) => outcome,
+                    // A failed job's own error says more than the savepoint cleanup's.
+                    Err(_) if outcome.is_err() => outcome,
                     Err(source) => Err(StoreError::Sqlite { operation: "end savepoint", source }),
                 }
             }
         };
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (a full disk does that): nothing
+            // of this group is committed, so every job in it fails with that cause.
+            let (message, disk_full) = match &outcome {
+                Err(err) => (err.to_string(), err.is_disk_full()),
+                Ok(_) => ("transaction rolled back".to_string(), false),
+            };
+            let failure = || StoreError::WriteGroup { operation: "write", message: message.clone(), disk_full };
+            answer(&slot, Err(failure()));
+            for (done, _) in &results {
+                answer(done, Err(failure()));
+            }
+            for (_, untouched) in pending {
+                answer(&untouched, Err(failure()));
+            }
+            return;
+        }
         results.push((slot, outcome));
     }
     if let Err(err) = conn.execute_batch("COMMIT") {

@@ -106,6 +106,27 @@ pub enum StoreCommand {
     Check(StoreArgs),
     /// List runs (all tenants: operators only).
     List(StoreArgs),
+    /// Import runs and data shapes from an open-source Decision Gate SQLite database.
+    Import {
+        /// Data directory.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The open-source database file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Tenant id of the runs in the source.
+        #[arg(long)]
+        source_tenant: u64,
+        /// Namespace id of the runs in the source.
+        #[arg(long)]
+        source_namespace: u64,
+        /// Tenant to import into.
+        #[arg(long)]
+        tenant: u64,
+        /// Namespace to import into.
+        #[arg(long)]
+        namespace: u64,
+    },
     /// Show one run's state.
     Show {
         /// Data directory.

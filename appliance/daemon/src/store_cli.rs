@@ -60,6 +60,36 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        StoreCommand::Import { store: args, from, source_tenant, source_namespace, tenant, namespace } => {
+            if tenant == 0 || namespace == 0 {
+                return Err("--tenant and --namespace must be at least 1".to_string());
+            }
+            let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
+            let store = DataDir::prepare(root).and_then(|data| data.open_store()).map_err(|err| err.to_string())?;
+            let report = dg_storage::import::import_oss_database(
+                &store,
+                &from,
+                Scope::new(source_tenant, source_namespace),
+                Scope::new(tenant, namespace),
+            )
+            .map_err(|err| err.to_string())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report).map_err(|err| err.to_string())?);
+            } else {
+                println!(
+                    "imported {} runs ({} already present), {} data shapes ({} already present)",
+                    report.runs_imported,
+                    report.runs_already_present,
+                    report.shapes_imported,
+                    report.shapes_already_present
+                );
+                for refused in &report.refused {
+                    println!("REFUSED: {refused}");
+                }
+                println!("scenarios are not part of an open-source database: define them again before advancing imported runs");
+            }
+            Ok(if report.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         StoreCommand::Show { store: args, tenant, namespace, run_id } => {
             let store = open(&args)?;
             match store.get_run(Scope::new(tenant, namespace), &run_id).map_err(|err| err.to_string())? {
