@@ -148,6 +148,9 @@ pub enum EngineError {
     /// Hashing failed.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// An engine invariant was broken (a bug, never caused by input).
+    #[error("internal engine error: {0}")]
+    Internal(&'static str),
     /// External payload hash uses another algorithm.
     #[error("payload hashing error: {0}")]
     PayloadHash(String),
@@ -350,21 +353,11 @@ impl TriggerStep {
         }
     }
 
-    fn result(&self) -> TriggerResult {
-        TriggerResult {
-            // Every path that builds a step sets its decision before asking for the result.
-            decision: self.decision.clone().unwrap_or_else(|| DecisionRecord {
-                decision_id: String::new(),
-                seq: 0,
-                trigger_id: self.trigger.event.trigger_id.clone(),
-                stage_id: self.current_stage_id.clone(),
-                decided_at: self.trigger.event.time,
-                outcome: DecisionOutcome::Fail { reason: "no decision".to_string() },
-                correlation_id: None,
-            }),
-            packets: self.packets.clone(),
-            status: self.status,
-        }
+    /// The answer to the trigger. Every evaluation path sets a decision before asking; a
+    /// step without one is an engine bug and is refused rather than invented.
+    fn result(&self) -> Result<TriggerResult, EngineError> {
+        let decision = self.decision.clone().ok_or(EngineError::Internal("trigger step has no decision"))?;
+        Ok(TriggerResult { decision, packets: self.packets.clone(), status: self.status })
     }
 
     fn apply(self, state: &mut RunState) {
@@ -612,7 +605,7 @@ impl<'a> ControlPlane<'a> {
         let stage = self.stage(&state.current_stage_id)?;
         let mut step = TriggerStep::new(state, record);
         if self.handle_timeout(state, trigger, stage, &mut step)? {
-            let result = step.result();
+            let result = step.result()?;
             return Ok((Some(step), result));
         }
         let context = EvidenceContext {
@@ -646,7 +639,7 @@ impl<'a> ControlPlane<'a> {
             step.decision =
                 Some(self.decision(state, trigger, DecisionOutcome::Hold { summary: hold_summary(unmet) })?);
         }
-        let result = step.result();
+        let result = step.result()?;
         Ok((Some(step), result))
     }
 
