@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The full test suite: unit, property, fixture-replay and system tests, then one quick
-# pass of every benchmark so its figures are printed in the log.
+# The full test suite: unit, property, fixture-replay and black-box system tests (the
+# real binary on loopback), then every benchmark once so its figures are in the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --all-targets --release
+cargo test --workspace --all-targets
 cargo bench --workspace
