@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod import;
 pub mod migrations;
+pub mod runpack_store;
 pub mod store;
 mod writer;
 
