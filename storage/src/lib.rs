@@ -9,6 +9,8 @@ pub mod document;
 pub mod error;
 pub mod import;
 pub mod migrations;
+pub mod bundle;
+pub mod signing;
 pub mod runpack_store;
 pub mod store;
 mod writer;

@@ -1,0 +1,218 @@
+//! The appliance's Ed25519 signing keys and the public key ring. The private key of the
+//! active key lives in the data directory (0600); retired keys' public halves stay in the
+//! ring so bundles signed before a rotation keep verifying. A key id is the first 16 hex
+//! digits of the sha256 of the public key.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+/// One public key of the ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicKeyEntry {
+    /// Key id.
+    pub key_id: String,
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// 32-byte public key, hex.
+    pub public_key: String,
+    /// When it was created (unix ms).
+    pub created_at_ms: i64,
+    /// When it stopped signing (unix ms), if rotated out.
+    #[serde(default)]
+    pub retired_at_ms: Option<i64>,
+}
+
+/// The published key ring: every public key this appliance ever signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PublicKeyRing {
+    /// Keys, oldest first.
+    pub keys: Vec<PublicKeyEntry>,
+}
+
+/// Why signing keys or signatures failed.
+#[derive(Debug, Error)]
+pub enum SigningError {
+    /// Filesystem errors.
+    #[error("signing key store {path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key file is malformed.
+    #[error("malformed key material in {0}")]
+    Malformed(String),
+    /// No key with this id is trusted.
+    #[error("bundle signed by unknown key {0}")]
+    UnknownKey(String),
+    /// The signature does not verify.
+    #[error("signature does not verify with key {0}")]
+    BadSignature(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SigningError + '_ {
+    move |source| SigningError::Io { path: path.to_path_buf(), source }
+}
+
+/// Key id of a public key.
+#[must_use]
+pub fn key_id(public: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(public.as_bytes())[..8])
+}
+
+impl PublicKeyRing {
+    /// Parses a ring, or a single public key entry, from JSON text.
+    ///
+    /// # Errors
+    /// [`SigningError::Malformed`].
+    pub fn parse(text: &str) -> Result<Self, SigningError> {
+        if let Ok(ring) = serde_json::from_str::<PublicKeyRing>(text) {
+            return Ok(ring);
+        }
+        serde_json::from_str::<PublicKeyEntry>(text)
+            .map(|entry| PublicKeyRing { keys: vec![entry] })
+            .map_err(|err| SigningError::Malformed(format!("public key file: {err}")))
+    }
+
+    /// Verifies `signature` (hex) by `key_id` over `message`.
+    ///
+    /// # Errors
+    /// Unknown key, malformed key or signature, or a signature that does not verify.
+    pub fn verify(&self, key_id: &str, message: &[u8], signature_hex: &str) -> Result<(), SigningError> {
+        let entry = self.keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| SigningError::UnknownKey(key_id.to_string()))?;
+        let bytes: [u8; 32] = hex::decode(&entry.public_key)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| SigningError::Malformed(format!("public key {key_id}")))?;
+        let public = VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {key_id}")))?;
+        if self::key_id(&public) != key_id {
+            return Err(SigningError::Malformed(format!("key id {key_id} does not match its public key")));
+        }
+        let signature: [u8; 64] = hex::decode(signature_hex)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| SigningError::BadSignature(key_id.to_string()))?;
+        public
+            .verify_strict(message, &Signature::from_bytes(&signature))
+            .map_err(|_| SigningError::BadSignature(key_id.to_string()))?;
+        // verify_strict also rejects small-order keys and non-canonical signatures.
+        Ok(())
+    }
+}
+
+/// The signing keys in a directory (`<dir>/active.key`, `<dir>/keyring.json`).
+pub struct KeyStore {
+    dir: PathBuf,
+}
+
+/// The active signing key.
+pub struct ActiveKey {
+    /// Its id.
+    pub key_id: String,
+    signing: SigningKey,
+}
+
+impl ActiveKey {
+    /// Signs `message`; returns the hex signature.
+    #[must_use]
+    pub fn sign_hex(&self, message: &[u8]) -> String {
+        hex::encode(self.signing.sign(message).to_bytes())
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SigningError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl KeyStore {
+    /// Opens the key directory, creating it (0700) and a first key if empty.
+    ///
+    /// # Errors
+    /// Filesystem errors.
+    pub fn open(dir: &Path) -> Result<Self, SigningError> {
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+        }
+        let store = Self { dir: dir.to_path_buf() };
+        if !store.dir.join("active.key").exists() {
+            store.rotate()?;
+        }
+        Ok(store)
+    }
+
+    /// The public key ring.
+    ///
+    /// # Errors
+    /// Filesystem or parse errors.
+    pub fn ring(&self) -> Result<PublicKeyRing, SigningError> {
+        let path = self.dir.join("keyring.json");
+        if !path.exists() {
+            return Ok(PublicKeyRing::default());
+        }
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text).map_err(|err| SigningError::Malformed(format!("{}: {err}", path.display())))
+    }
+
+    /// The active signing key.
+    ///
+    /// # Errors
+    /// Filesystem or format errors.
+    pub fn active(&self) -> Result<ActiveKey, SigningError> {
+        let path = self.dir.join("active.key");
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| SigningError::Malformed(path.display().to_string()))?;
+        let signing = SigningKey::from_bytes(&seed);
+        Ok(ActiveKey { key_id: key_id(&signing.verifying_key()), signing })
+    }
+
+    /// Makes a new active key; the old one is retired but stays in the ring.
+    ///
+    /// # Errors
+    /// Filesystem errors.
+    pub fn rotate(&self) -> Result<String, SigningError> {
+        let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+        let id = key_id(&signing.verifying_key());
+        let mut ring = self.ring()?;
+        let now = now_ms();
+        for entry in &mut ring.keys {
+            if entry.retired_at_ms.is_none() {
+                entry.retired_at_ms = Some(now);
+            }
+        }
+        ring.keys.push(PublicKeyEntry {
+            key_id: id.clone(),
+            algorithm: "ed25519".to_string(),
+            public_key: hex::encode(signing.verifying_key().as_bytes()),
+            created_at_ms: now,
+            retired_at_ms: None,
+        });
+        let ring_json = serde_json::to_vec_pretty(&ring).map_err(|err| SigningError::Malformed(err.to_string()))?;
+        // Ring first: a crash between the two leaves a published key that never signed,
+        // never a signing key missing from the ring.
+        write_private(&self.dir.join("keyring.json"), &ring_json, 0o644)?;
+        write_private(&self.dir.join("active.key"), hex::encode(signing.to_bytes()).as_bytes(), 0o600)?;
+        Ok(id)
+    }
+}
