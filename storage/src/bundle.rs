@@ -41,7 +41,12 @@ pub struct BundleLimits {
 
 impl Default for BundleLimits {
     fn default() -> Self {
-        Self { max_entries: 256, max_unpacked_bytes: 512 * 1024 * 1024, max_file_bytes: 64 * 1024 * 1024, max_ratio: 200 }
+        Self {
+            max_entries: 256,
+            max_unpacked_bytes: 512 * 1024 * 1024,
+            max_file_bytes: 64 * 1024 * 1024,
+            max_ratio: 200,
+        }
     }
 }
 
@@ -199,10 +204,17 @@ pub fn build_bundle(
     files: &[(String, Vec<u8>)],
     key: &ActiveKey,
 ) -> Result<Vec<u8>, BundleError> {
-    let manifest: Value = serde_json::from_slice(manifest_bytes).map_err(|err| BundleError::Build(format!("manifest: {err}")))?;
-    let id = |field: &str| manifest.get(field).and_then(Value::as_u64).ok_or_else(|| BundleError::Build(format!("manifest {field}")));
+    let manifest: Value =
+        serde_json::from_slice(manifest_bytes).map_err(|err| BundleError::Build(format!("manifest: {err}")))?;
+    let id = |field: &str| {
+        manifest.get(field).and_then(Value::as_u64).ok_or_else(|| BundleError::Build(format!("manifest {field}")))
+    };
     let text = |field: &str| {
-        manifest.get(field).and_then(Value::as_str).map(str::to_string).ok_or_else(|| BundleError::Build(format!("manifest {field}")))
+        manifest
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| BundleError::Build(format!("manifest {field}")))
     };
     let mut members: Vec<(String, Vec<u8>)> = vec![(manifest_name.to_string(), manifest_bytes.to_vec())];
     members.extend(files.iter().cloned());
@@ -215,9 +227,16 @@ pub fn build_bundle(
         scenario_id: text("scenario_id")?,
         manifest_name: manifest_name.to_string(),
         manifest,
-        files: members.iter().map(|(path, bytes)| BundleFile { path: path.clone(), sha256: sha256_hex(bytes), size: bytes.len() as u64 }).collect(),
+        files: members
+            .iter()
+            .map(|(path, bytes)| BundleFile { path: path.clone(), sha256: sha256_hex(bytes), size: bytes.len() as u64 })
+            .collect(),
     };
-    let signature = BundleSignature { algorithm: "ed25519".into(), key_id: key.key_id.clone(), value: key.sign_hex(&canonical(&descriptor)?) };
+    let signature = BundleSignature {
+        algorithm: "ed25519".into(),
+        key_id: key.key_id.clone(),
+        value: key.sign_hex(&canonical(&descriptor)?),
+    };
     let signed = canonical(&SignedDescriptor { descriptor, signature })?;
     let mut builder = tar::Builder::new(Vec::new());
     let mut append = |path: &str, bytes: &[u8]| -> Result<(), BundleError> {
@@ -275,7 +294,8 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec
             other => return Err(BundleError::Special { path: raw_path, kind: format!("{other:?}") }),
         }
         let path = raw_path.trim_end_matches('/').to_string();
-        validate_relative(&path).map_err(|err| BundleError::Path { path: raw_path.clone(), reason: err.to_string() })?;
+        validate_relative(&path)
+            .map_err(|err| BundleError::Path { path: raw_path.clone(), reason: err.to_string() })?;
         if kind == tar::EntryType::Directory {
             continue;
         }
@@ -320,7 +340,11 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec
 ///
 /// # Errors
 /// The first problem found, as a specific [`BundleError`].
-pub fn read_bundle(input: impl Read, trusted: &PublicKeyRing, limits: BundleLimits) -> Result<VerifiedBundle, BundleError> {
+pub fn read_bundle(
+    input: impl Read,
+    trusted: &PublicKeyRing,
+    limits: BundleLimits,
+) -> Result<VerifiedBundle, BundleError> {
     let (signed, mut members) = inspect_unverified(input, limits)?;
     trusted.verify(&signed.signature.key_id, &canonical(&signed.descriptor)?, &signed.signature.value)?;
     let descriptor = &signed.descriptor;
@@ -342,9 +366,11 @@ pub fn read_bundle(input: impl Read, trusted: &PublicKeyRing, limits: BundleLimi
             return Err(BundleError::HashMismatch(file.path.clone()));
         }
     }
-    let manifest_bytes =
-        members.remove(&descriptor.manifest_name).ok_or_else(|| BundleError::Missing(descriptor.manifest_name.clone()))?;
-    let manifest: Value = serde_json::from_slice(&manifest_bytes).map_err(|err| BundleError::ManifestMismatch(err.to_string()))?;
+    let manifest_bytes = members
+        .remove(&descriptor.manifest_name)
+        .ok_or_else(|| BundleError::Missing(descriptor.manifest_name.clone()))?;
+    let manifest: Value =
+        serde_json::from_slice(&manifest_bytes).map_err(|err| BundleError::ManifestMismatch(err.to_string()))?;
     if manifest != descriptor.manifest {
         return Err(BundleError::ManifestMismatch("manifest member differs from the signed manifest".into()));
     }
@@ -353,9 +379,12 @@ pub fn read_bundle(input: impl Read, trusted: &PublicKeyRing, limits: BundleLimi
         && manifest.get("run_id").and_then(Value::as_str) == Some(descriptor.run_id.as_str())
         && manifest.get("scenario_id").and_then(Value::as_str) == Some(descriptor.scenario_id.as_str());
     if !ids_match {
-        return Err(BundleError::ManifestMismatch("tenant, namespace, run or scenario differ from the descriptor".into()));
+        return Err(BundleError::ManifestMismatch(
+            "tenant, namespace, run or scenario differ from the descriptor".into(),
+        ));
     }
-    let report = dg_engine::runpack::verify_runpack(&manifest_bytes, &members).map_err(|err| BundleError::Runpack(err.to_string()))?;
+    let report = dg_engine::runpack::verify_runpack(&manifest_bytes, &members)
+        .map_err(|err| BundleError::Runpack(err.to_string()))?;
     if !report.errors.is_empty() {
         return Err(BundleError::Runpack(report.errors.join("; ")));
     }
@@ -367,13 +396,34 @@ pub fn read_bundle(input: impl Read, trusted: &PublicKeyRing, limits: BundleLimi
 ///
 /// # Errors
 /// Structural problems or a missing/invalid descriptor.
-pub fn inspect_unverified(input: impl Read, limits: BundleLimits) -> Result<(SignedDescriptor, BTreeMap<String, Vec<u8>>), BundleError> {
+pub fn inspect_unverified(
+    input: impl Read,
+    limits: BundleLimits,
+) -> Result<(SignedDescriptor, BTreeMap<String, Vec<u8>>), BundleError> {
     let mut members = unpack(input, limits)?;
     let descriptor_bytes = members.remove(DESCRIPTOR_NAME).ok_or(BundleError::MissingDescriptor)?;
     let signed: SignedDescriptor =
         serde_json::from_slice(&descriptor_bytes).map_err(|err| BundleError::InvalidDescriptor(err.to_string()))?;
     if signed.signature.algorithm != "ed25519" {
-        return Err(BundleError::InvalidDescriptor(format!("unsupported signature algorithm {}", signed.signature.algorithm)));
+        return Err(BundleError::InvalidDescriptor(format!(
+            "unsupported signature algorithm {}",
+            signed.signature.algorithm
+        )));
     }
     Ok((signed, members))
+}
+
+/// Places a verified bundle's runpack into the store (atomically, beneath
+/// `<tenant>/<namespace>/<run_id>`). Only verified bundles can be imported.
+///
+/// # Errors
+/// Store refusals and I/O errors.
+pub fn import_verified(
+    store: &crate::runpack_store::RunpackStore,
+    bundle: &VerifiedBundle,
+) -> Result<std::path::PathBuf, crate::runpack_store::RunpackStoreError> {
+    let descriptor = &bundle.signed.descriptor;
+    let mut files: Vec<(String, Vec<u8>)> = bundle.files.iter().map(|(p, b)| (p.clone(), b.clone())).collect();
+    files.push((descriptor.manifest_name.clone(), bundle.manifest_bytes.clone()));
+    store.write(crate::store::Scope::new(descriptor.tenant_id, descriptor.namespace_id), &descriptor.run_id, &files)
 }

@@ -5,13 +5,13 @@
 //! thread that commits in groups (WAL, `synchronous=FULL`), so an acknowledged write is
 //! durable without paying one fsync per request.
 
+pub mod bundle;
 pub mod document;
 pub mod error;
 pub mod import;
 pub mod migrations;
-pub mod bundle;
-pub mod signing;
 pub mod runpack_store;
+pub mod signing;
 pub mod store;
 mod writer;
 

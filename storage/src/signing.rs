@@ -88,12 +88,17 @@ impl PublicKeyRing {
     /// # Errors
     /// Unknown key, malformed key or signature, or a signature that does not verify.
     pub fn verify(&self, key_id: &str, message: &[u8], signature_hex: &str) -> Result<(), SigningError> {
-        let entry = self.keys.iter().find(|k| k.key_id == key_id).ok_or_else(|| SigningError::UnknownKey(key_id.to_string()))?;
+        let entry = self
+            .keys
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or_else(|| SigningError::UnknownKey(key_id.to_string()))?;
         let bytes: [u8; 32] = hex::decode(&entry.public_key)
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| SigningError::Malformed(format!("public key {key_id}")))?;
-        let public = VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {key_id}")))?;
+        let public =
+            VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {key_id}")))?;
         if self::key_id(&public) != key_id {
             return Err(SigningError::Malformed(format!("key id {key_id} does not match its public key")));
         }
@@ -131,7 +136,8 @@ impl ActiveKey {
 
 fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SigningError> {
     let tmp = path.with_extension("tmp");
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
     file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
 }
