@@ -1,12 +1,13 @@
 //! Everything a request needs, built once at start-up and shared by every transport.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use dg_engine::evidence::TrustRequirement;
 use dg_engine::validation::StrictValidationConfig;
 use dg_engine::EngineConfig;
 use dg_providers::BuiltinProviders;
+use dg_storage::runpack_store::RunpackStore;
+use dg_storage::signing::KeyStore;
 use dg_storage::Store;
 
 use crate::config::Config;
@@ -24,8 +25,10 @@ pub struct App {
     pub engine: EngineConfig,
     /// Strict validation settings.
     pub strict: Option<StrictValidationConfig>,
-    /// Runpack output root.
-    pub runpack_root: PathBuf,
+    /// The hardened runpack store.
+    pub runpacks: RunpackStore,
+    /// Bundle signing keys.
+    pub keys: KeyStore,
     /// Counters for /metrics.
     pub metrics: Metrics,
 }
@@ -33,7 +36,13 @@ pub struct App {
 impl App {
     /// Wires the parts together.
     #[must_use]
-    pub fn new(config: Config, store: Arc<Store>, providers: BuiltinProviders, runpack_root: PathBuf) -> Self {
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        providers: BuiltinProviders,
+        runpacks: RunpackStore,
+        keys: KeyStore,
+    ) -> Self {
         let engine = EngineConfig {
             trust_requirement: TrustRequirement { min_lane: config.engine.min_lane },
             ..EngineConfig::default()
@@ -42,6 +51,6 @@ impl App {
             enable_lexicographic: config.validation.enable_lexicographic,
             enable_deep_equals: config.validation.enable_deep_equals,
         });
-        Self { config, store, providers, engine, strict, runpack_root, metrics: Metrics::default() }
+        Self { config, store, providers, engine, strict, runpacks, keys, metrics: Metrics::default() }
     }
 }

@@ -27,6 +27,70 @@ pub enum Command {
     /// Operator access to the state database.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Signed runpack bundles: export, verify offline, inspect.
+    #[command(subcommand)]
+    Runpack(RunpackCommand),
+    /// The appliance's bundle signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `runpack` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RunpackCommand {
+    /// Export a run as a signed bundle (.tar.zst) from the data directory.
+    Export {
+        /// Data directory.
+        #[arg(long, env = "DG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+        /// Namespace id.
+        #[arg(long)]
+        namespace: u64,
+        /// Run id.
+        #[arg(long)]
+        run_id: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a bundle offline with nothing but a public key file (no daemon, no data
+    /// directory, no network). A directory is verified as an unsigned runpack.
+    /// Exit codes: 0 verified, 1 verification failed, 2 unusable input.
+    Verify {
+        /// Bundle file, or runpack directory.
+        bundle: PathBuf,
+        /// Public key ring or key file (`dg-appliance keys show-public`).
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a bundle claims, without trusting it.
+    Inspect {
+        /// Bundle file.
+        bundle: PathBuf,
+    },
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the public key ring (give it to auditors for offline verification).
+    ShowPublic {
+        /// Data directory.
+        #[arg(long, env = "DG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Start signing with a new key; old public keys stay in the ring.
+    Rotate {
+        /// Data directory.
+        #[arg(long, env = "DG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Where the appliance keeps its state.

@@ -104,6 +104,7 @@ impl HttpFront {
                 }
             }
             (&Method::GET, "/metrics") => self.metrics(&request).await,
+            (&Method::GET, p) if p.starts_with("/runpacks/") => self.download(&request, p).await,
             (&Method::POST, "/rpc") => self.json_rpc(request, Dialect::DecisionGate).await,
             (&Method::POST, "/mcp") => self.json_rpc(request, Dialect::Mcp).await,
             (_, "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics") => {
@@ -124,6 +125,54 @@ impl HttpFront {
         tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref(), crate::clock::now_ms()))
             .await
             .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
+    }
+
+    /// `GET /runpacks/{tenant}/{namespace}/{run_id}.tar.zst`: the run's signed bundle.
+    async fn download(&self, request: &Request<Incoming>, path: &str) -> (HttpResponse, String, Option<i64>) {
+        let parsed = path.strip_prefix("/runpacks/").and_then(|rest| rest.strip_suffix(".tar.zst")).and_then(|rest| {
+            let mut parts = rest.splitn(3, '/');
+            let tenant = parts.next()?.parse::<u64>().ok()?;
+            let namespace = parts.next()?.parse::<u64>().ok()?;
+            let run_id = parts.next()?.to_string();
+            (!run_id.contains('/') && !run_id.is_empty()).then_some((tenant, namespace, run_id))
+        });
+        let Some((tenant, namespace, run_id)) = parsed else {
+            return (
+                json_response(404, &json!({"error": "expected /runpacks/{tenant}/{namespace}/{run_id}.tar.zst"})),
+                "download".into(),
+                None,
+            );
+        };
+        let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let app = self.app.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let principal = authenticate(&app.store, authorization.as_deref(), crate::clock::now_ms())?;
+            crate::tools::runpack::bundle_for_download(&app, &principal, tenant, namespace, &run_id)
+        })
+        .await
+        .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "internal error")));
+        match result {
+            Ok(bytes) => {
+                let mut response = Response::new(Full::new(Bytes::from(bytes)));
+                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/zstd"));
+                (response, "download".into(), None)
+            }
+            Err(err) => {
+                let status = match err.code {
+                    code::NOT_FOUND => 404,
+                    code::INVALID_PARAMS => 400,
+                    code::UNAUTHENTICATED | code::UNAUTHORIZED => err.http_status(),
+                    _ => 500,
+                };
+                let mut response = json_response(status, &err.response(None));
+                if err.code == code::UNAUTHENTICATED {
+                    response
+                        .headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"decision-gate\""));
+                }
+                (response, "download".into(), Some(err.code))
+            }
+        }
     }
 
     async fn metrics(&self, request: &Request<Incoming>) -> (HttpResponse, String, Option<i64>) {

@@ -12,6 +12,7 @@ mod limits;
 mod metrics;
 mod providers_setup;
 mod rpc;
+mod runpack_cli;
 mod server;
 mod stdio;
 mod store_cli;
@@ -47,7 +48,14 @@ fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), Strin
     let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
     let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
     let providers = providers_setup::build(&config.providers)?;
-    let app = App::new(config, store, providers, data.runpacks());
+    let runpacks = dg_storage::runpack_store::RunpackStore::open(
+        &data.runpacks(),
+        dg_storage::runpack_store::RunpackLimits::default(),
+        dg_storage::runpack_store::ResolveMode::Auto,
+    )
+    .map_err(|err| err.to_string())?;
+    let keys = dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
+    let app = App::new(config, store, providers, runpacks, keys);
     Ok((app, data, admin_key))
 }
 
@@ -130,6 +138,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Store(command) => store_cli::run(command),
+        Command::Runpack(command) => runpack_cli::run_runpack(command),
+        Command::Keys(command) => runpack_cli::run_keys(command),
     }
 }
 

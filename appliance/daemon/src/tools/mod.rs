@@ -7,7 +7,7 @@ mod evidence;
 mod precheck;
 mod providers;
 mod registry;
-mod runpack;
+pub mod runpack;
 mod scenario;
 
 use std::sync::OnceLock;
