@@ -294,8 +294,8 @@ fn hostile_bundles_are_refused_with_specific_errors_and_nothing_is_written() {
                 DESCRIPTOR_NAME,
                 edit_json(&descriptor, |d| {
                     let sig = d["signature"]["value"].as_str().unwrap().to_string();
-                    let flipped =
-                        if sig.starts_with('0') { format!("1{}", &sig[1..]) } else { format!("0{}", &sig[1..]) };
+                    let first = if sig.starts_with('0') { '1' } else { '0' };
+                    let flipped: String = std::iter::once(first).chain(sig.chars().skip(1)).collect();
                     d["signature"]["value"] = json!(flipped);
                 }),
             ),
