@@ -238,7 +238,10 @@ pub fn build_bundle(
         value: key.sign_hex(&canonical(&descriptor)?),
     };
     let signed = canonical(&SignedDescriptor { descriptor, signature })?;
-    let mut builder = tar::Builder::new(Vec::new());
+    // The tar stream goes straight into the compressor: no second copy of the runpack.
+    let encoder =
+        zstd::stream::write::Encoder::new(Vec::new(), 3).map_err(|err| BundleError::Build(err.to_string()))?;
+    let mut builder = tar::Builder::new(encoder);
     let mut append = |path: &str, bytes: &[u8]| -> Result<(), BundleError> {
         let mut header = tar::Header::new_ustar();
         header.set_size(bytes.len() as u64);
@@ -253,8 +256,8 @@ pub fn build_bundle(
     for (path, bytes) in &members {
         append(path, bytes)?;
     }
-    let tar_bytes = builder.into_inner().map_err(|err| BundleError::Build(err.to_string()))?;
-    zstd::encode_all(tar_bytes.as_slice(), 9).map_err(|err| BundleError::Build(err.to_string()))
+    let encoder = builder.into_inner().map_err(|err| BundleError::Build(err.to_string()))?;
+    encoder.finish().map_err(|err| BundleError::Build(err.to_string()))
 }
 
 /// Counts compressed bytes consumed, for the ratio guard.
@@ -360,15 +363,28 @@ pub fn read_bundle(
             return Err(BundleError::Extra(path.clone()));
         }
     }
-    for file in &descriptor.files {
-        let bytes = members.get(&file.path).ok_or_else(|| BundleError::Missing(file.path.clone()))?;
-        if bytes.len() as u64 != file.size || sha256_hex(bytes) != file.sha256 {
-            return Err(BundleError::HashMismatch(file.path.clone()));
-        }
-    }
     let manifest_bytes = members
         .remove(&descriptor.manifest_name)
         .ok_or_else(|| BundleError::Missing(descriptor.manifest_name.clone()))?;
+    // Files the signed manifest's integrity list covers are hashed once, by the runpack
+    // verification below, against that (signed) list; anything else is hashed here.
+    let covered: BTreeMap<&str, &str> = descriptor.manifest["integrity"]["file_hashes"]
+        .as_array()
+        .map(|list| {
+            list.iter().filter_map(|entry| Some((entry["path"].as_str()?, entry["hash"]["value"].as_str()?))).collect()
+        })
+        .unwrap_or_default();
+    for file in &descriptor.files {
+        let bytes = if file.path == descriptor.manifest_name {
+            &manifest_bytes
+        } else {
+            members.get(&file.path).ok_or_else(|| BundleError::Missing(file.path.clone()))?
+        };
+        let hashed_later = covered.get(file.path.as_str()) == Some(&file.sha256.as_str());
+        if bytes.len() as u64 != file.size || (!hashed_later && sha256_hex(bytes) != file.sha256) {
+            return Err(BundleError::HashMismatch(file.path.clone()));
+        }
+    }
     let manifest: Value =
         serde_json::from_slice(&manifest_bytes).map_err(|err| BundleError::ManifestMismatch(err.to_string()))?;
     if manifest != descriptor.manifest {
@@ -385,6 +401,9 @@ pub fn read_bundle(
     }
     let report = dg_engine::runpack::verify_runpack(&manifest_bytes, &members)
         .map_err(|err| BundleError::Runpack(err.to_string()))?;
+    if let Some(path) = report.errors.iter().find_map(|e| e.strip_prefix("hash mismatch for ")) {
+        return Err(BundleError::HashMismatch(path.to_string()));
+    }
     if !report.errors.is_empty() {
         return Err(BundleError::Runpack(report.errors.join("; ")));
     }

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::evidence::EvidenceAnchorPolicy;
 use crate::hashing::{canonical_json_bytes, hash_bytes, hash_canonical_json, HashAlgorithm, HashDigest, HashError};
 use crate::spec::{NamespaceId, ScenarioSpec, TenantId};
-use crate::state::{DecisionRecord, GateEvalRecord, PacketRecord, RunState, TriggerRecord};
+use crate::state::{DecisionRecord, GateEvalRecord, RunState};
 use crate::time::Timestamp;
 
 /// Largest artifact the verifier reads.
@@ -475,9 +475,29 @@ fn check_metadata(manifest: &RunpackManifest, files: &BTreeMap<String, Vec<u8>>,
             Err(err) => errors.push(format!("invalid scenario spec artifact: {err}")),
         }
     }
+    // Only the ids are needed here: parse just them (serde skips the rest quickly).
+    #[derive(Deserialize)]
+    struct EventIds {
+        tenant_id: TenantId,
+        namespace_id: NamespaceId,
+        run_id: String,
+    }
+    #[derive(Deserialize)]
+    struct TriggerIds {
+        event: EventIds,
+    }
+    #[derive(Deserialize)]
+    struct EnvelopeIds {
+        run_id: String,
+        scenario_id: String,
+    }
+    #[derive(Deserialize)]
+    struct PacketIds {
+        envelope: EnvelopeIds,
+    }
     let mut scopes: Vec<(TenantId, NamespaceId, String)> = Vec::new();
     if let Some(Ok(triggers)) =
-        files.get("artifacts/triggers.json").map(|b| serde_json::from_slice::<Vec<TriggerRecord>>(b))
+        files.get("artifacts/triggers.json").map(|b| serde_json::from_slice::<Vec<TriggerIds>>(b))
     {
         scopes.extend(triggers.into_iter().map(|t| (t.event.tenant_id, t.event.namespace_id, t.event.run_id)));
     } else {
@@ -489,8 +509,7 @@ fn check_metadata(manifest: &RunpackManifest, files: &BTreeMap<String, Vec<u8>>,
             break;
         }
     }
-    if let Some(Ok(packets)) =
-        files.get("artifacts/packets.json").map(|b| serde_json::from_slice::<Vec<PacketRecord>>(b))
+    if let Some(Ok(packets)) = files.get("artifacts/packets.json").map(|b| serde_json::from_slice::<Vec<PacketIds>>(b))
     {
         if packets
             .iter()
