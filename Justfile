@@ -16,3 +16,7 @@ bench:
 # Everything CI does, on this checkout.
 ci:
     CI=true bash .ci/run
+
+# Fuzz the bundle reader for N seconds (default 60).
+fuzz seconds="60":
+    bash scripts/fuzz.sh {{seconds}}

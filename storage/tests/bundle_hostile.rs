@@ -345,3 +345,20 @@ fn hostile_bundles_are_refused_with_specific_errors_and_nothing_is_written() {
     forged.keys[0].public_key = other.ring().unwrap().keys[0].public_key.clone();
     assert!(read_bundle(good.as_slice(), &forged, BundleLimits::default()).is_err());
 }
+
+/// Writes seed inputs for the bundle-reader fuzz target (a valid bundle and damaged
+/// variants) into `DG_WRITE_FUZZ_SEEDS`; does nothing otherwise.
+#[test]
+fn write_fuzz_seeds() {
+    let Ok(dir) = std::env::var("DG_WRITE_FUZZ_SEEDS") else { return };
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(keys_dir.path()).unwrap();
+    let (manifest, files) = runpack();
+    let good = build_bundle("manifest.json", &manifest, &files, &keys.active().unwrap()).unwrap();
+    let members = members_of(&good);
+    std::fs::write(format!("{dir}/valid.tar.zst"), &good).unwrap();
+    std::fs::write(format!("{dir}/no-descriptor.tar.zst"), repack(&members[1..])).unwrap();
+    std::fs::write(format!("{dir}/symlink.tar.zst"), finish(member(b"a", b'2', &[], None, b"/etc/passwd"))).unwrap();
+    std::fs::write(format!("{dir}/plain.tar.zst"), finish(file("bundle.json", b"{}"))).unwrap();
+}
