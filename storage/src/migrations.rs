@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 3;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -37,6 +37,11 @@ const MIGRATIONS: [&str; 2] = [
         key_id TEXT PRIMARY KEY NOT NULL, record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL,
         secret_sha256 TEXT NOT NULL UNIQUE
     );
+    ",
+    // v3: per-tenant run-state usage, kept exact by every run write.
+    r"
+    CREATE TABLE tenant_usage (tenant_id INTEGER PRIMARY KEY NOT NULL, run_bytes INTEGER NOT NULL);
+    INSERT INTO tenant_usage (tenant_id, run_bytes) SELECT tenant_id, sum(length(state_json)) FROM runs GROUP BY tenant_id;
     ",
 ];
 

@@ -50,6 +50,8 @@ pub struct StoreLimits {
     pub max_shape_bytes: usize,
     /// Largest database file (a quota below the disk's own size); `None` = the disk's.
     pub max_database_bytes: Option<u64>,
+    /// Largest total of one tenant's run states.
+    pub max_tenant_run_bytes: u64,
 }
 
 impl Default for StoreLimits {
@@ -59,6 +61,7 @@ impl Default for StoreLimits {
             max_spec_bytes: 4 * 1024 * 1024,
             max_shape_bytes: 2 * 1024 * 1024,
             max_database_bytes: None,
+            max_tenant_run_bytes: 64 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -187,8 +190,7 @@ impl Store {
         let instance = format!("{:032x}", rand::random::<u128>());
         let backup = path.with_extension(format!("pre-migration-{}.db", now_ms()));
         migrations::migrate(&mut conn, Some(&backup), &instance)?;
-        let instance_id: String = conn
-            .query_row("SELECT instance_id FROM store_meta", [], |row| row.get(0))
+        let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
         Ok(Self {
@@ -296,17 +298,39 @@ impl Store {
         let scenario_id = state.scenario_id.clone();
         let status = state.status.as_str();
         let saved_at = now_ms();
+        let tenant_limit = self.limits.max_tenant_run_bytes;
+        let new_len = i64::try_from(doc.bytes.len()).unwrap_or(i64::MAX);
         let version = self.writer.submit(Box::new(move |conn| {
+            // Per-tenant bound, kept exact in the same transaction as the write.
+            let old_len: i64 = query_one(
+                conn,
+                "SELECT length(state_json) FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                params![tenant, namespace, run_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("read run size"))?
+            .unwrap_or(0);
+            let used: i64 = query_one(conn, "SELECT run_bytes FROM tenant_usage WHERE tenant_id = ?1", [tenant], |row| row.get(0))
+                .optional()
+                .map_err(StoreError::sqlite("read tenant usage"))?
+                .unwrap_or(0);
+            let after = used.saturating_add(new_len).saturating_sub(if expected.is_some() { old_len } else { 0 });
+            if u64::try_from(after).unwrap_or(u64::MAX) > tenant_limit && new_len > old_len {
+                return Err(StoreError::TooLarge {
+                    what: "tenant run state storage",
+                    actual: usize::try_from(after).unwrap_or(usize::MAX),
+                    limit: usize::try_from(tenant_limit).unwrap_or(usize::MAX),
+                });
+            }
             let rows = match expected {
-                None => conn
-                    .execute(
+                None => exec(conn, 
                         "INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
                         params![tenant, namespace, run_id, scenario_id, status, doc.bytes, doc.sha256, saved_at],
                     )
                     .map_err(StoreError::sqlite("insert run"))?,
-                Some(version) => conn
-                    .execute(
+                Some(version) => exec(conn, 
                         "UPDATE runs SET status = ?5, version = version + 1, state_json = ?6, state_sha256 = ?7, saved_at_ms = ?8
                          WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND version = ?4",
                         params![tenant, namespace, run_id, i64::try_from(version).unwrap_or(i64::MAX), status, doc.bytes, doc.sha256, saved_at],
@@ -319,6 +343,13 @@ impl Store {
                     Some(_) => format!("run {run_id} was changed concurrently"),
                 }));
             }
+            exec(
+                conn,
+                "INSERT INTO tenant_usage (tenant_id, run_bytes) VALUES (?1, ?2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = ?2",
+                params![tenant, after],
+            )
+            .map_err(StoreError::sqlite("update tenant usage"))?;
             Ok(expected.map_or(1, |v| i64::try_from(v).unwrap_or(i64::MAX) + 1))
         }))?;
         Ok(u64::try_from(version).unwrap_or(0))
@@ -330,8 +361,7 @@ impl Store {
     /// [`StoreError::Integrity`] if the stored document was altered; SQLite errors.
     pub fn get_run(&self, scope: Scope, run_id: &str) -> Result<Option<(RunState, u64)>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String, i64)> = conn
-                .query_row(
+            let row: Option<(Vec<u8>, String, i64)> = query_one(conn, 
                     "SELECT state_json, state_sha256, version FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), run_id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
@@ -412,8 +442,7 @@ impl Store {
         let scenario_id = spec.scenario_id.clone();
         let created = now_ms();
         let inserted = self.writer.submit(Box::new(move |conn| {
-            let existing: Option<String> = conn
-                .query_row(
+            let existing: Option<String> = query_one(conn, 
                     "SELECT spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
                     |row| row.get(0),
@@ -442,8 +471,7 @@ impl Store {
     /// Integrity or SQLite errors.
     pub fn get_scenario(&self, scope: Scope, scenario_id: &str) -> Result<Option<ScenarioRecord>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String)> = conn
-                .query_row(
+            let row: Option<(Vec<u8>, String)> = query_one(conn, 
                     "SELECT spec_json, spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -520,20 +548,13 @@ impl Store {
         let scope = Scope::new(record.tenant_id.get(), record.namespace_id.get());
         let (schema_id, version) = (record.schema_id.clone(), record.version.clone());
         self.writer.submit(Box::new(move |conn| {
-            let rows = conn
-                .execute(
-                    "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
+            let rows = exec(
+                conn,
+                "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    params![
-                        to_sql(scope.tenant_id),
-                        to_sql(scope.namespace_id),
-                        schema_id,
-                        version,
-                        doc.bytes,
-                        doc.sha256
-                    ],
-                )
-                .map_err(StoreError::sqlite("insert data shape"))?;
+                params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version, doc.bytes, doc.sha256],
+            )
+            .map_err(StoreError::sqlite("insert data shape"))?;
             if rows == 0 {
                 return Err(StoreError::Conflict("schema already registered".to_string()));
             }
@@ -553,8 +574,7 @@ impl Store {
         version: &str,
     ) -> Result<Option<DataShapeRecord>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String)> = conn
-                .query_row(
+            let row: Option<(Vec<u8>, String)> = query_one(conn, 
                     "SELECT record_json, record_sha256 FROM data_shapes WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -626,8 +646,7 @@ impl Store {
         let key_id = record.key_id.clone();
         let secret = secret_sha256.to_string();
         self.writer.submit(Box::new(move |conn| {
-            let rows = conn
-                .execute(
+            let rows = exec(conn, 
                     "INSERT INTO api_keys (key_id, record_json, record_sha256, secret_sha256) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![key_id, doc.bytes, doc.sha256, secret],
                 )
@@ -646,14 +665,14 @@ impl Store {
     /// Integrity or SQLite errors.
     pub fn find_api_key(&self, secret_sha256: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.read(|conn| {
-            let row: Option<(String, Vec<u8>, String)> = conn
-                .query_row(
-                    "SELECT key_id, record_json, record_sha256 FROM api_keys WHERE secret_sha256 = ?1",
-                    [secret_sha256],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(StoreError::sqlite("find api key"))?;
+            let row: Option<(String, Vec<u8>, String)> = query_one(
+                conn,
+                "SELECT key_id, record_json, record_sha256 FROM api_keys WHERE secret_sha256 = ?1",
+                [secret_sha256],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("find api key"))?;
             let Some((key_id, bytes, sha)) = row else { return Ok(None) };
             let record: ApiKeyRecord = decode(&bytes, &sha, "api_keys", || key_id.clone())?;
             if record.key_id != key_id {

@@ -217,3 +217,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tenant_run_storage_is_bounded_and_other_tenants_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = run(1, 2, "probe");
+    let size = dg_engine::canonical_json_bytes(&probe).unwrap().len() as u64;
+    let limits = StoreLimits { max_tenant_run_bytes: size * 3 + size / 2, ..StoreLimits::default() };
+    let store = Store::open(&dir.path().join("state.db"), limits).unwrap();
+    for n in 0..3 {
+        store.create_run(&run(1, 2, &format!("r{n}"))).unwrap();
+    }
+    let err = store.create_run(&run(1, 2, "r3")).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { what: "tenant run state storage", .. }), "{err}");
+    store.create_run(&run(2, 2, "other-tenant")).unwrap();
+    // Rewriting an existing run at the same size stays allowed at the limit.
+    let (state, version) = store.get_run(Scope::new(1, 2), "r0").unwrap().unwrap();
+    store.update_run(&state, version).unwrap();
+}
+
+#[test]
+fn tampering_with_shapes_and_keys_is_detected_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let record: dg_engine::data_shape::DataShapeRecord = serde_json::from_value(json!({
+        "tenant_id": 1, "namespace_id": 2, "schema_id": "s", "version": "1", "schema": {"type": "object"},
+        "description": null, "created_at": {"kind": "logical", "value": 1}}))
+    .unwrap();
+    store.put_shape(&record).unwrap();
+    let key = dg_storage::ApiKeyRecord {
+        key_id: "k1".into(),
+        label: "l".into(),
+        role: "service".into(),
+        tenant_id: Some(1),
+        namespaces: vec![2],
+        created_at_ms: 0,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+    };
+    store.put_api_key(&key, "secret-hash").unwrap();
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    raw.execute("UPDATE data_shapes SET record_json = CAST(replace(record_json, 'object', 'string') AS BLOB)", [])
+        .unwrap();
+    raw.execute("UPDATE api_keys SET record_json = CAST(replace(record_json, 'service', 'org_admin') AS BLOB)", [])
+        .unwrap();
+    assert!(matches!(store.get_shape(Scope::new(1, 2), "s", "1").unwrap_err(), StoreError::Integrity { .. }));
+    assert!(
+        matches!(store.find_api_key("secret-hash").unwrap_err(), StoreError::Integrity { .. }),
+        "a key's role cannot be raised by editing the row"
+    );
+    assert_eq!(store.check().unwrap().failures.len(), 2);
+}
