@@ -324,13 +324,13 @@ impl Store {
                 });
             }
             let rows = match expected {
-                None => exec(conn, 
+                None => exec(conn,
                         "INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
                         params![tenant, namespace, run_id, scenario_id, status, doc.bytes, doc.sha256, saved_at],
                     )
                     .map_err(StoreError::sqlite("insert run"))?,
-                Some(version) => exec(conn, 
+                Some(version) => exec(conn,
                         "UPDATE runs SET status = ?5, version = version + 1, state_json = ?6, state_sha256 = ?7, saved_at_ms = ?8
                          WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND version = ?4",
                         params![tenant, namespace, run_id, i64::try_from(version).unwrap_or(i64::MAX), status, doc.bytes, doc.sha256, saved_at],
@@ -361,7 +361,7 @@ impl Store {
     /// [`StoreError::Integrity`] if the stored document was altered; SQLite errors.
     pub fn get_run(&self, scope: Scope, run_id: &str) -> Result<Option<(RunState, u64)>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String, i64)> = query_one(conn, 
+            let row: Option<(Vec<u8>, String, i64)> = query_one(conn,
                     "SELECT state_json, state_sha256, version FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), run_id],
                     |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
@@ -442,7 +442,7 @@ impl Store {
         let scenario_id = spec.scenario_id.clone();
         let created = now_ms();
         let inserted = self.writer.submit(Box::new(move |conn| {
-            let existing: Option<String> = query_one(conn, 
+            let existing: Option<String> = query_one(conn,
                     "SELECT spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
                     |row| row.get(0),
@@ -471,7 +471,7 @@ impl Store {
     /// Integrity or SQLite errors.
     pub fn get_scenario(&self, scope: Scope, scenario_id: &str) -> Result<Option<ScenarioRecord>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String)> = query_one(conn, 
+            let row: Option<(Vec<u8>, String)> = query_one(conn,
                     "SELECT spec_json, spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -574,7 +574,7 @@ impl Store {
         version: &str,
     ) -> Result<Option<DataShapeRecord>, StoreError> {
         self.read(|conn| {
-            let row: Option<(Vec<u8>, String)> = query_one(conn, 
+            let row: Option<(Vec<u8>, String)> = query_one(conn,
                     "SELECT record_json, record_sha256 FROM data_shapes WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), schema_id, version],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -646,7 +646,7 @@ impl Store {
         let key_id = record.key_id.clone();
         let secret = secret_sha256.to_string();
         self.writer.submit(Box::new(move |conn| {
-            let rows = exec(conn, 
+            let rows = exec(conn,
                     "INSERT INTO api_keys (key_id, record_json, record_sha256, secret_sha256) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![key_id, doc.bytes, doc.sha256, secret],
                 )
