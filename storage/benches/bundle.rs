@@ -20,8 +20,13 @@ use serde_json::json;
 /// A run whose artifacts add up to about 100 MB (each under the 16 MiB artifact limit).
 fn big_runpack() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let spec: ScenarioSpec = serde_json::from_value(json!({
-        "scenario_id": "big", "namespace_id": 1, "spec_version": "1", "policies": [], "schemas": [], "conditions": [],
-        "stages": [{"stage_id": "s", "entry_packets": [], "gates": [], "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}]
+        "scenario_id": "big", "namespace_id": 1, "spec_version": "1", "policies": [], "schemas": [],
+        "conditions": [{"condition_id": "c", "query": {"provider_id": "time", "check_id": "after", "params": {"timestamp": 0}},
+                        "comparator": "equals", "expected": true, "policy_tags": []}],
+        "stages": [{"stage_id": "s", "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
+                    "entry_packets": [{"packet_id": "p", "schema_id": "x", "content_type": "application/json", "visibility_labels": ["a"],
+                        "policy_tags": [], "expiry": null, "payload": {"kind": "json", "value": {"text": "p".repeat(600)}}}],
+                    "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}]
     }))
     .unwrap();
     let providers = BuiltinProviders::default().with_time(TimeProviderConfig::default());
@@ -93,6 +98,22 @@ fn big_runpack() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
         d.decision_id = format!("decision-{}", n + 1);
         d.trigger_id = format!("t{n}");
         state.decisions.push(d);
+    }
+    let gate_eval = evaluated.gate_evals.first().cloned();
+    if let Some(gate_eval) = gate_eval {
+        let per_eval = size_of(&serde_json::to_value(&gate_eval).unwrap());
+        for n in 0..TARGET / per_eval {
+            let mut g = gate_eval.clone();
+            g.trigger_id = format!("t{n}");
+            state.gate_evals.push(g);
+        }
+    }
+    let packet = evaluated.packets[0].clone();
+    let per_packet = size_of(&serde_json::to_value(&packet).unwrap());
+    for n in 0..TARGET / per_packet {
+        let mut p = packet.clone();
+        p.envelope.packet_id = format!("p{n}");
+        state.packets.push(p);
     }
     let per_call = size_of(&serde_json::to_value(&tool_call).unwrap());
     for n in 0..TARGET / per_call {

@@ -274,13 +274,18 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Unpacks every member into memory with the structural checks (no trust yet).
-fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
+/// Members and their sha256 digests (computed while copying, in the same pass).
+type Unpacked = (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+
+/// Unpacks every member into memory with the structural checks (no trust yet), hashing
+/// each as it is copied.
+fn unpack(input: impl Read, limits: BundleLimits) -> Result<Unpacked, BundleError> {
     let compressed = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counting = Counting { inner: input, count: compressed.clone() };
     let decoder = zstd::stream::read::Decoder::new(counting).map_err(|err| BundleError::Corrupt(err.to_string()))?;
     let mut archive = tar::Archive::new(decoder);
     let mut members = BTreeMap::new();
+    let mut digests = BTreeMap::new();
     let mut total = 0u64;
     let entries = archive.entries().map_err(|err| BundleError::Corrupt(err.to_string()))?;
     for (index, entry) in entries.enumerate() {
@@ -314,6 +319,7 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec
             return Err(BundleError::Duplicate(path));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+        let mut hasher = Sha256::new();
         let mut limited = (&mut entry).take(size + 1);
         let mut chunk = [0u8; 64 * 1024];
         loop {
@@ -322,6 +328,7 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec
                 break;
             }
             bytes.extend_from_slice(&chunk[..n]);
+            hasher.update(&chunk[..n]);
             let unpacked = total + bytes.len() as u64;
             if unpacked > 1024 * 1024 && unpacked > compressed.get().saturating_mul(limits.max_ratio) {
                 return Err(BundleError::Ratio(limits.max_ratio));
@@ -331,12 +338,13 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<BTreeMap<String, Vec
             return Err(BundleError::Corrupt(format!("entry {path} is truncated")));
         }
         total += size;
+        digests.insert(path.clone(), hex::encode(hasher.finalize()));
         members.insert(path, bytes);
     }
     // Reaching the end of the tar stream is not enough: the zstd frame must be complete.
     let mut rest = Vec::new();
     archive.into_inner().read_to_end(&mut rest).map_err(|err| BundleError::Corrupt(err.to_string()))?;
-    Ok(members)
+    Ok((members, digests))
 }
 
 /// Reads and fully verifies a bundle against trusted public keys.
@@ -348,7 +356,7 @@ pub fn read_bundle(
     trusted: &PublicKeyRing,
     limits: BundleLimits,
 ) -> Result<VerifiedBundle, BundleError> {
-    let (signed, mut members) = inspect_unverified(input, limits)?;
+    let (signed, mut members, digests) = unpack_descriptor(input, limits)?;
     trusted.verify(&signed.signature.key_id, &canonical(&signed.descriptor)?, &signed.signature.value)?;
     let descriptor = &signed.descriptor;
     if descriptor.format != BUNDLE_FORMAT {
@@ -366,22 +374,15 @@ pub fn read_bundle(
     let manifest_bytes = members
         .remove(&descriptor.manifest_name)
         .ok_or_else(|| BundleError::Missing(descriptor.manifest_name.clone()))?;
-    // Files the signed manifest's integrity list covers are hashed once, by the runpack
-    // verification below, against that (signed) list; anything else is hashed here.
-    let covered: BTreeMap<&str, &str> = descriptor.manifest["integrity"]["file_hashes"]
-        .as_array()
-        .map(|list| {
-            list.iter().filter_map(|entry| Some((entry["path"].as_str()?, entry["hash"]["value"].as_str()?))).collect()
-        })
-        .unwrap_or_default();
+    // Every member was hashed once while it was unpacked; those digests serve both the
+    // descriptor check here and the runpack verification below.
     for file in &descriptor.files {
         let bytes = if file.path == descriptor.manifest_name {
             &manifest_bytes
         } else {
             members.get(&file.path).ok_or_else(|| BundleError::Missing(file.path.clone()))?
         };
-        let hashed_later = covered.get(file.path.as_str()) == Some(&file.sha256.as_str());
-        if bytes.len() as u64 != file.size || (!hashed_later && sha256_hex(bytes) != file.sha256) {
+        if bytes.len() as u64 != file.size || digests.get(&file.path) != Some(&file.sha256) {
             return Err(BundleError::HashMismatch(file.path.clone()));
         }
     }
@@ -399,7 +400,15 @@ pub fn read_bundle(
             "tenant, namespace, run or scenario differ from the descriptor".into(),
         ));
     }
-    let report = dg_engine::runpack::verify_runpack(&manifest_bytes, &members)
+    let engine_digests: BTreeMap<String, dg_engine::HashDigest> = digests
+        .iter()
+        .map(|(path, value)| {
+            let digest =
+                dg_engine::HashDigest { algorithm: dg_engine::hashing::HashAlgorithm::Sha256, value: value.clone() };
+            (path.clone(), digest)
+        })
+        .collect();
+    let report = dg_engine::runpack::verify_runpack_with_digests(&manifest_bytes, &members, &engine_digests)
         .map_err(|err| BundleError::Runpack(err.to_string()))?;
     if let Some(path) = report.errors.iter().find_map(|e| e.strip_prefix("hash mismatch for ")) {
         return Err(BundleError::HashMismatch(path.to_string()));
@@ -408,6 +417,23 @@ pub fn read_bundle(
         return Err(BundleError::Runpack(report.errors.join("; ")));
     }
     Ok(VerifiedBundle { signed, manifest_bytes, files: members })
+}
+
+/// The parsed descriptor, the other members and every member's digest.
+type Inspected = (SignedDescriptor, BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+
+fn unpack_descriptor(input: impl Read, limits: BundleLimits) -> Result<Inspected, BundleError> {
+    let (mut members, digests) = unpack(input, limits)?;
+    let descriptor_bytes = members.remove(DESCRIPTOR_NAME).ok_or(BundleError::MissingDescriptor)?;
+    let signed: SignedDescriptor =
+        serde_json::from_slice(&descriptor_bytes).map_err(|err| BundleError::InvalidDescriptor(err.to_string()))?;
+    if signed.signature.algorithm != "ed25519" {
+        return Err(BundleError::InvalidDescriptor(format!(
+            "unsupported signature algorithm {}",
+            signed.signature.algorithm
+        )));
+    }
+    Ok((signed, members, digests))
 }
 
 /// Unpacks with every structural check and parses the descriptor, without trusting the
@@ -419,17 +445,7 @@ pub fn inspect_unverified(
     input: impl Read,
     limits: BundleLimits,
 ) -> Result<(SignedDescriptor, BTreeMap<String, Vec<u8>>), BundleError> {
-    let mut members = unpack(input, limits)?;
-    let descriptor_bytes = members.remove(DESCRIPTOR_NAME).ok_or(BundleError::MissingDescriptor)?;
-    let signed: SignedDescriptor =
-        serde_json::from_slice(&descriptor_bytes).map_err(|err| BundleError::InvalidDescriptor(err.to_string()))?;
-    if signed.signature.algorithm != "ed25519" {
-        return Err(BundleError::InvalidDescriptor(format!(
-            "unsupported signature algorithm {}",
-            signed.signature.algorithm
-        )));
-    }
-    Ok((signed, members))
+    unpack_descriptor(input, limits).map(|(signed, members, _)| (signed, members))
 }
 
 /// Places a verified bundle's runpack into the store (atomically, beneath

@@ -325,8 +325,22 @@ pub fn verify_runpack(
     manifest_bytes: &[u8],
     files: &BTreeMap<String, Vec<u8>>,
 ) -> Result<VerificationReport, RunpackError> {
+    verify_runpack_with_digests(manifest_bytes, files, &BTreeMap::new())
+}
+
+/// [`verify_runpack`] with sha256 digests the caller already computed (for example while
+/// streaming the files out of a bundle), so no byte is hashed twice. A file without a
+/// supplied digest is hashed here.
+///
+/// # Errors
+/// [`RunpackError::InvalidManifest`] when the manifest cannot be parsed at all.
+pub fn verify_runpack_with_digests(
+    manifest_bytes: &[u8],
+    files: &BTreeMap<String, Vec<u8>>,
+    digests: &BTreeMap<String, HashDigest>,
+) -> Result<VerificationReport, RunpackError> {
     let manifest = parse_manifest(manifest_bytes)?;
-    Ok(verify_manifest_files(&manifest, files, true))
+    Ok(verify_manifest_files_with(&manifest, files, digests, true))
 }
 
 fn fail_report(errors: Vec<String>, checked_files: u64) -> VerificationReport {
@@ -338,6 +352,15 @@ fn fail_report(errors: Vec<String>, checked_files: u64) -> VerificationReport {
 fn verify_manifest_files(
     manifest: &RunpackManifest,
     files: &BTreeMap<String, Vec<u8>>,
+    strict: bool,
+) -> VerificationReport {
+    verify_manifest_files_with(manifest, files, &BTreeMap::new(), strict)
+}
+
+fn verify_manifest_files_with(
+    manifest: &RunpackManifest,
+    files: &BTreeMap<String, Vec<u8>>,
+    digests: &BTreeMap<String, HashDigest>,
     strict: bool,
 ) -> VerificationReport {
     if manifest.manifest_version != "v1" {
@@ -357,7 +380,8 @@ fn verify_manifest_files(
             }
             Some(bytes) => {
                 checked += 1;
-                if hash_bytes(bytes) != entry.hash {
+                let digest = digests.get(&entry.path).cloned().unwrap_or_else(|| hash_bytes(bytes));
+                if digest != entry.hash {
                     errors.push(format!("hash mismatch for {}", entry.path));
                 }
             }
