@@ -201,7 +201,10 @@ fn run_once(triggers: &[(u8, TriggerKind, u64)]) -> (Vec<Value>, String, Vec<u8>
         security: None,
     };
     let runpack = build_runpack(&spec, &state, &options).unwrap();
-    (outcomes, runpack.manifest.integrity.root_hash.value, canonical_json_bytes(&state).unwrap())
+    let canonical = canonical_json_bytes(&state).unwrap();
+    // The direct canonical writer must equal the open-source path through serde_json::Value.
+    assert_eq!(canonical, serde_jcs::to_vec(&serde_json::to_value(&state).unwrap()).unwrap());
+    (outcomes, runpack.manifest.integrity.root_hash.value, canonical)
 }
 
 proptest! {
