@@ -216,9 +216,10 @@ pub fn build_bundle(
             .map(str::to_string)
             .ok_or_else(|| BundleError::Build(format!("manifest {field}")))
     };
-    let mut members: Vec<(String, Vec<u8>)> = vec![(manifest_name.to_string(), manifest_bytes.to_vec())];
-    members.extend(files.iter().cloned());
-    members.sort_by(|a, b| a.0.cmp(&b.0));
+    // Borrowed, not copied: the runpack can be large.
+    let mut members: Vec<(&str, &[u8])> = vec![(manifest_name, manifest_bytes)];
+    members.extend(files.iter().map(|(path, bytes)| (path.as_str(), bytes.as_slice())));
+    members.sort_by(|a, b| a.0.cmp(b.0));
     let descriptor = BundleDescriptor {
         format: BUNDLE_FORMAT.to_string(),
         tenant_id: id("tenant_id")?,
@@ -229,7 +230,11 @@ pub fn build_bundle(
         manifest,
         files: members
             .iter()
-            .map(|(path, bytes)| BundleFile { path: path.clone(), sha256: sha256_hex(bytes), size: bytes.len() as u64 })
+            .map(|(path, bytes)| BundleFile {
+                path: (*path).to_string(),
+                sha256: sha256_hex(bytes),
+                size: bytes.len() as u64,
+            })
             .collect(),
     };
     let signature = BundleSignature {
