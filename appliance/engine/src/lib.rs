@@ -1,8 +1,8 @@
 //! Decision Gate semantics as a pure library.
 //!
 //! Everything an appliance needs to evaluate scenarios exactly as the open-source
-//! Decision Gate does, and nothing that touches the outside world: no files, sockets,
-//! clocks or threads. Evidence providers and disclosure policies are traits the caller
+//! Decision Gate does, and nothing that touches the outside world: no files, sockets or
+//! clocks (runpack verification uses a scoped second thread for CPU work only). Evidence providers and disclosure policies are traits the caller
 //! implements; run state is handed in and handed back for the caller to persist.
 //!
 //! Map of the crate:
