@@ -323,7 +323,8 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<Unpacked, BundleErro
         if members.contains_key(&path) {
             return Err(BundleError::Duplicate(path));
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+        // `size` is already checked against the per-file and total limits.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         let mut hasher = Sha256::new();
         let mut limited = (&mut entry).take(size + 1);
         let mut chunk = [0u8; 64 * 1024];
