@@ -123,7 +123,7 @@ pub fn call_tool(app: &App, principal: &Principal, name: &str, args: Value) -> R
     }
 }
 
-/// Whether a tool only reads (used for metrics labels and future role checks).
+/// Whether `name` is one of the 18 tools of the catalogue.
 #[must_use]
 pub fn is_known_tool(name: &str) -> bool {
     catalog().iter().any(|tool| tool.name == name)
