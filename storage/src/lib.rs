@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod document;
 pub mod error;
+pub mod fsutil;
 pub mod import;
 pub mod migrations;
 pub mod runpack_store;

@@ -3,9 +3,8 @@
 //! ring so bundles signed before a rotation keep verifying. A key id is the first 16 hex
 //! digits of the sha256 of the public key.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -135,11 +134,7 @@ impl ActiveKey {
 }
 
 fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SigningError> {
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io(&tmp))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    crate::fsutil::write_atomic(path, contents, mode).map_err(io(path))
 }
 
 fn now_ms() -> i64 {

@@ -1,9 +1,8 @@
 //! The data directory: created on first start (mode 0700) with the state database, a
 //! self-signed TLS certificate for 127.0.0.1 and a first admin API key printed once.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use dg_storage::{ApiKeyRecord, Store, StoreError, StoreLimits};
@@ -56,16 +55,7 @@ pub fn default_root() -> PathBuf {
 /// # Errors
 /// Filesystem errors.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    file.write_all(contents).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(io(parent))?;
-    }
-    Ok(())
+    dg_storage::fsutil::write_atomic(path, contents, 0o600).map_err(io(path))
 }
 
 impl DataDir {
