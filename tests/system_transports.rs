@@ -91,6 +91,14 @@ fn over_mcp() -> Vec<Value> {
 
 fn over_stdio(framing: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
+    // The local operator registers the session's tenant and namespace with the CLI first.
+    for args in [
+        vec!["tenants", "create", "--id", "2", "--name", "t2"],
+        vec!["namespaces", "create", "--tenant", "2", "--id", "3", "--name", "n3"],
+    ] {
+        let out = Command::new(binary()).args(&args).arg("--data-dir").arg(dir.path().join("data")).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let mut child = Command::new(binary())
         .args(["stdio", "--framing", framing, "--data-dir"])
         .arg(dir.path().join("data"))

@@ -46,6 +46,24 @@ pub enum StoreError {
     /// The row already exists (or changed under a concurrent writer).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A checkpoint could not be signed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// The named object does not exist.
+    #[error("not found: {0}")]
+    Missing(String),
+    /// A usage quota would be exceeded.
+    #[error("quota exceeded: tenant {tenant_id} {counter} would reach {requested} of {limit}")]
+    QuotaExceeded {
+        /// Tenant.
+        tenant_id: u64,
+        /// Usage counter.
+        counter: String,
+        /// Total after this request.
+        requested: u64,
+        /// The quota.
+        limit: u64,
+    },
     /// The database was written by a newer appliance.
     #[error("database schema version {found} is newer than this appliance supports ({supported}); refusing to open")]
     NewerSchema {

@@ -5,6 +5,7 @@
 //! thread that commits in groups (WAL, `synchronous=FULL`), so an acknowledged write is
 //! durable without paying one fsync per request.
 
+pub mod audit;
 pub mod bundle;
 pub mod document;
 pub mod error;
@@ -14,6 +15,8 @@ pub mod migrations;
 pub mod runpack_store;
 pub mod signing;
 pub mod store;
+pub mod tenancy;
+pub mod usage;
 mod writer;
 
 pub use error::StoreError;

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 3;
+pub const CURRENT_VERSION: i64 = 4;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -42,6 +42,42 @@ const MIGRATIONS: [&str; 3] = [
     r"
     CREATE TABLE tenant_usage (tenant_id INTEGER PRIMARY KEY NOT NULL, run_bytes INTEGER NOT NULL);
     INSERT INTO tenant_usage (tenant_id, run_bytes) SELECT tenant_id, sum(length(state_json)) FROM runs GROUP BY tenant_id;
+    ",
+    // v4: the tenant and namespace registry (tenants and namespaces already holding data
+    // are registered, so nothing becomes unreachable), the hash-chained audit log and its
+    // signed checkpoints, legal holds, and the usage ledger with its running totals.
+    r"
+    CREATE TABLE tenants (
+        tenant_id INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+        quotas_json TEXT NOT NULL, created_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE namespaces (
+        tenant_id INTEGER NOT NULL REFERENCES tenants (tenant_id), namespace_id INTEGER NOT NULL,
+        name TEXT NOT NULL, status TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, namespace_id)
+    ) WITHOUT ROWID;
+    INSERT INTO tenants (tenant_id, name, status, quotas_json, created_at_ms)
+        SELECT DISTINCT tenant_id, 'tenant-' || tenant_id, 'active', '{}', 0 FROM
+        (SELECT tenant_id FROM runs UNION SELECT tenant_id FROM data_shapes UNION SELECT tenant_id FROM scenarios WHERE tenant_id > 0);
+    INSERT INTO namespaces (tenant_id, namespace_id, name, status, created_at_ms)
+        SELECT DISTINCT tenant_id, namespace_id, 'namespace-' || namespace_id, 'active', 0 FROM
+        (SELECT tenant_id, namespace_id FROM runs UNION SELECT tenant_id, namespace_id FROM data_shapes
+         UNION SELECT tenant_id, namespace_id FROM scenarios WHERE tenant_id > 0);
+    CREATE TABLE audit_log (
+        seq INTEGER PRIMARY KEY NOT NULL, entry_json BLOB, entry_sha256 TEXT NOT NULL,
+        tenant_id INTEGER, time_ms INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_time ON audit_log (time_ms);
+    CREATE TABLE audit_checkpoints (entry_count INTEGER PRIMARY KEY NOT NULL, checkpoint_json BLOB NOT NULL);
+    CREATE TABLE audit_holds (tenant_id INTEGER PRIMARY KEY NOT NULL, reason TEXT NOT NULL, created_at_ms INTEGER NOT NULL);
+    CREATE TABLE usage_ledger (
+        tenant_id INTEGER NOT NULL, request_id TEXT NOT NULL, counter TEXT NOT NULL, key_id TEXT NOT NULL,
+        amount INTEGER NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (tenant_id, request_id, counter)
+    ) WITHOUT ROWID;
+    CREATE INDEX usage_by_time ON usage_ledger (tenant_id, at_ms);
+    CREATE TABLE usage_totals (
+        tenant_id INTEGER NOT NULL, counter TEXT NOT NULL, total INTEGER NOT NULL, PRIMARY KEY (tenant_id, counter)
+    ) WITHOUT ROWID;
     ",
 ];
 

@@ -33,7 +33,7 @@ impl Scope {
     }
 }
 
-fn to_sql(id: u64) -> i64 {
+pub(crate) fn to_sql(id: u64) -> i64 {
     // Ids come from NonZeroU64 values; anything above i64::MAX is stored saturated and
     // would then never match, which fails closed rather than aliasing another id.
     i64::try_from(id).unwrap_or(i64::MAX)
@@ -137,24 +137,25 @@ impl CheckReport {
 /// The appliance's durable store.
 pub struct Store {
     path: PathBuf,
-    writer: Writer,
+    pub(crate) writer: Writer,
     readers: Mutex<Vec<Connection>>,
     limits: StoreLimits,
     integrity_failures: AtomicU64,
     instance_id: String,
+    pub(crate) audit_signer: std::sync::RwLock<Option<(std::sync::Arc<dyn crate::audit::AuditSigner>, u64)>>,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// `execute` through the connection's statement cache (no SQL re-parse per call).
-fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+pub(crate) fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
     conn.prepare_cached(sql)?.execute(params)
 }
 
 /// `query_row` through the statement cache.
-fn query_one<T>(
+pub(crate) fn query_one<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -200,6 +201,7 @@ impl Store {
             limits,
             integrity_failures: AtomicU64::new(0),
             instance_id,
+            audit_signer: std::sync::RwLock::new(None),
         })
     }
 
@@ -234,7 +236,7 @@ impl Store {
         self.writer.shutdown();
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
             Some(conn) => conn,
             None => {
@@ -653,6 +655,29 @@ impl Store {
                 .map_err(StoreError::sqlite("insert api key"))?;
             if rows == 0 {
                 return Err(StoreError::Conflict(format!("api key already exists: {key_id}")));
+            }
+            Ok(1)
+        }))?;
+        Ok(())
+    }
+
+    /// Replaces a key's record (revocation, expiry for a rotation overlap); the secret
+    /// hash is unchanged.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] for an unknown key; SQLite errors.
+    pub fn update_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        let doc = encode(record, "api key", 64 * 1024)?;
+        let key_id = record.key_id.clone();
+        self.writer.submit(Box::new(move |conn| {
+            let rows = exec(
+                conn,
+                "UPDATE api_keys SET record_json = ?2, record_sha256 = ?3 WHERE key_id = ?1",
+                params![key_id, doc.bytes, doc.sha256],
+            )
+            .map_err(StoreError::sqlite("update api key"))?;
+            if rows == 0 {
+                return Err(StoreError::Missing(format!("api key {key_id}")));
             }
             Ok(1)
         }))?;

@@ -61,6 +61,8 @@ pub struct DaemonOptions {
     pub plaintext: bool,
     /// Reuse this data directory.
     pub dir: Option<tempfile::TempDir>,
+    /// Skip registering tenant 2 / namespace 3 after start.
+    pub bare: bool,
 }
 
 fn tls_agent(cert: &Path) -> ureq::Agent {
@@ -133,7 +135,12 @@ impl Daemon {
         } else {
             tls_agent(&data.join("tls/cert.pem"))
         };
-        Self { child, dir, base: format!("{scheme}://127.0.0.1:{port}"), key, agent, stderr: rx }
+        let daemon = Self { child, dir, base: format!("{scheme}://127.0.0.1:{port}"), key, agent, stderr: rx };
+        if !options.bare {
+            // sample_spec and most tests work in tenant 2, namespace 3.
+            daemon.register(2, 3);
+        }
+        daemon
     }
 
     /// The daemon's data directory.
@@ -187,6 +194,29 @@ impl Daemon {
         match body.get("error") {
             Some(error) => Err(error.clone()),
             None => Ok(body["result"]["content"][0]["json"].clone()),
+        }
+    }
+
+    /// Calls an admin operation (`admin/<name>`) with the admin key.
+    pub fn admin(&self, name: &str, params: Value) -> Result<Value, Value> {
+        let (_, body) =
+            self.rpc("/rpc", &json!({"jsonrpc": "2.0", "id": 9, "method": format!("admin/{name}"), "params": params}));
+        match body.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(body["result"].clone()),
+        }
+    }
+
+    /// Registers a tenant (if new) and one of its namespaces: every tenant and
+    /// namespace a request names must be in the registry.
+    pub fn register(&self, tenant: u64, namespace: u64) {
+        let _ = self.admin("tenant_create", json!({"tenant_id": tenant, "name": format!("tenant-{tenant}")}));
+        let created = self.admin(
+            "namespace_create",
+            json!({"tenant_id": tenant, "namespace_id": namespace, "name": format!("ns-{namespace}")}),
+        );
+        if let Err(err) = created {
+            assert_eq!(err["code"], -32009, "namespace_create: {err}");
         }
     }
 

@@ -28,7 +28,7 @@ pub struct App {
     /// The hardened runpack store.
     pub runpacks: RunpackStore,
     /// Bundle signing keys.
-    pub keys: KeyStore,
+    pub keys: Arc<KeyStore>,
     /// Counters for /metrics.
     pub metrics: Metrics,
 }
@@ -41,7 +41,7 @@ impl App {
         store: Arc<Store>,
         providers: BuiltinProviders,
         runpacks: RunpackStore,
-        keys: KeyStore,
+        keys: Arc<KeyStore>,
     ) -> Self {
         let engine = EngineConfig {
             trust_requirement: TrustRequirement { min_lane: config.engine.min_lane },

@@ -30,9 +30,217 @@ pub enum Command {
     /// Signed runpack bundles: export, verify offline, inspect.
     #[command(subcommand)]
     Runpack(RunpackCommand),
-    /// The appliance's bundle signing keys.
+    /// API keys (issue, list, revoke, rotate) and the bundle signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The tenant registry.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// A tenant's namespaces.
+    #[command(subcommand)]
+    Namespaces(NamespacesCommand),
+    /// The tamper-evident audit log: verify, export, prune, legal hold.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// The usage ledger.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+}
+
+/// `tenants` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Register a tenant.
+    Create {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id (>= 1).
+        #[arg(long)]
+        id: u64,
+        /// Unique name.
+        #[arg(long)]
+        name: String,
+        /// Quota, as COUNTER=N (tool_calls, runs_started, evidence_queries, runpack_exports,
+        /// schemas_written, registry_entries); repeatable.
+        #[arg(long = "quota", value_parser = parse_quota)]
+        quotas: Vec<(String, u64)>,
+    },
+    /// List tenants.
+    List(AdminListArgs),
+    /// Disable a tenant (every request to it is refused), or enable it again.
+    Disable {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        id: u64,
+        /// Enable instead.
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Delete a tenant that holds no namespaces and no data.
+    Delete {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// `namespaces` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NamespacesCommand {
+    /// Register a namespace in a tenant.
+    Create {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+        /// Namespace id (>= 1).
+        #[arg(long)]
+        id: u64,
+        /// Name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a tenant's namespaces.
+    List {
+        /// Data directory, config and output format.
+        #[command(flatten)]
+        list: AdminListArgs,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+    },
+    /// Disable a namespace, or enable it again.
+    Disable {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+        /// Namespace id.
+        #[arg(long)]
+        id: u64,
+        /// Enable instead.
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Delete an empty namespace.
+    Delete {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+        /// Namespace id.
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+/// Flags of list commands.
+#[derive(Debug, Clone, Args)]
+pub struct AdminListArgs {
+    /// Data directory and config.
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `audit` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the whole chain, every signed checkpoint and the witness file; or, with
+    /// `--export`, an exported JSONL file offline. Reports the first broken entry.
+    /// Exit codes: 0 verified, 1 broken, 2 unusable input.
+    Verify {
+        /// Data directory and config (not needed with --export).
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// An exported JSONL file to verify instead of the database.
+        #[arg(long)]
+        export: Option<PathBuf>,
+        /// Public key ring (`keys show-public`); default: the data directory's.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export entries (and the checkpoints that verify them) as JSON lines.
+    Export {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Entries from this time on: RFC 3339 (2026-01-31T00:00:00Z) or unix ms.
+        #[arg(long)]
+        since: Option<String>,
+        /// Output format (only jsonl).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Reduce entries older than a duration to their hashes (the chain stays verifiable;
+    /// tenants under legal hold are kept whole).
+    Prune {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Age, e.g. 365d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
+    /// Put a tenant's audit entries under legal hold, or release it.
+    Hold {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Tenant id.
+        #[arg(long)]
+        tenant: u64,
+        /// Why (case number).
+        #[arg(long, required_unless_present = "release")]
+        reason: Option<String>,
+        /// Release the hold.
+        #[arg(long)]
+        release: bool,
+    },
+}
+
+/// `usage` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Usage per tenant, key and counter, for billing export.
+    Report {
+        /// Data directory, config and output format.
+        #[command(flatten)]
+        list: AdminListArgs,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<u64>,
+        /// From this time on: RFC 3339 or unix ms.
+        #[arg(long)]
+        since: Option<String>,
+    },
+}
+
+fn parse_quota(text: &str) -> Result<(String, u64), String> {
+    let (name, value) = text.split_once('=').ok_or("expected COUNTER=N")?;
+    let value = value.parse().map_err(|_| format!("{value:?} is not a number"))?;
+    Ok((name.to_string(), value))
 }
 
 /// `runpack` subcommands.
@@ -79,17 +287,62 @@ pub enum RunpackCommand {
 /// `keys` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Issue an API key (printed once; only its hash is stored).
+    Issue {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Role: org_admin, tenant_admin, auditor or service.
+        #[arg(long)]
+        role: String,
+        /// Tenant the key is bound to (not for org_admin).
+        #[arg(long)]
+        tenant: Option<u64>,
+        /// Namespace the key may use; repeatable (default: all of the tenant's).
+        #[arg(long = "namespace")]
+        namespaces: Vec<u64>,
+        /// Label.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Lifetime, e.g. 90d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List API keys (never their secrets).
+    List {
+        /// Data directory, config and output format.
+        #[command(flatten)]
+        list: AdminListArgs,
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<u64>,
+    },
+    /// Revoke an API key: refused from the next request on.
+    Revoke {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Key id.
+        key_id: String,
+    },
     /// Print the public key ring (give it to auditors for offline verification).
     ShowPublic {
         /// Data directory.
         #[arg(long, env = "DG_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Start signing with a new key; old public keys stay in the ring.
+    /// With KEY_ID: issue a successor API key with the same scopes; the old one keeps
+    /// working for the overlap, then expires. Without KEY_ID: start signing bundles and
+    /// audit checkpoints with a new key; old public keys stay in the ring.
     Rotate {
-        /// Data directory.
-        #[arg(long, env = "DG_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// API key id to rotate (omit to rotate the signing key).
+        key_id: Option<String>,
+        /// How long the old API key keeps working, e.g. 24h.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        overlap: std::time::Duration,
     },
 }
 

@@ -21,6 +21,18 @@ header_read_timeout_ms = 5000
 requests_per_second = 500
 burst = 1000
 
+[server.tenant_rate_limit]
+requests_per_second = 2000
+burst = 4000
+
+[audit]
+checkpoint_every = 256
+checkpoint_interval_ms = 10000
+
+# Per-tenant quotas on the usage counters (absent = unlimited); a tenant's own quotas,
+# set with `tenants create --quota`, take precedence.
+[quotas]
+
 [engine]
 min_lane = "verified"
 
@@ -57,6 +69,27 @@ pub struct Config {
     /// Configured built-in providers.
     #[serde(default)]
     pub providers: Vec<ProviderEntry>,
+    /// Audit chain checkpoints.
+    #[serde(default)]
+    pub audit: AuditSection,
+    /// Default per-tenant quotas: usage counter -> most allowed.
+    #[serde(default)]
+    pub quotas: std::collections::BTreeMap<String, u64>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditSection {
+    /// Entries between two signed checkpoints.
+    pub checkpoint_every: u64,
+    /// Longest time (ms) new entries wait for a signed checkpoint.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self { checkpoint_every: 256, checkpoint_interval_ms: 10_000 }
+    }
 }
 
 /// `[server]`.
@@ -77,6 +110,13 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Per-key token bucket.
     pub rate_limit: RateLimitConfig,
+    /// Per-tenant token bucket (shared by all of a tenant's keys).
+    #[serde(default = "default_tenant_rate")]
+    pub tenant_rate_limit: RateLimitConfig,
+}
+
+fn default_tenant_rate() -> RateLimitConfig {
+    RateLimitConfig { requests_per_second: 2000, burst: 4000 }
 }
 
 /// `[server.rate_limit]`.
@@ -95,6 +135,36 @@ pub struct TlsConfig {
     pub cert_path: PathBuf,
     /// PEM private key.
     pub key_path: PathBuf,
+    /// Client certificates (mTLS): off when absent.
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// `[tls.client_auth]`: client-certificate authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientAuthConfig {
+    /// PEM bundle of the CAs that issue client certificates.
+    pub ca_path: PathBuf,
+    /// Refuse TLS connections without a valid client certificate.
+    #[serde(default)]
+    pub required: bool,
+    /// Certificate subjects (common name) and the principal each maps to.
+    #[serde(default)]
+    pub principals: Vec<CertPrincipal>,
+}
+
+/// One `[[tls.client_auth.principals]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertPrincipal {
+    /// The certificate subject's common name.
+    pub common_name: String,
+    /// Role name.
+    pub role: dg_identity::Role,
+    /// Tenant (absent = organisation-wide).
+    pub tenant_id: Option<u64>,
+    /// Namespaces (empty = all of the tenant's).
+    #[serde(default)]
+    pub namespaces: Vec<u64>,
 }
 
 /// `[engine]`.
@@ -253,6 +323,28 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     }
     if server.rate_limit.requests_per_second == 0 || server.rate_limit.burst == 0 {
         problems.push(problem("server.rate_limit", "requests_per_second and burst must be at least 1"));
+    }
+    if server.tenant_rate_limit.requests_per_second == 0 || server.tenant_rate_limit.burst == 0 {
+        problems.push(problem("server.tenant_rate_limit", "requests_per_second and burst must be at least 1"));
+    }
+    if config.audit.checkpoint_every == 0 || config.audit.checkpoint_interval_ms == 0 {
+        problems.push(problem("audit", "checkpoint_every and checkpoint_interval_ms must be at least 1"));
+    }
+    for counter in config.quotas.keys() {
+        if !dg_storage::usage::COUNTERS.contains(&counter.as_str()) {
+            problems.push(problem(format!("quotas.{counter}"), "unknown usage counter"));
+        }
+    }
+    if let Some(client) = config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref()) {
+        for (index, entry) in client.principals.iter().enumerate() {
+            let needs_tenant = matches!(entry.role, dg_identity::Role::TenantAdmin | dg_identity::Role::Service);
+            if needs_tenant && entry.tenant_id.is_none() {
+                problems.push(problem(
+                    format!("tls.client_auth.principals[{index}].tenant_id"),
+                    "this role needs a tenant",
+                ));
+            }
+        }
     }
     let mut seen = Vec::new();
     for (index, entry) in config.providers.iter().enumerate() {

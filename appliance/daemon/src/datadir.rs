@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use dg_storage::{ApiKeyRecord, Store, StoreError, StoreLimits};
 use thiserror::Error;
 
-use crate::keys;
+use dg_identity::keys;
 
 /// Layout of a data directory.
 #[derive(Debug, Clone)]
@@ -118,6 +118,26 @@ impl DataDir {
             rcgen::generate_simple_self_signed(names).map_err(|err| DataDirError::Certificate(err.to_string()))?;
         write_private(&self.key_path(), certified.key_pair.serialize_pem().as_bytes())?;
         write_private(&self.cert_path(), certified.cert.pem().as_bytes())?;
+        Ok(true)
+    }
+
+    /// On a store with no tenants (a fresh data directory), registers tenant 1 and its
+    /// namespace 1, "default", where Decision Gate clients work unless told otherwise.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn ensure_default_tenant(&self, store: &Store) -> Result<bool, DataDirError> {
+        if !store.list_tenants()?.is_empty() {
+            return Ok(false);
+        }
+        match store.create_tenant(1, "default", &std::collections::BTreeMap::new()) {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+        match store.create_namespace(1, 1, "default") {
+            Ok(()) | Err(StoreError::Conflict(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
         Ok(true)
     }
 

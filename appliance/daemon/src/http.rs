@@ -18,6 +18,7 @@ use crate::auth::{authenticate, Principal};
 use crate::limits::{valid_correlation_id, RateLimiter};
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
+use dg_identity::Operation;
 
 /// Per-server state of the HTTP front end.
 pub struct HttpFront {
@@ -44,7 +45,7 @@ impl HttpFront {
     #[must_use]
     pub fn new(app: Arc<App>) -> Self {
         let max_inflight = app.config.server.max_inflight;
-        let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit));
+        let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
@@ -56,20 +57,29 @@ impl HttpFront {
     }
 
     /// Answers one HTTP request. Never fails: every problem becomes a response.
-    pub async fn serve(self: Arc<Self>, request: Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    pub async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        certificate: Option<Arc<Principal>>,
+    ) -> Result<HttpResponse, Infallible> {
         let started = Instant::now();
         let server_correlation =
             format!("dg-{:016x}-{:016x}", self.boot_id, self.counter.fetch_add(1, Ordering::Relaxed));
         let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        let request_id = match &client_correlation {
+            Some(Ok(value)) if valid_correlation_id(value) => value.trim().to_string(),
+            _ => server_correlation.clone(),
+        };
+        let caller = Caller { certificate, request_id };
         let (mut response, label, error_code) = match client_correlation {
-            Some(Ok(ref value)) if valid_correlation_id(value) => self.route(request, &method, &path).await,
+            Some(Ok(ref value)) if valid_correlation_id(value) => self.route(request, &method, &path, caller).await,
             Some(_) => {
                 let err = WireError::new(code::INVALID_CORRELATION_ID, "invalid x-correlation-id header");
                 (json_response(400, &err.response(None)), "invalid".to_string(), Some(err.code))
             }
-            None => self.route(request, &method, &path).await,
+            None => self.route(request, &method, &path, caller).await,
         };
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(&server_correlation) {
@@ -91,6 +101,7 @@ impl HttpFront {
         request: Request<Incoming>,
         method: &Method,
         path: &str,
+        caller: Caller,
     ) -> (HttpResponse, String, Option<i64>) {
         match (method, path) {
             (&Method::GET, "/healthz") => (json_response(200, &json!({"status": "ok"})), "GET".into(), None),
@@ -103,10 +114,10 @@ impl HttpFront {
                     (json_response(503, &json!({"status": "not_ready"})), "GET".into(), None)
                 }
             }
-            (&Method::GET, "/metrics") => self.metrics(&request).await,
-            (&Method::GET, p) if p.starts_with("/runpacks/") => self.download(&request, p).await,
-            (&Method::POST, "/rpc") => self.json_rpc(request, Dialect::DecisionGate).await,
-            (&Method::POST, "/mcp") => self.json_rpc(request, Dialect::Mcp).await,
+            (&Method::GET, "/metrics") => self.metrics(&request, &caller).await,
+            (&Method::GET, p) if p.starts_with("/runpacks/") => self.download(&request, p, caller).await,
+            (&Method::POST, "/rpc") => self.json_rpc(request, Dialect::DecisionGate, caller).await,
+            (&Method::POST, "/mcp") => self.json_rpc(request, Dialect::Mcp, caller).await,
             (_, "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics") => {
                 let mut response = json_response(405, &json!({"error": "method not allowed"}));
                 response.headers_mut().insert(
@@ -119,16 +130,22 @@ impl HttpFront {
         }
     }
 
-    async fn authenticate(&self, request: &Request<Incoming>) -> Result<Principal, WireError> {
+    async fn authenticate(&self, request: &Request<Incoming>, caller: &Caller) -> Result<Principal, WireError> {
         let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let store = self.app.store.clone();
-        tokio::task::spawn_blocking(move || authenticate(&store, header.as_deref(), crate::clock::now_ms()))
+        let certificate = caller.certificate.clone();
+        tokio::task::spawn_blocking(move || identify(&store, header.as_deref(), certificate.as_deref()))
             .await
             .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
     }
 
     /// `GET /runpacks/{tenant}/{namespace}/{run_id}.tar.zst`: the run's signed bundle.
-    async fn download(&self, request: &Request<Incoming>, path: &str) -> (HttpResponse, String, Option<i64>) {
+    async fn download(
+        &self,
+        request: &Request<Incoming>,
+        path: &str,
+        caller: Caller,
+    ) -> (HttpResponse, String, Option<i64>) {
         let parsed = path.strip_prefix("/runpacks/").and_then(|rest| rest.strip_suffix(".tar.zst")).and_then(|rest| {
             let mut parts = rest.splitn(3, '/');
             let tenant = parts.next()?.parse::<u64>().ok()?;
@@ -146,8 +163,23 @@ impl HttpFront {
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let app = self.app.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let principal = authenticate(&app.store, authorization.as_deref(), crate::clock::now_ms())?;
-            crate::tools::runpack::bundle_for_download(&app, &principal, tenant, namespace, &run_id)
+            let principal = identify(&app.store, authorization.as_deref(), caller.certificate.as_deref())?;
+            let bundle = std::cell::RefCell::new(Vec::new());
+            crate::request::call(
+                &app,
+                &principal,
+                caller.request_id,
+                Operation::RunpackDownload,
+                Value::Null,
+                |ctx, _| {
+                    let bytes = crate::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
+                    let summary =
+                        json!({"tenant_id": tenant, "namespace_id": namespace, "run_id": run_id, "bytes": bytes.len()});
+                    *bundle.borrow_mut() = bytes;
+                    Ok(summary)
+                },
+            )?;
+            Ok(bundle.into_inner())
         })
         .await
         .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "internal error")));
@@ -164,19 +196,18 @@ impl HttpFront {
                     code::UNAUTHENTICATED | code::UNAUTHORIZED => err.http_status(),
                     _ => 500,
                 };
-                let mut response = json_response(status, &err.response(None));
-                if err.code == code::UNAUTHENTICATED {
-                    response
-                        .headers_mut()
-                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"decision-gate\""));
-                }
+                let response = if err.code == code::UNAUTHENTICATED {
+                    unauthenticated(&err, None)
+                } else {
+                    json_response(status, &err.response(None))
+                };
                 (response, "download".into(), Some(err.code))
             }
         }
     }
 
-    async fn metrics(&self, request: &Request<Incoming>) -> (HttpResponse, String, Option<i64>) {
-        if let Err(err) = self.authenticate(request).await {
+    async fn metrics(&self, request: &Request<Incoming>, caller: &Caller) -> (HttpResponse, String, Option<i64>) {
+        if let Err(err) = self.authenticate(request, caller).await {
             return (unauthenticated(&err, None), "metrics".into(), Some(err.code));
         }
         let store = self.app.store.clone();
@@ -192,7 +223,12 @@ impl HttpFront {
         (response, "metrics".into(), None)
     }
 
-    async fn json_rpc(&self, request: Request<Incoming>, dialect: Dialect) -> (HttpResponse, String, Option<i64>) {
+    async fn json_rpc(
+        &self,
+        request: Request<Incoming>,
+        dialect: Dialect,
+        caller: Caller,
+    ) -> (HttpResponse, String, Option<i64>) {
         // MCP clients treat non-2xx statuses as transport failures: JSON-RPC level errors
         // (unknown method, bad params) travel with 200 there; the Decision Gate dialect
         // keeps its contract's statuses.
@@ -271,11 +307,11 @@ impl HttpFront {
         let limiter = self.limiter.clone();
         let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
         let task = tokio::task::spawn_blocking(move || -> (Reply, String) {
-            let principal = match authenticate(&app.store, authorization.as_deref(), crate::clock::now_ms()) {
+            let principal = match identify(&app.store, authorization.as_deref(), caller.certificate.as_deref()) {
                 Ok(principal) => principal,
                 Err(err) => return (Reply::error(&err, None), "unauthenticated".into()),
             };
-            if let Err(wait_ms) = limiter.check(&principal.id) {
+            if let Err(wait_ms) = limiter.check(&principal.id, principal.tenant) {
                 let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
                 err.retry_after_ms = Some(wait_ms);
                 return (Reply::error(&err, None), "rejected".into());
@@ -283,7 +319,7 @@ impl HttpFront {
             match rpc::parse(&body, dialect) {
                 Ok(parsed) => {
                     let label = parsed.method.clone();
-                    (rpc::handle(&app, &principal, parsed, dialect), label)
+                    (rpc::handle(&app, &principal, &caller.request_id, parsed, dialect), label)
                 }
                 Err(err) => (Reply::error(&err, None), "invalid".into()),
             }
@@ -294,6 +330,26 @@ impl HttpFront {
             Err(_) => (Reply::error(&WireError::new(code::INTERNAL, "request timed out"), None), "timeout".into()),
         };
         finish(reply, label)
+    }
+}
+
+/// Per-request identity inputs: the connection's mapped client certificate and the
+/// request id used for audit and usage idempotency.
+struct Caller {
+    certificate: Option<Arc<Principal>>,
+    request_id: String,
+}
+
+/// The principal of a request: its bearer key when it sends one, else its mapped client
+/// certificate. A wrong key is refused even when a certificate is present.
+fn identify(
+    store: &dg_storage::Store,
+    header: Option<&str>,
+    certificate: Option<&Principal>,
+) -> Result<Principal, WireError> {
+    match (header, certificate) {
+        (None, Some(principal)) => Ok(principal.clone()),
+        _ => authenticate(store, header, crate::clock::now_ms()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `dg-appliance`: parses arguments and wires the libraries together. No logic lives here.
 
+mod admin;
+mod admin_cli;
 mod app;
 mod auth;
 mod cli;
@@ -7,10 +9,10 @@ mod clock;
 mod config;
 mod datadir;
 mod http;
-mod keys;
 mod limits;
 mod metrics;
 mod providers_setup;
+mod request;
 mod rpc;
 mod runpack_cli;
 mod server;
@@ -41,7 +43,7 @@ fn init_logging() {
 }
 
 /// Loads config, prepares the data directory and builds the application.
-fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
+pub(crate) fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
     let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
     let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
     let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
@@ -54,9 +56,25 @@ fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), Strin
         dg_storage::runpack_store::ResolveMode::Auto,
     )
     .map_err(|err| err.to_string())?;
-    let keys = dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
+    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
+    store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
+    data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
     let app = App::new(config, store, providers, runpacks, keys);
     Ok((app, data, admin_key))
+}
+
+/// Records a daemon lifecycle event in the audit chain.
+fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Result<(), String> {
+    let event = dg_storage::audit::AuditEvent {
+        principal: "system".into(),
+        action: action.into(),
+        target: "dg-appliance".into(),
+        outcome: "ok".into(),
+        reason: reason.into(),
+        request_id: format!("{action}-{:016x}", rand::random::<u64>()),
+        ..Default::default()
+    };
+    store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
 }
 
 fn serve(args: cli::ServeArgs) -> Result<(), String> {
@@ -81,7 +99,8 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
                 (data.cert_path(), data.key_path())
             }
         };
-        Some(server::tls_config(&cert, &key).map_err(|err| err.to_string())?)
+        let client_auth = app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
+        Some(server::tls_config(&cert, &key, client_auth).map_err(|err| err.to_string())?)
     };
     if let Some(token) = admin_key {
         eprintln!("First admin API key (shown once, also saved to {}):", data.root.join("admin.key").display());
@@ -92,7 +111,23 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let app = Arc::new(app);
     let store = app.store.clone();
+    let signer: Arc<dyn dg_storage::audit::AuditSigner> = app.keys.clone();
+    lifecycle_event(&store, "startup", &format!("listening on {listen}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| err.to_string())?;
+    let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
+    let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());
+    runtime.spawn(async move {
+        // Bounds how long new audit entries wait for a signed checkpoint.
+        let mut ticker = tokio::time::interval(interval);
+        loop {
+            ticker.tick().await;
+            let (store, signer) = (checkpoint_store.clone(), checkpoint_signer.clone());
+            let done = tokio::task::spawn_blocking(move || store.audit_checkpoint_now(&signer)).await;
+            if let Ok(Err(err)) = done {
+                tracing::warn!(error = %err, "audit checkpoint failed");
+            }
+        }
+    });
     let result = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
@@ -105,6 +140,12 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         .map_err(|err| err.to_string())
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    if let Err(err) = lifecycle_event(&store, "shutdown", "stopped serving") {
+        tracing::error!(error = %err, "shutdown audit entry failed");
+    }
+    if let Err(err) = store.audit_checkpoint_now(&signer) {
+        tracing::error!(error = %err, "final audit checkpoint failed");
+    }
     store.close();
     tracing::info!("stopped");
     result
@@ -139,7 +180,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Store(command) => store_cli::run(command),
         Command::Runpack(command) => runpack_cli::run_runpack(command),
-        Command::Keys(command) => runpack_cli::run_keys(command),
+        Command::Keys(command) => admin_cli::run_keys(command),
+        Command::Tenants(command) => admin_cli::run_tenants(command),
+        Command::Namespaces(command) => admin_cli::run_namespaces(command),
+        Command::Audit(command) => admin_cli::run_audit(command),
+        Command::Usage(command) => admin_cli::run_usage(command),
     }
 }
 

@@ -17,6 +17,7 @@ struct Inner {
     latency_count: u64,
     latency_sum: f64,
     runs_started: u64,
+    audit_failures: u64,
 }
 
 /// Counters shared by every request.
@@ -47,6 +48,13 @@ impl Metrics {
     pub fn run_started(&self) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.runs_started += 1;
+        }
+    }
+
+    /// Counts a request failed because its audit entry could not be written.
+    pub fn audit_failure(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.audit_failures += 1;
         }
     }
 
@@ -86,6 +94,12 @@ impl Metrics {
             writeln!(out, "# HELP dg_storage_integrity_failures_total Stored documents that failed their hash check.");
         let _ = writeln!(out, "# TYPE dg_storage_integrity_failures_total counter");
         let _ = writeln!(out, "dg_storage_integrity_failures_total {integrity_failures}");
+        let _ = writeln!(
+            out,
+            "# HELP dg_audit_write_failures_total Requests failed because their audit entry could not be written."
+        );
+        let _ = writeln!(out, "# TYPE dg_audit_write_failures_total counter");
+        let _ = writeln!(out, "dg_audit_write_failures_total {}", inner.audit_failures);
         let _ = writeln!(out, "# HELP dg_requests_in_flight Requests being handled now.");
         let _ = writeln!(out, "# TYPE dg_requests_in_flight gauge");
         let _ = writeln!(out, "dg_requests_in_flight {inflight}");

@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::auth::Principal;
 use crate::tools;
 use crate::wire::{code, WireError};
+use dg_identity::Operation;
 
 /// MCP protocol revisions this server speaks, newest first.
 pub const MCP_PROTOCOL_VERSIONS: [&str; 2] = ["2025-06-18", "2025-03-26"];
@@ -104,7 +105,7 @@ fn tool_list(dialect: Dialect) -> Value {
 
 /// Handles one request for an authenticated principal. Blocking (tools touch storage).
 #[must_use]
-pub fn handle(app: &App, principal: &Principal, request: Request, dialect: Dialect) -> Reply {
+pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Request, dialect: Dialect) -> Reply {
     let Some(id) = request.id.clone() else {
         // MCP notifications (initialized, cancelled, ...) need no answer.
         return Reply::Accepted;
@@ -125,7 +126,13 @@ pub fn handle(app: &App, principal: &Principal, request: Request, dialect: Diale
             if !tools::is_known_tool(name) {
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
             }
-            let outcome = tools::call_tool(app, principal, name, arguments);
+            let Some(operation) = Operation::from_name(name) else {
+                return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
+            };
+            let outcome =
+                crate::request::call(app, principal, request_id.to_string(), operation, arguments, |ctx, args| {
+                    tools::call_tool(ctx, name, args)
+                });
             match (outcome, dialect) {
                 (Ok(output), Dialect::DecisionGate) => {
                     Reply::result(&id, json!({"content": [{"type": "json", "json": output}]}))
@@ -167,6 +174,24 @@ pub fn handle(app: &App, principal: &Principal, request: Request, dialect: Diale
             )
         }
         ("ping", Dialect::Mcp) => Reply::result(&id, json!({})),
+        (method, _) if method.starts_with("admin/") => {
+            let operation =
+                Operation::from_name(&method["admin/".len()..]).filter(|op| !tools::is_known_tool(op.name()));
+            let Some(operation) = operation.filter(|op| *op != Operation::RunpackDownload) else {
+                return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "method not found"), Some(&id));
+            };
+            match crate::request::call(
+                app,
+                principal,
+                request_id.to_string(),
+                operation,
+                request.params,
+                crate::admin::call,
+            ) {
+                Ok(result) => Reply::result(&id, result),
+                Err(err) => Reply::error(&err, Some(&id)),
+            }
+        }
         _ => Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "method not found"), Some(&id)),
     }
 }

@@ -11,7 +11,7 @@ use dg_storage::signing::{KeyStore, PublicKeyRing};
 use dg_storage::Scope;
 use serde_json::json;
 
-use crate::cli::{KeysCommand, RunpackCommand};
+use crate::cli::RunpackCommand;
 use crate::datadir::{self, DataDir};
 
 /// Exit code for a bundle that failed verification.
@@ -192,28 +192,16 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
     }
 }
 
-/// Runs a `keys` subcommand.
+/// `keys show-public`: the public key ring.
 ///
 /// # Errors
-/// Message for the operator.
-pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
-    match command {
-        KeysCommand::ShowPublic { data_dir: dir } => {
-            let data = data_dir(dir)?;
-            let keys = KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&keys.ring().map_err(|err| err.to_string())?)
-                    .map_err(|err| err.to_string())?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        KeysCommand::Rotate { data_dir: dir } => {
-            let data = data_dir(dir)?;
-            let keys = KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
-            let id = keys.rotate().map_err(|err| err.to_string())?;
-            println!("new signing key {id}; previous public keys stay in the ring");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+/// A message for the operator.
+pub fn show_public(dir: Option<std::path::PathBuf>) -> Result<ExitCode, String> {
+    let data = data_dir(dir)?;
+    let keys = KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&keys.ring().map_err(|err| err.to_string())?).map_err(|err| err.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use dg_identity::Principal;
+
+use crate::config::ClientAuthConfig;
 use crate::http::HttpFront;
 
 /// Why the server could not run.
@@ -42,7 +45,11 @@ pub enum ServerError {
 ///
 /// # Errors
 /// [`ServerError::Tls`] naming the file.
-pub fn tls_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+pub fn tls_config(
+    cert_path: &Path,
+    key_path: &Path,
+    client_auth: Option<&ClientAuthConfig>,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let read = |path: &Path| std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())));
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
@@ -56,14 +63,68 @@ pub fn tls_config(cert_path: &Path, key_path: &Path) -> Result<Arc<rustls::Serve
         .map_err(|err| ServerError::Tls(format!("{}: {err}", key_path.display())))?
         .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", key_path.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|err| ServerError::Tls(err.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
         .map_err(|err| ServerError::Tls(err.to_string()))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(client) => builder.with_client_cert_verifier(client_verifier(client, provider)?),
+    };
+    let mut config = builder.with_single_cert(certs, key).map_err(|err| ServerError::Tls(err.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Verifies client certificates against the configured CA bundle (expiry, chain and
+/// key usage by webpki); optional unless `required`.
+fn client_verifier(
+    client: &ClientAuthConfig,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServerError> {
+    let pem = std::fs::read(&client.ca_path)
+        .map_err(|err| ServerError::Tls(format!("{}: {err}", client.ca_path.display())))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|err| ServerError::Tls(format!("{}: {err}", client.ca_path.display())))?;
+        roots.add(cert).map_err(|err| ServerError::Tls(format!("{}: {err}", client.ca_path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(ServerError::Tls(format!("{}: no CA certificate found", client.ca_path.display())));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if client.required { builder } else { builder.allow_unauthenticated() };
+    builder.build().map_err(|err| ServerError::Tls(err.to_string()))
+}
+
+/// The common name of a verified client certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    Some(name)
+}
+
+/// Maps a connection's verified client certificate to a principal (`None` when there is
+/// no certificate or its subject is not configured).
+fn certificate_principal(
+    tls: &tokio_rustls::server::TlsStream<TcpStream>,
+    client: Option<&ClientAuthConfig>,
+) -> Option<Principal> {
+    let client = client?;
+    let der = tls.get_ref().1.peer_certificates()?.first()?;
+    let name = common_name(der.as_ref())?;
+    let entry = client.principals.iter().find(|p| p.common_name == name);
+    match entry {
+        Some(entry) => Some(Principal {
+            id: format!("cert:{name}"),
+            role: entry.role,
+            tenant: entry.tenant_id,
+            namespaces: entry.namespaces.clone(),
+        }),
+        None => {
+            tracing::info!(subject = %name, "client certificate subject is not mapped to a principal");
+            None
+        }
+    }
 }
 
 /// Answer for a client that speaks plain HTTP to the TLS port.
@@ -113,9 +174,9 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let front = front.clone();
         let builder = builder.clone();
-        let service = service_fn(move |request| front.clone().serve(request));
         match &acceptor {
             None => {
+                let service = service_fn(move |request| front.clone().serve(request, None));
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let watched = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -129,6 +190,9 @@ pub async fn run(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let Some(tls_stream) = handshake(acceptor, stream, peer, header_timeout).await else { return };
+                    let client = front.app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
+                    let principal = certificate_principal(&tls_stream, client).map(Arc::new);
+                    let service = service_fn(move |request| front.clone().serve(request, principal.clone()));
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");

@@ -59,6 +59,8 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
     let stdout = std::io::stdout();
     let mut output = stdout.lock();
     let principal = Principal::local_operator();
+    let boot: u64 = rand::random();
+    let mut sequence: u64 = 0;
     let max = app.config.server.max_body_bytes;
     loop {
         let message = match framing {
@@ -82,7 +84,10 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
             }
         };
         let reply = match message.and_then(|body| rpc::parse(&body, dialect)) {
-            Ok(request) => rpc::handle(app, &principal, request, dialect),
+            Ok(request) => {
+                sequence += 1;
+                rpc::handle(app, &principal, &format!("stdio-{boot:016x}-{sequence}"), request, dialect)
+            }
             Err(err) => Reply::error(&err, None),
         };
         if let Reply::Response { body, .. } = reply {

@@ -8,10 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::scenario::engine_error;
-use super::{authorize, parse_args, to_output};
-use crate::app::App;
-use crate::auth::Principal;
+use super::{parse_args, to_output};
+use crate::request::RequestCtx;
 use crate::wire::WireError;
+use dg_identity::Target;
 
 #[derive(Deserialize)]
 struct QueryArgs {
@@ -19,9 +19,13 @@ struct QueryArgs {
     context: EvidenceContext,
 }
 
-pub(super) fn query(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn query(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: QueryArgs = parse_args(args)?;
-    authorize(principal, Some(args.context.tenant_id.get()), Some(args.context.namespace_id.get()), false)?;
+    ctx.authorize(Target {
+        tenant: Some(args.context.tenant_id.get()),
+        namespace: Some(args.context.namespace_id.get()),
+    })?;
     let q = &args.query;
     let contract =
         builtin_contract(&q.provider_id).filter(|_| app.providers.is_available(&q.provider_id)).ok_or_else(|| {

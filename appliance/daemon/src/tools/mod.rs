@@ -16,8 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::app::App;
-use crate::auth::Principal;
+use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
 
 /// One entry of `tools/list`.
@@ -80,44 +79,32 @@ pub(crate) fn to_output<T: serde::Serialize>(value: &T) -> Result<Value, WireErr
     serde_json::to_value(value).map_err(|err| WireError::new(code::SERIALIZATION, err.to_string()))
 }
 
-/// Checks the caller may act in a tenant/namespace (and write, when the tool writes).
-pub(crate) fn authorize(
-    principal: &Principal,
-    tenant: Option<u64>,
-    namespace: Option<u64>,
-    writes: bool,
-) -> Result<(), WireError> {
-    if principal.may_access(tenant, namespace) && (!writes || principal.may_write()) {
-        Ok(())
-    } else {
-        Err(WireError::new(code::UNAUTHORIZED, "unauthorized"))
-    }
-}
-
-/// Runs one tool. Blocking: call from a blocking-capable thread.
+/// Runs one tool. Blocking: call from a blocking-capable thread. Each tool names its
+/// target through [`RequestCtx::authorize`] before it touches storage.
 ///
 /// # Errors
 /// The tool's wire error.
-pub fn call_tool(app: &App, principal: &Principal, name: &str, args: Value) -> Result<Value, WireError> {
+pub fn call_tool(ctx: &RequestCtx<'_>, name: &str, args: Value) -> Result<Value, WireError> {
     let args = if args.is_null() { Value::Object(serde_json::Map::new()) } else { args };
+    let app = ctx.app;
     match name {
-        "scenario_define" => scenario::define(app, principal, args),
-        "scenario_start" => scenario::start(app, principal, args),
-        "scenario_status" => scenario::status(app, principal, args),
-        "scenario_next" => scenario::next(app, principal, args),
-        "scenario_submit" => scenario::submit(app, principal, args),
-        "scenario_trigger" => scenario::trigger(app, principal, args),
-        "evidence_query" => evidence::query(app, principal, args),
-        "runpack_export" => runpack::export(app, principal, args),
-        "runpack_verify" => runpack::verify(app, principal, args),
+        "scenario_define" => scenario::define(ctx, args),
+        "scenario_start" => scenario::start(ctx, args),
+        "scenario_status" => scenario::status(ctx, args),
+        "scenario_next" => scenario::next(ctx, args),
+        "scenario_submit" => scenario::submit(ctx, args),
+        "scenario_trigger" => scenario::trigger(ctx, args),
+        "evidence_query" => evidence::query(ctx, args),
+        "runpack_export" => runpack::export(ctx, args),
+        "runpack_verify" => runpack::verify(ctx, args),
         "providers_list" => providers::list(app, args),
         "provider_contract_get" => providers::contract_get(app, args),
         "provider_check_schema_get" => providers::check_schema_get(app, args),
-        "schemas_register" => registry::schemas_register(app, principal, args),
-        "schemas_list" => registry::schemas_list(app, principal, args),
-        "schemas_get" => registry::schemas_get(app, principal, args),
-        "scenarios_list" => registry::scenarios_list(app, principal, args),
-        "precheck" => precheck::precheck(app, principal, args),
+        "schemas_register" => registry::schemas_register(ctx, args),
+        "schemas_list" => registry::schemas_list(ctx, args),
+        "schemas_get" => registry::schemas_get(ctx, args),
+        "scenarios_list" => registry::scenarios_list(ctx, args),
+        "precheck" => precheck::precheck(ctx, args),
         "decision_gate_docs_search" => docs::search(args),
         _ => Err(WireError::new(code::METHOD_NOT_FOUND, "unknown tool")),
     }

@@ -13,10 +13,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::scenario::{engine_error, load_scenario, validate_spec};
-use super::{authorize, parse_args, to_output};
-use crate::app::App;
-use crate::auth::Principal;
+use super::{parse_args, to_output};
+use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
+use dg_identity::Target;
 
 #[derive(Deserialize)]
 struct DataShapeRef {
@@ -64,10 +64,11 @@ fn condition_schema<'a>(
     }
 }
 
-pub(super) fn precheck(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn precheck(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: PrecheckArgs = parse_args(args)?;
     let (tenant, namespace) = (args.tenant_id.get(), args.namespace_id.get());
-    authorize(principal, Some(tenant), Some(namespace), false)?;
+    ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
     let shape = app
         .store
         .get_shape(Scope::new(tenant, namespace), &args.data_shape.schema_id, &args.data_shape.version)?

@@ -5,10 +5,10 @@ use dg_storage::{Scope, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{authorize, parse_args, to_output};
-use crate::app::App;
-use crate::auth::Principal;
+use super::{parse_args, to_output};
+use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
+use dg_identity::Target;
 
 /// Largest registered schema (canonical bytes).
 const MAX_SCHEMA_BYTES: usize = 1024 * 1024;
@@ -18,10 +18,11 @@ struct RegisterArgs {
     record: DataShapeRecord,
 }
 
-pub(super) fn schemas_register(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn schemas_register(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: RegisterArgs = parse_args(args)?;
     let record = args.record;
-    authorize(principal, Some(record.tenant_id.get()), Some(record.namespace_id.get()), true)?;
+    ctx.authorize(Target { tenant: Some(record.tenant_id.get()), namespace: Some(record.namespace_id.get()) })?;
     let size = dg_engine::canonical_json_bytes(&record.schema).map(|b| b.len()).unwrap_or(usize::MAX);
     if size > MAX_SCHEMA_BYTES {
         return Err(WireError::invalid_params(format!("schema exceeds size limit ({size} > {MAX_SCHEMA_BYTES})")));
@@ -59,9 +60,10 @@ struct ShapeCursor {
     version: String,
 }
 
-pub(super) fn schemas_list(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn schemas_list(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: ListArgs = parse_args(args)?;
-    authorize(principal, Some(args.tenant_id.get()), Some(args.namespace_id.get()), false)?;
+    ctx.authorize(Target { tenant: Some(args.tenant_id.get()), namespace: Some(args.namespace_id.get()) })?;
     let limit = page_limit(args.limit)?;
     let cursor: Option<ShapeCursor> = args
         .cursor
@@ -90,9 +92,10 @@ struct GetArgs {
     version: String,
 }
 
-pub(super) fn schemas_get(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn schemas_get(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: GetArgs = parse_args(args)?;
-    authorize(principal, Some(args.tenant_id.get()), Some(args.namespace_id.get()), false)?;
+    ctx.authorize(Target { tenant: Some(args.tenant_id.get()), namespace: Some(args.namespace_id.get()) })?;
     let scope = Scope::new(args.tenant_id.get(), args.namespace_id.get());
     let record = app
         .store
@@ -101,9 +104,10 @@ pub(super) fn schemas_get(app: &App, principal: &Principal, args: Value) -> Resu
     Ok(json!({"record": to_output(&record)?}))
 }
 
-pub(super) fn scenarios_list(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn scenarios_list(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: ListArgs = parse_args(args)?;
-    authorize(principal, Some(args.tenant_id.get()), Some(args.namespace_id.get()), false)?;
+    ctx.authorize(Target { tenant: Some(args.tenant_id.get()), namespace: Some(args.namespace_id.get()) })?;
     let limit = page_limit(args.limit)?;
     let records =
         app.store.list_scenarios(args.tenant_id.get(), args.namespace_id.get(), args.cursor.as_deref(), limit)?;

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::scenario::load_scenario;
-use super::{authorize, parse_args, to_output};
-use crate::app::App;
-use crate::auth::Principal;
+use super::{parse_args, to_output};
+use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
+use dg_identity::Target;
 
 fn store_error(err: RunpackStoreError) -> WireError {
     match err {
@@ -40,10 +40,11 @@ struct ExportArgs {
     include_verification: bool,
 }
 
-pub(super) fn export(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn export(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: ExportArgs = parse_args(args)?;
     let (tenant, namespace) = (args.tenant_id.get(), args.namespace_id.get());
-    authorize(principal, Some(tenant), Some(namespace), false)?;
+    ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
     let spec = load_scenario(app, tenant, namespace, &args.scenario_id)?
         .ok_or_else(|| WireError::new(code::NOT_FOUND, "scenario not defined"))?;
     let (state, _) = app
@@ -90,10 +91,11 @@ fn parse_runpack_dir(dir: &str) -> Result<(Scope, String), WireError> {
     }
 }
 
-pub(super) fn verify(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn verify(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: VerifyArgs = parse_args(args)?;
     let (scope, name) = parse_runpack_dir(&args.runpack_dir)?;
-    authorize(principal, Some(scope.tenant_id), Some(scope.namespace_id), false)?;
+    ctx.authorize(Target { tenant: Some(scope.tenant_id), namespace: Some(scope.namespace_id) })?;
     let mut files = app.runpacks.read(scope, &name).map_err(store_error)?;
     let manifest = files
         .remove(&args.manifest_path)
@@ -108,13 +110,13 @@ pub(super) fn verify(app: &App, principal: &Principal, args: Value) -> Result<Va
 /// # Errors
 /// Not found, refusals, signing failures.
 pub fn bundle_for_download(
-    app: &App,
-    principal: &Principal,
+    ctx: &RequestCtx<'_>,
     tenant: u64,
     namespace: u64,
     run_id: &str,
 ) -> Result<Vec<u8>, WireError> {
-    authorize(principal, Some(tenant), Some(namespace), false)?;
+    ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
+    let app = ctx.app;
     let mut files = app.runpacks.read(Scope::new(tenant, namespace), run_id).map_err(|err| match err {
         RunpackStoreError::NotFound(_) => WireError::new(code::NOT_FOUND, "runpack not found (export it first)"),
         other => store_error(other),

@@ -19,10 +19,11 @@ use dg_storage::{Scope, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{authorize, parse_args, to_output};
+use super::{parse_args, to_output};
 use crate::app::App;
-use crate::auth::Principal;
+use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
+use dg_identity::Target;
 
 /// Maps engine errors to the contract's codes.
 pub(crate) fn engine_error(err: EngineError) -> WireError {
@@ -60,15 +61,12 @@ struct DefineArgs {
     spec: Value,
 }
 
-pub(super) fn define(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn define(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: DefineArgs = parse_args(args)?;
     let spec = parse_spec(args.spec)?;
     let tenant = spec.default_tenant_id.map(|t| t.get());
-    authorize(principal, tenant, Some(spec.namespace_id.get()), true)?;
-    if tenant.is_none() && principal.tenant.is_some() {
-        // A tenant-bound key may not publish a scenario to every tenant.
-        return Err(WireError::new(code::UNAUTHORIZED, "unauthorized"));
-    }
+    ctx.authorize(Target { tenant, namespace: Some(spec.namespace_id.get()) })?;
     validate_spec(app, &spec)?;
     let scope = Scope::new(tenant.unwrap_or(0), spec.namespace_id.get());
     let hash = spec.canonical_hash().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
@@ -108,11 +106,12 @@ struct StartArgs {
     issue_entry_packets: bool,
 }
 
-pub(super) fn start(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn start(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: StartArgs = parse_args(args)?;
     let tenant = args.run_config.tenant_id.get();
     let namespace = args.run_config.namespace_id.get();
-    authorize(principal, Some(tenant), Some(namespace), true)?;
+    ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
     let spec = require_scenario(app, tenant, namespace, &args.scenario_id)?;
     let engine =
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
@@ -173,10 +172,11 @@ struct StatusArgs {
     request: StatusRequest,
 }
 
-pub(super) fn status(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn status(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: StatusArgs = parse_args(args)?;
     let r = &args.request;
-    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), false)?;
+    ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
     let status =
         with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
             engine.status(state, r)
@@ -200,10 +200,11 @@ struct NextArgs {
     feedback: Option<FeedbackLevel>,
 }
 
-pub(super) fn next(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn next(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: NextArgs = parse_args(args)?;
     let r = &args.request;
-    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), true)?;
+    ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
     let (result, evals) =
         with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
             let result = engine.next(state, r)?;
@@ -253,10 +254,11 @@ struct SubmitArgs {
     request: SubmitRequest,
 }
 
-pub(super) fn submit(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn submit(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: SubmitArgs = parse_args(args)?;
     let r = &args.request;
-    authorize(principal, Some(r.tenant_id.get()), Some(r.namespace_id.get()), true)?;
+    ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
     let result =
         with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
             engine.submit(state, r)
@@ -270,10 +272,11 @@ struct TriggerArgs {
     trigger: TriggerEvent,
 }
 
-pub(super) fn trigger(app: &App, principal: &Principal, args: Value) -> Result<Value, WireError> {
+pub(super) fn trigger(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
+    let app = ctx.app;
     let args: TriggerArgs = parse_args(args)?;
     let t = &args.trigger;
-    authorize(principal, Some(t.tenant_id.get()), Some(t.namespace_id.get()), true)?;
+    ctx.authorize(Target { tenant: Some(t.tenant_id.get()), namespace: Some(t.namespace_id.get()) })?;
     let result =
         with_run(app, &args.scenario_id, t.tenant_id.get(), t.namespace_id.get(), &t.run_id, |engine, state| {
             engine.trigger(state, t)

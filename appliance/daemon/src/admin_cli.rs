@@ -1,0 +1,287 @@
+//! CLI front of the admin operations (`tenants`, `namespaces`, `keys`, `audit`, `usage`).
+//! Each command opens the data directory and runs the same operation as the
+//! `admin/<operation>` JSON-RPC method, as the local operator, through the same policy
+//! and audit path; offline verification of an audit export needs no data directory.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use dg_identity::{Operation, Principal};
+use dg_storage::audit::AuditEvent;
+use dg_storage::signing::PublicKeyRing;
+use serde_json::{json, Value};
+
+use crate::cli::{
+    AdminListArgs, AuditCommand, DataDirArgs, KeysCommand, NamespacesCommand, TenantsCommand, UsageCommand,
+};
+
+/// The CLI caller: whoever may open the data directory.
+fn cli_principal() -> Principal {
+    Principal { id: "cli".to_string(), ..Principal::local_operator() }
+}
+
+/// Runs one admin operation against the data directory.
+fn admin(data: &DataDirArgs, operation: Operation, args: Value) -> Result<Value, String> {
+    let (app, _, _) = crate::build_app(data)?;
+    let request_id = format!("cli-{:016x}", rand::random::<u64>());
+    let result = crate::request::call(&app, &cli_principal(), request_id, operation, args, crate::admin::call);
+    app.store.close();
+    result.map_err(|err| format!("{} ({})", err.message, err.kind()))
+}
+
+fn print_json(value: &Value) -> Result<ExitCode, String> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(|err| err.to_string())?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints rows of a JSON array as an aligned table of the given columns.
+fn print_table(rows: &Value, columns: &[&str]) -> Result<ExitCode, String> {
+    let cell = |row: &Value, column: &str| match row.get(column) {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Null) | None => "-".to_string(),
+        Some(other) => other.to_string(),
+    };
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let widths: Vec<usize> =
+        columns.iter().map(|c| rows.iter().map(|r| cell(r, c).len()).max().unwrap_or(0).max(c.len())).collect();
+    let line = |cells: Vec<String>| {
+        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+    };
+    println!("{}", line(columns.iter().map(|c| c.to_uppercase()).collect()));
+    for row in &rows {
+        println!("{}", line(columns.iter().map(|c| cell(row, c)).collect()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn listing(list: &AdminListArgs, value: &Value, columns: &[&str]) -> Result<ExitCode, String> {
+    if list.json {
+        print_json(value)
+    } else {
+        print_table(value, columns)
+    }
+}
+
+/// Parses `--since`: unix milliseconds or an RFC 3339 time.
+fn parse_since(text: Option<&str>) -> Result<i64, String> {
+    let Some(text) = text else { return Ok(0) };
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|err| format!("--since {text:?}: {err}"))?;
+    let ms = time.duration_since(std::time::UNIX_EPOCH).map_err(|err| err.to_string())?.as_millis();
+    i64::try_from(ms).map_err(|err| err.to_string())
+}
+
+/// `tenants ...`.
+///
+/// # Errors
+/// A message for the operator.
+pub fn run_tenants(command: TenantsCommand) -> Result<ExitCode, String> {
+    match command {
+        TenantsCommand::Create { data, id, name, quotas } => {
+            let quotas: serde_json::Map<String, Value> = quotas.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            print_json(&admin(
+                &data,
+                Operation::TenantCreate,
+                json!({"tenant_id": id, "name": name, "quotas": quotas}),
+            )?)
+        }
+        TenantsCommand::List(list) => {
+            let value = admin(&list.data, Operation::TenantList, json!({}))?;
+            listing(&list, &value, &["tenant_id", "name", "status", "quotas"])
+        }
+        TenantsCommand::Disable { data, id, enable } => {
+            print_json(&admin(&data, Operation::TenantDisable, json!({"tenant_id": id, "enable": enable}))?)
+        }
+        TenantsCommand::Delete { data, id } => {
+            print_json(&admin(&data, Operation::TenantDelete, json!({"tenant_id": id}))?)
+        }
+    }
+}
+
+/// `namespaces ...`.
+///
+/// # Errors
+/// A message for the operator.
+pub fn run_namespaces(command: NamespacesCommand) -> Result<ExitCode, String> {
+    match command {
+        NamespacesCommand::Create { data, tenant, id, name } => print_json(&admin(
+            &data,
+            Operation::NamespaceCreate,
+            json!({"tenant_id": tenant, "namespace_id": id, "name": name}),
+        )?),
+        NamespacesCommand::List { list, tenant } => {
+            let value = admin(&list.data, Operation::NamespaceList, json!({"tenant_id": tenant}))?;
+            listing(&list, &value, &["tenant_id", "namespace_id", "name", "status"])
+        }
+        NamespacesCommand::Disable { data, tenant, id, enable } => print_json(&admin(
+            &data,
+            Operation::NamespaceDisable,
+            json!({"tenant_id": tenant, "namespace_id": id, "enable": enable}),
+        )?),
+        NamespacesCommand::Delete { data, tenant, id } => {
+            print_json(&admin(&data, Operation::NamespaceDelete, json!({"tenant_id": tenant, "namespace_id": id}))?)
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `keys ...`.
+///
+/// # Errors
+/// A message for the operator.
+pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
+    match command {
+        KeysCommand::Issue { data, role, tenant, namespaces, label, expires_in } => {
+            let args = json!({"role": role, "tenant_id": tenant, "namespaces": namespaces, "label": label,
+                              "expires_in_ms": expires_in.map(millis)});
+            let issued = admin(&data, Operation::KeyIssue, args)?;
+            eprintln!("API key issued; the token is shown once and only its hash is stored:");
+            print_json(&issued)
+        }
+        KeysCommand::List { list, tenant } => {
+            let value = admin(&list.data, Operation::KeyList, json!({"tenant_id": tenant}))?;
+            listing(
+                &list,
+                &value,
+                &["key_id", "role", "tenant_id", "namespaces", "label", "expires_at_ms", "revoked_at_ms"],
+            )
+        }
+        KeysCommand::Revoke { data, key_id } => {
+            print_json(&admin(&data, Operation::KeyRevoke, json!({"key_id": key_id}))?)
+        }
+        KeysCommand::Rotate { data, key_id: Some(key_id), overlap } => {
+            print_json(&admin(&data, Operation::KeyRotate, json!({"key_id": key_id, "overlap_ms": millis(overlap)}))?)
+        }
+        KeysCommand::Rotate { data, key_id: None, .. } => {
+            let (app, _, _) = crate::build_app(&data)?;
+            let id = app.keys.rotate().map_err(|err| err.to_string())?;
+            let event = AuditEvent {
+                principal: "cli".into(),
+                role: Some("org_admin".into()),
+                action: "admin".into(),
+                target: "signing_key_rotate".into(),
+                outcome: "ok".into(),
+                reason: format!("new signing key {id}"),
+                request_id: format!("cli-{:016x}", rand::random::<u64>()),
+                ..AuditEvent::default()
+            };
+            let audited = app.store.append_audit(vec![event], Vec::new());
+            app.store.close();
+            audited.map_err(|err| format!("the key was rotated but its audit entry failed: {err}"))?;
+            println!("new signing key {id}; previous public keys stay in the ring");
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::ShowPublic { data_dir } => crate::runpack_cli::show_public(data_dir),
+    }
+}
+
+fn read_ring(path: &std::path::Path) -> Result<PublicKeyRing, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    PublicKeyRing::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
+}
+
+fn report_audit(report: &dg_storage::audit::AuditReport, json: bool) -> Result<ExitCode, String> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report).map_err(|err| err.to_string())?);
+    } else {
+        println!(
+            "entries: {} ({} pruned to hashes), signed checkpoints: {}, signed through entry {}",
+            report.entries, report.pruned, report.checkpoints, report.signed_through
+        );
+        match &report.first_break {
+            None => println!("audit chain: VERIFIED"),
+            Some(broken) => println!("audit chain: BROKEN at entry {}: {}", broken.entry, broken.reason),
+        }
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `audit ...`.
+///
+/// # Errors
+/// A message for the operator (exit code 2).
+pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
+    match command {
+        AuditCommand::Verify { export: Some(export), pubkey, json, .. } => {
+            let pubkey = pubkey.ok_or("--pubkey is required to verify an export offline")?;
+            let ring = read_ring(&pubkey)?;
+            let file = std::fs::File::open(&export).map_err(|err| format!("{}: {err}", export.display()))?;
+            let report = dg_storage::audit::verify_export(std::io::BufReader::new(file), &ring)?;
+            report_audit(&report, json)
+        }
+        AuditCommand::Verify { data, export: None, pubkey, json } => {
+            let (app, _, _) = crate::build_app(&data)?;
+            let ring = match pubkey {
+                Some(path) => read_ring(&path)?,
+                None => app.keys.ring().map_err(|err| err.to_string())?,
+            };
+            let report = app.store.verify_audit(&ring).map_err(|err| err.to_string());
+            app.store.close();
+            report_audit(&report?, json)
+        }
+        AuditCommand::Export { data, since, format, out } => {
+            if format != "jsonl" {
+                return Err(format!("--format {format}: only jsonl is supported"));
+            }
+            let exported = admin(&data, Operation::AuditExport, json!({"since_ms": parse_since(since.as_deref())?}))?;
+            let text = exported.get("jsonl").and_then(Value::as_str).unwrap_or_default();
+            match out {
+                Some(path) => dg_storage::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+                    .map_err(|err| format!("{}: {err}", path.display()))?,
+                None => std::io::stdout().write_all(text.as_bytes()).map_err(|err| err.to_string())?,
+            }
+            eprintln!("exported {} entries", exported.get("entries").and_then(Value::as_u64).unwrap_or(0));
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prune { data, older_than } => {
+            let (app, _, _) = crate::build_app(&data)?;
+            let cutoff =
+                crate::clock::now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+            let pruned = app.store.prune_audit(cutoff).map_err(|err| err.to_string());
+            app.store.close();
+            println!("pruned {} entries to their hashes", pruned?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Hold { data, tenant, reason, release } => {
+            let (app, _, _) = crate::build_app(&data)?;
+            let reason = if release { None } else { reason };
+            let held = app.store.set_legal_hold(tenant, reason.as_deref()).map_err(|err| err.to_string());
+            let event = AuditEvent {
+                principal: "cli".into(),
+                role: Some("org_admin".into()),
+                tenant_id: Some(tenant),
+                action: "admin".into(),
+                target: if release { "legal_hold_release" } else { "legal_hold" }.into(),
+                outcome: if held.is_ok() { "ok" } else { "error" }.into(),
+                reason: reason.unwrap_or_default(),
+                request_id: format!("cli-{:016x}", rand::random::<u64>()),
+                ..AuditEvent::default()
+            };
+            let audited = app.store.append_audit(vec![event], Vec::new()).map_err(|err| err.to_string());
+            app.store.close();
+            held?;
+            audited?;
+            println!("tenant {tenant}: legal hold {}", if release { "released" } else { "set" });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `usage report`.
+///
+/// # Errors
+/// A message for the operator.
+pub fn run_usage(command: UsageCommand) -> Result<ExitCode, String> {
+    match command {
+        UsageCommand::Report { list, tenant, since } => {
+            let args = json!({"tenant_id": tenant, "since_ms": parse_since(since.as_deref())?});
+            let value = admin(&list.data, Operation::UsageReport, args)?;
+            listing(&list, &value, &["tenant_id", "key_id", "counter", "total", "requests"])
+        }
+    }
+}
