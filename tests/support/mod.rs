@@ -63,9 +63,12 @@ pub struct DaemonOptions {
     pub dir: Option<tempfile::TempDir>,
     /// Skip registering tenant 2 / namespace 3 after start.
     pub bare: bool,
+    /// Trust this CA file instead of the data directory's self-signed certificate.
+    pub server_ca: Option<PathBuf>,
 }
 
-fn tls_agent(cert: &Path) -> ureq::Agent {
+/// An HTTPS client trusting the certificates in `cert` (PEM).
+pub fn tls_agent(cert: &Path) -> ureq::Agent {
     let pem = std::fs::read(cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -133,7 +136,7 @@ impl Daemon {
         let agent = if options.plaintext {
             ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build()
         } else {
-            tls_agent(&data.join("tls/cert.pem"))
+            tls_agent(options.server_ca.as_deref().unwrap_or(&data.join("tls/cert.pem")))
         };
         let daemon = Self { child, dir, base: format!("{scheme}://127.0.0.1:{port}"), key, agent, stderr: rx };
         if !options.bare {

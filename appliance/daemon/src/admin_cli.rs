@@ -285,3 +285,15 @@ pub fn run_usage(command: UsageCommand) -> Result<ExitCode, String> {
         }
     }
 }
+
+/// `policy`: the policy table, as the daemon enforces it.
+///
+/// # Errors
+/// Serialization errors.
+pub fn print_policy(as_json: bool) -> Result<ExitCode, String> {
+    let table = serde_json::to_value(dg_identity::policy::POLICY).map_err(|err| err.to_string())?;
+    if as_json {
+        return print_json(&table);
+    }
+    print_table(&table, &["name", "scope", "writes", "roles"])
+}

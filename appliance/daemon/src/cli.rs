@@ -45,6 +45,12 @@ pub enum Command {
     /// The usage ledger.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Print the policy table: every operation and the roles that may perform it.
+    Policy {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tenants` subcommands.

@@ -185,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Namespaces(command) => admin_cli::run_namespaces(command),
         Command::Audit(command) => admin_cli::run_audit(command),
         Command::Usage(command) => admin_cli::run_usage(command),
+        Command::Policy { json } => admin_cli::print_policy(json),
     }
 }
 
