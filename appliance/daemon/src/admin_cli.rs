@@ -22,7 +22,7 @@ fn cli_principal() -> Principal {
 
 /// Runs one admin operation against the data directory.
 fn admin(data: &DataDirArgs, operation: Operation, args: Value) -> Result<Value, String> {
-    let (app, _, _) = crate::build_app(data)?;
+    let (app, _, _) = crate::commands::build_app(data)?;
     let request_id = format!("cli-{:016x}", rand::random::<u64>());
     let result = crate::request::call(&app, &cli_principal(), request_id, operation, args, crate::admin::call);
     app.store.close();
@@ -158,7 +158,7 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
             print_json(&admin(&data, Operation::KeyRotate, json!({"key_id": key_id, "overlap_ms": millis(overlap)}))?)
         }
         KeysCommand::Rotate { data, key_id: None, .. } => {
-            let (app, _, _) = crate::build_app(&data)?;
+            let (app, _, _) = crate::commands::build_app(&data)?;
             let id = app.keys.rotate().map_err(|err| err.to_string())?;
             let event = AuditEvent {
                 principal: "cli".into(),
@@ -215,7 +215,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             report_audit(&report, json)
         }
         AuditCommand::Verify { data, export: None, pubkey, json } => {
-            let (app, _, _) = crate::build_app(&data)?;
+            let (app, _, _) = crate::commands::build_app(&data)?;
             let ring = match pubkey {
                 Some(path) => read_ring(&path)?,
                 None => app.keys.ring().map_err(|err| err.to_string())?,
@@ -239,7 +239,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prune { data, older_than } => {
-            let (app, _, _) = crate::build_app(&data)?;
+            let (app, _, _) = crate::commands::build_app(&data)?;
             let cutoff =
                 crate::clock::now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
             let pruned = app.store.prune_audit(cutoff).map_err(|err| err.to_string());
@@ -248,7 +248,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Hold { data, tenant, reason, release } => {
-            let (app, _, _) = crate::build_app(&data)?;
+            let (app, _, _) = crate::commands::build_app(&data)?;
             let reason = if release { None } else { reason };
             let held = app.store.set_legal_hold(tenant, reason.as_deref()).map_err(|err| err.to_string());
             let event = AuditEvent {

@@ -1,35 +1,10 @@
-//! `dg-appliance`: parses arguments and wires the libraries together. No logic lives here.
-
-mod admin;
-mod admin_cli;
-mod app;
-mod auth;
-mod cli;
-mod clock;
-mod config;
-mod datadir;
-mod http;
-mod limits;
-mod metrics;
-mod providers_setup;
-mod request;
-mod rpc;
-mod runpack_cli;
-mod server;
-mod stdio;
-mod store_cli;
-mod tools;
-mod wire;
+//! `dg-appliance`: parses arguments and runs the command. No logic lives here.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
-
-use crate::app::App;
-use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
-use crate::datadir::DataDir;
+use dg_appliance::cli::Cli;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
@@ -42,156 +17,9 @@ fn init_logging() {
     }
 }
 
-/// Loads config, prepares the data directory and builds the application.
-pub(crate) fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
-    let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
-    let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
-    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
-    let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
-    let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
-    let providers = providers_setup::build(&config.providers)?;
-    let runpacks = dg_storage::runpack_store::RunpackStore::open(
-        &data.runpacks(),
-        dg_storage::runpack_store::RunpackLimits::default(),
-        dg_storage::runpack_store::ResolveMode::Auto,
-    )
-    .map_err(|err| err.to_string())?;
-    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
-    store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
-    data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
-    let app = App::new(config, store, providers, runpacks, keys);
-    Ok((app, data, admin_key))
-}
-
-/// Records a daemon lifecycle event in the audit chain.
-fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Result<(), String> {
-    let event = dg_storage::audit::AuditEvent {
-        principal: "system".into(),
-        action: action.into(),
-        target: "dg-appliance".into(),
-        outcome: "ok".into(),
-        reason: reason.into(),
-        request_id: format!("{action}-{:016x}", rand::random::<u64>()),
-        ..Default::default()
-    };
-    store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
-}
-
-fn serve(args: cli::ServeArgs) -> Result<(), String> {
-    let (mut app, data, admin_key) = build_app(&args.data)?;
-    if let Some(listen) = args.listen {
-        app.config.server.listen = listen;
-    }
-    if args.plaintext_loopback {
-        app.config.server.plaintext_loopback = true;
-    }
-    let server = &app.config.server;
-    if server.plaintext_loopback && !server.listen.ip().is_loopback() {
-        return Err(format!("plain HTTP is only allowed on a loopback address, not {}", server.listen));
-    }
-    let tls = if server.plaintext_loopback {
-        None
-    } else {
-        let (cert, key) = match &app.config.tls {
-            Some(tls) => (tls.cert_path.clone(), tls.key_path.clone()),
-            None => {
-                data.ensure_self_signed_cert().map_err(|err| err.to_string())?;
-                (data.cert_path(), data.key_path())
-            }
-        };
-        let client_auth = app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
-        Some(server::tls_config(&cert, &key, client_auth).map_err(|err| err.to_string())?)
-    };
-    if let Some(token) = admin_key {
-        eprintln!("First admin API key (shown once, also saved to {}):", data.root.join("admin.key").display());
-        eprintln!("{token}");
-    }
-    let listen = app.config.server.listen;
-    let header_timeout = std::time::Duration::from_millis(app.config.server.header_read_timeout_ms);
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = Arc::new(app);
-    let store = app.store.clone();
-    let signer: Arc<dyn dg_storage::audit::AuditSigner> = app.keys.clone();
-    lifecycle_event(&store, "startup", &format!("listening on {listen}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| err.to_string())?;
-    let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
-    let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());
-    runtime.spawn(async move {
-        // Bounds how long new audit entries wait for a signed checkpoint.
-        let mut ticker = tokio::time::interval(interval);
-        loop {
-            ticker.tick().await;
-            let (store, signer) = (checkpoint_store.clone(), checkpoint_signer.clone());
-            let done = tokio::task::spawn_blocking(move || store.audit_checkpoint_now(&signer)).await;
-            if let Ok(Err(err)) = done {
-                tracing::warn!(error = %err, "audit checkpoint failed");
-            }
-        }
-    });
-    let result = runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
-        let front = Arc::new(http::HttpFront::new(app));
-        server::run(front, listener, tls, header_timeout, |addr| {
-            tracing::info!(address = %addr, "listening");
-            eprintln!("dg-appliance listening on {scheme}://{addr}");
-        })
-        .await
-        .map_err(|err| err.to_string())
-    });
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    if let Err(err) = lifecycle_event(&store, "shutdown", "stopped serving") {
-        tracing::error!(error = %err, "shutdown audit entry failed");
-    }
-    if let Err(err) = store.audit_checkpoint_now(&signer) {
-        tracing::error!(error = %err, "final audit checkpoint failed");
-    }
-    store.close();
-    tracing::info!("stopped");
-    result
-}
-
-fn run(cli: Cli) -> Result<ExitCode, String> {
-    match cli.command {
-        Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
-        Command::Stdio(args) => {
-            let (app, _, _) = build_app(&args.data)?;
-            let dialect = match args.protocol {
-                Protocol::Rpc => rpc::Dialect::DecisionGate,
-                Protocol::Mcp => rpc::Dialect::Mcp,
-            };
-            stdio::run(&app, args.framing, dialect).map_err(|err| format!("stdio: {err}"))?;
-            app.store.close();
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Check { file }) => match config::load(Some(&file)) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(err) => {
-                println!("{err}");
-                Ok(ExitCode::from(1))
-            }
-        },
-        Command::Config(ConfigCommand::Default) => {
-            print!("{}", config::DEFAULT_CONFIG);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Store(command) => store_cli::run(command),
-        Command::Runpack(command) => runpack_cli::run_runpack(command),
-        Command::Keys(command) => admin_cli::run_keys(command),
-        Command::Tenants(command) => admin_cli::run_tenants(command),
-        Command::Namespaces(command) => admin_cli::run_namespaces(command),
-        Command::Audit(command) => admin_cli::run_audit(command),
-        Command::Usage(command) => admin_cli::run_usage(command),
-        Command::Policy { json } => admin_cli::print_policy(json),
-    }
-}
-
 fn main() -> ExitCode {
     init_logging();
-    match run(Cli::parse()) {
+    match dg_appliance::commands::run(Cli::parse()) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("dg-appliance: {message}");
