@@ -17,7 +17,6 @@ use dg_storage::ApiKeyRecord;
 use serde_json::{json, Value};
 
 #[path = "../../../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 fn start_args(run_id: &str) -> Value {
