@@ -6,6 +6,7 @@
 //! durable without paying one fsync per request.
 
 pub mod audit;
+pub mod backup;
 pub mod bundle;
 pub mod document;
 pub mod error;

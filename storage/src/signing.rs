@@ -119,6 +119,7 @@ pub struct KeyStore {
 }
 
 /// The active signing key.
+#[derive(Clone)]
 pub struct ActiveKey {
     /// Its id.
     pub key_id: String,

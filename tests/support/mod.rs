@@ -146,6 +146,11 @@ impl Daemon {
         daemon
     }
 
+    /// Stops the daemon and hands over its directory (to start another daemon on it).
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// The daemon's data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

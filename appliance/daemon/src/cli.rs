@@ -45,6 +45,9 @@ pub enum Command {
     /// The usage ledger.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Backups for USB sticks: create (online), verify (offline), restore, prune.
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print the policy table: every operation and the roles that may perform it.
     Policy {
         /// Print JSON instead of a table.
@@ -223,6 +226,83 @@ pub enum AuditCommand {
         /// Release the hold.
         #[arg(long)]
         release: bool,
+    },
+}
+
+/// Where a passphrase comes from (never the command line, which other users can see).
+#[derive(Debug, Clone, Args)]
+pub struct PassphraseArgs {
+    /// File holding the passphrase (first line). Or set DG_BACKUP_PASSPHRASE.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `backup` subcommands. Verification exit codes: 0 verified, 10 corrupt, 11 signed by a
+/// key not in the ring, 12 incomplete set (missing parts), 13 unreadable, 14 wrong
+/// passphrase, 15 refused (appliance running, target exists), 16 write failure.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up the data directory while the appliance serves: a consistent database
+    /// snapshot, the runpacks, the public key ring, the audit witness and the config.
+    Create {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// Target directory (the USB stick); the backup is a new directory inside it.
+        #[arg(long)]
+        to: PathBuf,
+        /// Also back up the private keys (signing key, TLS key, admin key), encrypted with
+        /// the passphrase.
+        #[arg(long)]
+        include_secrets: bool,
+        /// Passphrase for --include-secrets.
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Largest part file in bytes (default: below 4 GiB, for FAT32).
+        #[arg(long)]
+        part_size: Option<u64>,
+    },
+    /// Verify a backup with no daemon and no data directory: every part, every member,
+    /// the signature, and the embedded database's integrity_check.
+    Verify {
+        /// The backup directory or its backup.json.
+        backup: PathBuf,
+        /// Public key ring (`keys show-public`) of the appliance that made it.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// Also open the encrypted private keys with this passphrase.
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore into a stopped appliance: unpack and verify beside the data directory,
+    /// then swap atomically; the previous directory survives any failure.
+    Restore {
+        /// The backup directory or its backup.json.
+        backup: PathBuf,
+        /// Data directory to restore into.
+        #[arg(long, env = "DG_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Public key ring of the appliance that made the backup.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// Replace an existing data directory.
+        #[arg(long)]
+        force: bool,
+        /// Restore the private keys too (needs the passphrase).
+        #[command(flatten)]
+        passphrase: PassphraseArgs,
+    },
+    /// Keep the newest N backups in a directory and delete the rest.
+    Prune {
+        /// The directory holding the backups.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many to keep.
+        #[arg(long)]
+        keep: usize,
     },
 }
 

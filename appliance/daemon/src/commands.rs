@@ -7,7 +7,9 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
 use crate::datadir::DataDir;
-use crate::{admin_cli, cli, config, datadir, http, providers_setup, rpc, runpack_cli, server, stdio, store_cli};
+use crate::{
+    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, rpc, runpack_cli, server, stdio, store_cli,
+};
 
 /// Loads config, prepares the data directory and builds the application (shared by
 /// `serve`, `stdio` and the admin CLI).
@@ -50,6 +52,8 @@ fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Res
 
 fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let (mut app, data, admin_key) = build_app(&args.data)?;
+    // Held while serving: `backup restore` refuses to replace a directory in use.
+    let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
     if let Some(listen) = args.listen {
         app.config.server.listen = listen;
     }
@@ -130,7 +134,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Stdio(args) => {
-            let (app, _, _) = build_app(&args.data)?;
+            let (app, data, _) = build_app(&args.data)?;
+            let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
             let dialect = match args.protocol {
                 Protocol::Rpc => rpc::Dialect::DecisionGate,
                 Protocol::Mcp => rpc::Dialect::Mcp,
@@ -161,5 +166,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Audit(command) => admin_cli::run_audit(command),
         Command::Usage(command) => admin_cli::run_usage(command),
         Command::Policy { json } => admin_cli::print_policy(json),
+        Command::Backup(command) => backup_cli::run(command),
     }
 }

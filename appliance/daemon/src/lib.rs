@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_cli;
 pub mod app;
 pub mod auth;
+pub mod backup_cli;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -1,0 +1,200 @@
+//! `dg-appliance backup create|verify|restore|prune`: the operator's USB runbook
+//! (docs/backup-and-restore.md). Creation and restore are recorded in the audit log.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+
+use dg_storage::backup::{self, BackupError, BackupSources, CreateOptions, RestoreOptions};
+use dg_storage::signing::PublicKeyRing;
+
+use crate::cli::{BackupCommand, DataDirArgs, PassphraseArgs};
+
+fn read_passphrase(args: &PassphraseArgs) -> Result<Option<String>, String> {
+    if let Some(path) = &args.passphrase_file {
+        let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default().to_string();
+        if line.is_empty() {
+            return Err(format!("{}: the passphrase is empty", path.display()));
+        }
+        return Ok(Some(line));
+    }
+    Ok(std::env::var("DG_BACKUP_PASSPHRASE").ok().filter(|p| !p.is_empty()))
+}
+
+fn read_ring(path: &Path) -> Result<PublicKeyRing, BackupError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| BackupError::Unreadable { path: path.to_path_buf(), reason: err.to_string() })?;
+    PublicKeyRing::parse(&text)
+        .map_err(|err| BackupError::Unreadable { path: path.to_path_buf(), reason: err.to_string() })
+}
+
+/// Prints a failure with its class and returns its exit code.
+fn failed(err: &BackupError) -> ExitCode {
+    eprintln!("dg-appliance backup: {err}");
+    ExitCode::from(err.exit_code())
+}
+
+fn audit(data: &DataDirArgs, action: &str, outcome: &str, reason: String) -> Result<(), String> {
+    let (app, _, _) = crate::commands::build_app(data)?;
+    let event = dg_storage::audit::AuditEvent {
+        principal: "cli".into(),
+        role: Some("org_admin".into()),
+        action: action.into(),
+        target: "data_directory".into(),
+        outcome: outcome.into(),
+        reason,
+        request_id: format!("cli-{:016x}", rand::random::<u64>()),
+        ..Default::default()
+    };
+    let result = app.store.append_audit(vec![event], Vec::new());
+    app.store.close();
+    result.map(|_| ()).map_err(|err| format!("audit log: {err}"))
+}
+
+fn create(
+    data: &DataDirArgs,
+    to: &Path,
+    include_secrets: bool,
+    passphrase: &PassphraseArgs,
+    part_size: Option<u64>,
+) -> Result<ExitCode, String> {
+    let passphrase = read_passphrase(passphrase)?;
+    if include_secrets && passphrase.is_none() {
+        return Err("--include-secrets needs --passphrase-file or DG_BACKUP_PASSPHRASE".into());
+    }
+    let (app, dir, _) = crate::commands::build_app(data)?;
+    let root = dir.root.clone();
+    let config = match &data.config {
+        Some(path) => std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?,
+        None => crate::config::DEFAULT_CONFIG.as_bytes().to_vec(),
+    };
+    let secrets = if include_secrets {
+        ["keys/active.key", "tls/cert.pem", "tls/key.pem", "admin.key"]
+            .iter()
+            .map(|name| (name.to_string(), root.join(name)))
+            .filter(|(_, path)| path.exists())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let sources = BackupSources {
+        database: app.store.path().to_path_buf(),
+        runpacks: root.join("runpacks"),
+        keyring: root.join("keys/keyring.json"),
+        witness: Some(app.store.audit_witness_path()),
+        config,
+        secrets,
+    };
+    let key = app.keys.active().map_err(|err| err.to_string())?;
+    let ring = app.keys.ring().map_err(|err| err.to_string())?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bytes} backed up ({bytes_per_sec})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    });
+    let progress = |bytes: u64| {
+        if let Some(bar) = &bar {
+            bar.set_position(bytes);
+        }
+    };
+    let options = CreateOptions {
+        part_size: part_size.unwrap_or(backup::DEFAULT_PART_SIZE),
+        passphrase: include_secrets.then_some(passphrase).flatten(),
+        progress: Some(&progress),
+    };
+    let outcome = backup::create(&sources, to, &key, &ring, &options);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let event = match &outcome {
+        Ok((path, report)) => ("ok", format!("backup {} at {}", report.backup_id, path.display())),
+        Err(err) => ("error", err.to_string()),
+    };
+    app.store.close();
+    drop(app);
+    audit(data, "backup", event.0, event.1)?;
+    match outcome {
+        Ok((path, report)) => {
+            println!("{}", path.display());
+            eprintln!(
+                "backup verified: {} parts, {} members, {} bytes, database integrity {}",
+                report.parts, report.members, report.bytes, report.database_integrity
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Ok(failed(&err)),
+    }
+}
+
+/// Runs a `backup` subcommand.
+///
+/// # Errors
+/// A message for the operator (usage problems); verification failures are exit codes.
+pub fn run(command: BackupCommand) -> Result<ExitCode, String> {
+    match command {
+        BackupCommand::Create { data, to, include_secrets, passphrase, part_size } => {
+            create(&data, &to, include_secrets, &passphrase, part_size)
+        }
+        BackupCommand::Verify { backup, pubkey, passphrase, json } => {
+            let passphrase = read_passphrase(&passphrase)?;
+            let result = read_ring(&pubkey).and_then(|ring| backup::verify(&backup, &ring, passphrase.as_deref()));
+            match result {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report).map_err(|err| err.to_string())?);
+                    } else {
+                        println!(
+                            "backup {} of instance {}: VERIFIED ({} parts, {} members, {} bytes, signed by {}, database {})",
+                            report.backup_id, report.instance_id, report.parts, report.members, report.bytes, report.key_id,
+                            report.database_integrity
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    if json {
+                        let kind = format!("{err:?}").split(['(', ' ', '{']).next().unwrap_or_default().to_lowercase();
+                        println!(
+                            "{}",
+                            serde_json::json!({"verified": false, "error": kind, "message": err.to_string()})
+                        );
+                    }
+                    Ok(failed(&err))
+                }
+            }
+        }
+        BackupCommand::Restore { backup, data_dir, pubkey, force, passphrase } => {
+            let passphrase = read_passphrase(&passphrase)?;
+            let pause_at = std::env::var("DG_RESTORE_PAUSE_AT").ok();
+            let options = RestoreOptions { force, passphrase, pause_at };
+            let result = read_ring(&pubkey).and_then(|ring| backup::restore(&backup, &ring, &data_dir, &options));
+            match result {
+                Ok(report) => {
+                    let data = DataDirArgs { data_dir: Some(data_dir.clone()), config: None };
+                    audit(
+                        &data,
+                        "restore",
+                        "ok",
+                        format!("restored backup {} of instance {}", report.backup_id, report.instance_id),
+                    )?;
+                    println!("restored backup {} into {}", report.backup_id, data_dir.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => Ok(failed(&err)),
+            }
+        }
+        BackupCommand::Prune { dir, keep } => match backup::prune(&dir, keep) {
+            Ok(removed) => {
+                for path in &removed {
+                    println!("removed {}", path.display());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => Ok(failed(&err)),
+        },
+    }
+}
