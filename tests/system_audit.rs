@@ -344,3 +344,42 @@ fn per_key_and_per_tenant_rate_limits_hold_within_ten_percent() {
         assert!((count as f64) <= (20.0 + 40.0 * elapsed) * 1.1, "no key exceeds its own bucket");
     }
 }
+
+fn canonical_sha(value: &Value) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(dg_engine::canonical_json_bytes(value).unwrap()))
+}
+
+#[test]
+fn tool_calls_are_audited_once_with_request_and_response_hashes() {
+    let daemon = Daemon::start();
+    define_for(&daemon, 2, 3);
+    let args = start_args("hashed", 2, 3);
+    let (_, reply, _) = call(&daemon, &daemon.key, "hash-1", "scenario_start", &args);
+    let output = reply["result"]["content"][0]["json"].clone();
+    assert!(output.is_object(), "{reply}");
+    let (_, reply, _) =
+        call(&daemon, &daemon.key, "hash-2", "scenarios_list", &json!({"tenant_id": 2, "namespace_id": 3}));
+    let listed = reply["result"]["content"][0]["json"].clone();
+    let export = daemon.admin("audit_export", json!({"since_ms": 0})).unwrap();
+    let entries: Vec<Value> = export["jsonl"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "entry")
+        .map(|l| l["entry"].clone())
+        .collect();
+    for (id, request, response) in
+        [("hash-1", &args, &output), ("hash-2", &json!({"tenant_id": 2, "namespace_id": 3}), &listed)]
+    {
+        let calls: Vec<&Value> =
+            entries.iter().filter(|e| e["request_id"] == id && e["action"] == "tool_call").collect();
+        assert_eq!(calls.len(), 1, "{id}: {calls:?}");
+        assert_eq!(calls[0]["outcome"], "ok");
+        assert_eq!(calls[0]["request_sha256"], canonical_sha(request), "{id}");
+        assert_eq!(calls[0]["response_sha256"], canonical_sha(response), "{id}");
+        let decisions = entries.iter().filter(|e| e["request_id"] == id && e["action"] == "authz").count();
+        assert_eq!(decisions, 1, "{id}");
+    }
+}

@@ -320,40 +320,36 @@ impl Store {
         let checkpoint = Arc::new(std::sync::Mutex::new(None));
         let made = checkpoint.clone();
         let seq = self.writer.submit(Box::new(move |conn| {
-            let mut head = head(conn)?;
-            let time_ms = now_ms();
-            for event in events {
-                let seq = head.0 + 1;
-                let entry = AuditEntry { seq, prev_sha256: head.1.clone(), time_ms, event };
-                let bytes = canonical(&entry)?;
-                let sha = hex::encode(Sha256::digest(&bytes));
-                exec(
-                    conn,
-                    "INSERT INTO audit_log (seq, entry_json, entry_sha256, tenant_id, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![to_sql(seq), bytes, sha, entry.event.tenant_id.map(to_sql), time_ms],
-                )
-                .map_err(StoreError::sqlite("append audit entry"))?;
-                head = (seq, sha);
+            let (seq, signed) = append_in(conn, events, &usage, signer.as_ref())?;
+            if let (Some(signed), Ok(mut slot)) = (signed, made.lock()) {
+                *slot = Some(signed);
             }
-            for record in &usage {
-                record_usage(conn, record, time_ms)?;
-            }
-            if let Some((signer, every)) = &signer {
-                let last = last_checkpoint(conn)?.map_or(0, |c| c.body.entry_count);
-                if head.0 >= last + every {
-                    let signed = sign_checkpoint(conn, signer.as_ref(), &head)?;
-                    if let Ok(mut slot) = made.lock() {
-                        *slot = Some(signed);
-                    }
-                }
-            }
-            Ok(i64::try_from(head.0).unwrap_or(i64::MAX))
+            Ok(i64::try_from(seq).unwrap_or(i64::MAX))
         }))?;
         let made = checkpoint.lock().ok().and_then(|mut slot| slot.take());
         if let Some(made) = made {
             self.write_witness(&made);
         }
         Ok(to_u64(seq))
+    }
+
+    /// Attaches audit entries to the next write this thread makes: they are appended in
+    /// the same transaction, so a mutation and its audit entry share one durable commit
+    /// (and one fails with the other). `build` runs inside that transaction (it may read
+    /// state the caller fills in just before writing, such as the response hash). If the
+    /// write fails the attachment stays for the next write; [`Store::detach_audit`] ends it.
+    pub fn attach_audit(&self, build: Arc<dyn Fn() -> (Vec<AuditEvent>, Vec<UsageRecord>) + Send + Sync>) {
+        let signer = self.audit_signer.read().ok().and_then(|slot| slot.clone());
+        crate::writer::attach(Arc::new(move |conn: &Connection| {
+            let (events, usage) = build();
+            append_in(conn, events, &usage, signer.as_ref()).map(|_| ())
+        }));
+    }
+
+    /// Ends this thread's attachment; returns whether a write carried it to a commit.
+    #[must_use]
+    pub fn detach_audit(&self) -> bool {
+        crate::writer::detach()
     }
 
     /// Signs a checkpoint at the current head if entries were added since the last one
@@ -580,6 +576,44 @@ fn tracing_free_warn(message: &str) {
     // The storage crate does not log; a failed witness write is reported on stderr and
     // caught by `audit verify` (the witness lags the database, never leads it).
     eprintln!("dg-storage: {message}");
+}
+
+/// The signer and checkpoint interval a store was given.
+type SignerSlot = (Arc<dyn AuditSigner>, u64);
+
+/// Appends events and usage inside the caller's transaction; signs a checkpoint when due.
+fn append_in(
+    conn: &Connection,
+    events: Vec<AuditEvent>,
+    usage: &[UsageRecord],
+    signer: Option<&SignerSlot>,
+) -> Result<(u64, Option<Checkpoint>), StoreError> {
+    let mut head = head(conn)?;
+    let time_ms = now_ms();
+    for event in events {
+        let seq = head.0 + 1;
+        let entry = AuditEntry { seq, prev_sha256: head.1.clone(), time_ms, event };
+        let bytes = canonical(&entry)?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        exec(
+            conn,
+            "INSERT INTO audit_log (seq, entry_json, entry_sha256, tenant_id, time_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![to_sql(seq), bytes, sha, entry.event.tenant_id.map(to_sql), time_ms],
+        )
+        .map_err(StoreError::sqlite("append audit entry"))?;
+        head = (seq, sha);
+    }
+    for record in usage {
+        record_usage(conn, record, time_ms)?;
+    }
+    let mut signed = None;
+    if let Some((signer, every)) = signer {
+        let last = last_checkpoint(conn)?.map_or(0, |c| c.body.entry_count);
+        if head.0 >= last + every {
+            signed = Some(sign_checkpoint(conn, signer.as_ref(), &head)?);
+        }
+    }
+    Ok((head.0, signed))
 }
 
 fn head(conn: &Connection) -> Result<(u64, String), StoreError> {

@@ -6,6 +6,7 @@
 //! so one failing job does not undo the others; every caller is answered only after the
 //! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged).
 
+use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -17,6 +18,26 @@ use crate::error::StoreError;
 pub(crate) type WriteJob = Box<dyn FnOnce(&Connection) -> Result<i64, StoreError> + Send>;
 
 type Slot = Arc<Mutex<Option<Result<i64, StoreError>>>>;
+
+/// Work that rides along with a thread's next write, in the same savepoint.
+pub(crate) type Companion = Arc<dyn Fn(&Connection) -> Result<(), StoreError> + Send + Sync>;
+
+thread_local! {
+    static COMPANION: RefCell<Option<Companion>> = const { RefCell::new(None) };
+    static COMPANION_COMMITTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Attaches work to this thread's next write (see `Store::attach_audit`).
+pub(crate) fn attach(companion: Companion) {
+    COMPANION.with(|slot| *slot.borrow_mut() = Some(companion));
+    COMPANION_COMMITTED.with(|flag| flag.set(false));
+}
+
+/// Ends the attachment; returns whether a write committed it.
+pub(crate) fn detach() -> bool {
+    COMPANION.with(|slot| slot.borrow_mut().take());
+    COMPANION_COMMITTED.with(|flag| flag.replace(false))
+}
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -32,8 +53,28 @@ impl Writer {
         Ok(Self { conn: Mutex::new(Some(conn)), queue: Mutex::new(Vec::new()) })
     }
 
-    /// Queues a job and returns once a group containing it has committed.
+    /// Queues a job and returns once a group containing it has committed. Work attached
+    /// to this thread runs after the job in the same savepoint; it stays attached if the
+    /// write fails.
     pub(crate) fn submit(&self, job: WriteJob) -> Result<i64, StoreError> {
+        let Some(companion) = COMPANION.with(|slot| slot.borrow_mut().take()) else {
+            return self.submit_job(job);
+        };
+        let carried = companion.clone();
+        let result = self.submit_job(Box::new(move |conn| {
+            let value = job(conn)?;
+            carried(conn)?;
+            Ok(value)
+        }));
+        if result.is_ok() {
+            COMPANION_COMMITTED.with(|flag| flag.set(true));
+        } else {
+            COMPANION.with(|slot| *slot.borrow_mut() = Some(companion));
+        }
+        result
+    }
+
+    fn submit_job(&self, job: WriteJob) -> Result<i64, StoreError> {
         let slot: Slot = Arc::new(Mutex::new(None));
         self.queue.lock().map_err(|_| StoreError::WriterGone)?.push((job, slot.clone()));
         loop {

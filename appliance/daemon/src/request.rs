@@ -5,6 +5,8 @@
 //! request fails: nothing is acknowledged without its audit entry.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use dg_identity::policy::ScopeKind;
 use dg_identity::{decide, Decision, Operation, Principal, Target};
@@ -47,13 +49,69 @@ pub struct RequestCtx<'a> {
     pub request_id: String,
     decisions: RefCell<Vec<(Decision, Target)>>,
     charged: RefCell<Option<(u64, Vec<String>)>>,
+    request_sha256: Option<String>,
+    /// The response's hash, declared by the tool just before its final write.
+    response_sha256: Arc<Mutex<Option<String>>>,
+    /// Whether the entries that rode on a write included the tool call itself.
+    call_recorded: Arc<AtomicBool>,
 }
 
 impl<'a> RequestCtx<'a> {
     /// A context for one operation.
     #[must_use]
     pub fn new(app: &'a App, principal: &'a Principal, operation: Operation, request_id: String) -> Self {
-        Self { app, principal, operation, request_id, decisions: RefCell::new(Vec::new()), charged: RefCell::new(None) }
+        Self {
+            app,
+            principal,
+            operation,
+            request_id,
+            decisions: RefCell::new(Vec::new()),
+            charged: RefCell::new(None),
+            request_sha256: None,
+            response_sha256: Arc::new(Mutex::new(None)),
+            call_recorded: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Declares the response before the tool's final write, so the audit entry of the
+    /// call (with the response hash) commits in the same transaction as the write.
+    pub fn responding(&self, output: &Value) {
+        if let Ok(mut slot) = self.response_sha256.lock() {
+            *slot = sha256_of(output);
+        }
+    }
+
+    /// Attaches this request's audit entries to its next write (tools only): the
+    /// decisions so far, and the call itself once the tool has declared its response.
+    fn attach_audit(&self, tenant: u64) {
+        let decisions: Vec<AuditEvent> = self
+            .decisions
+            .borrow()
+            .iter()
+            .map(|(decision, target)| {
+                self.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
+            })
+            .collect();
+        let target = self.decisions.borrow().last().map(|(_, target)| *target).unwrap_or_default();
+        let mut call = self.event("tool_call", target, "ok", String::new());
+        call.request_sha256.clone_from(&self.request_sha256);
+        let mut usage = vec![self.usage(tenant, "tool_calls")];
+        usage.extend(counter_of(self.operation).map(|counter| self.usage(tenant, counter)));
+        let (response, recorded) = (self.response_sha256.clone(), self.call_recorded.clone());
+        self.app.store.attach_audit(Arc::new(move || {
+            let mut events = decisions.clone();
+            let declared = response.lock().ok().and_then(|slot| slot.clone());
+            recorded.store(declared.is_some(), Ordering::SeqCst);
+            match declared {
+                Some(hash) => {
+                    let mut call = call.clone();
+                    call.response_sha256 = Some(hash);
+                    events.push(call);
+                    (events, usage.clone())
+                }
+                None => (events, Vec::new()),
+            }
+        }));
     }
 
     /// The authorization decision for `target`: the policy table, then the registry
@@ -89,6 +147,9 @@ impl<'a> RequestCtx<'a> {
         }
         if let Some((tenant, overrides)) = quotas {
             self.charge_quota(tenant, &overrides)?;
+            if is_tool(self.operation) {
+                self.attach_audit(tenant);
+            }
         }
         Ok(())
     }
@@ -181,8 +242,8 @@ pub fn call(
     args: Value,
     run: impl FnOnce(&RequestCtx<'_>, Value) -> Result<Value, WireError>,
 ) -> Result<Value, WireError> {
-    let ctx = RequestCtx::new(app, principal, operation, request_id);
-    let request_sha256 = sha256_of(&args);
+    let mut ctx = RequestCtx::new(app, principal, operation, request_id);
+    ctx.request_sha256 = sha256_of(&args);
     let row = operation.row();
     let outcome = if !row.roles.contains(&principal.role) {
         // The role gate needs no target: decided before the arguments are even read.
@@ -193,6 +254,9 @@ pub fn call(
     } else {
         run(&ctx, args)
     };
+    // Whatever rode on the tool's write is committed with it; the rest is written now.
+    let rode_along = app.store.detach_audit();
+    let call_recorded = rode_along && ctx.call_recorded.load(Ordering::SeqCst);
     if outcome.is_err() {
         if let Some((tenant, counters)) = ctx.charged.borrow_mut().take() {
             if let Err(err) = app.store.refund_usage(tenant, &ctx.request_id, counters) {
@@ -200,15 +264,22 @@ pub fn call(
             }
         }
     }
+    if call_recorded && outcome.is_ok() {
+        return outcome;
+    }
     let decisions = ctx.decisions.borrow().clone();
     let denied = decisions.iter().any(|(decision, _)| !decision.allowed);
     let target = decisions.last().map(|(_, target)| *target).unwrap_or_default();
-    let mut events: Vec<AuditEvent> = decisions
-        .iter()
-        .map(|(decision, target)| {
-            ctx.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
-        })
-        .collect();
+    let mut events: Vec<AuditEvent> = if rode_along {
+        Vec::new()
+    } else {
+        decisions
+            .iter()
+            .map(|(decision, target)| {
+                ctx.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
+            })
+            .collect()
+    };
     let mut usage = Vec::new();
     if !denied {
         let action = if is_tool(operation) { "tool_call" } else { "admin" };
@@ -217,7 +288,7 @@ pub fn call(
             Err(err) => ("error", format!("{} {}", err.code, err.message)),
         };
         let mut event = ctx.event(action, target, result, reason);
-        event.request_sha256 = request_sha256;
+        event.request_sha256.clone_from(&ctx.request_sha256);
         event.response_sha256 = outcome.as_ref().ok().and_then(sha256_of);
         events.push(event);
         if let Some(tenant) = target.tenant.or(principal.tenant) {

@@ -29,12 +29,14 @@ pub(super) fn schemas_register(ctx: &RequestCtx<'_>, args: Value) -> Result<Valu
     }
     jsonschema::draft202012::new(&record.schema)
         .map_err(|err| WireError::invalid_params(format!("invalid schema: {err}")))?;
+    let output = json!({"record": to_output(&record)?});
+    ctx.responding(&output);
     match app.store.put_shape(&record) {
         Ok(()) => {}
         Err(StoreError::Conflict(_)) => return Err(WireError::new(code::CONFLICT, "schema already registered")),
         Err(err) => return Err(err.into()),
     }
-    Ok(json!({"record": to_output(&record)?}))
+    Ok(output)
 }
 
 #[derive(Deserialize)]

@@ -70,6 +70,8 @@ pub(super) fn define(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
     validate_spec(app, &spec)?;
     let scope = Scope::new(tenant.unwrap_or(0), spec.namespace_id.get());
     let hash = spec.canonical_hash().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
+    let output = json!({"scenario_id": spec.scenario_id, "spec_hash": hash});
+    ctx.responding(&output);
     match app.store.put_scenario(scope, &spec) {
         Ok(_) => {}
         Err(StoreError::Conflict(_)) => {
@@ -77,7 +79,7 @@ pub(super) fn define(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
         }
         Err(err) => return Err(err.into()),
     }
-    Ok(json!({"scenario_id": spec.scenario_id, "spec_hash": hash}))
+    Ok(output)
 }
 
 /// Finds the scenario a tenant's run uses: the tenant's own, else an every-tenant one.
@@ -116,6 +118,8 @@ pub(super) fn start(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErro
     let engine =
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
     let state = engine.start_run(args.run_config, args.started_at, args.issue_entry_packets).map_err(engine_error)?;
+    let output = to_output(&state)?;
+    ctx.responding(&output);
     match app.store.create_run(&state) {
         Ok(_) => {}
         Err(StoreError::Conflict(_)) => {
@@ -124,19 +128,21 @@ pub(super) fn start(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErro
         Err(err) => return Err(err.into()),
     }
     app.metrics.run_started();
-    to_output(&state)
+    Ok(output)
 }
 
 /// Loads a run, applies `step` with the scenario's engine and saves it, retrying when a
 /// concurrent call changed the run first.
 fn with_run<R>(
-    app: &App,
+    ctx: &RequestCtx<'_>,
     scenario_id: &str,
     tenant: u64,
     namespace: u64,
     run_id: &str,
     step: impl Fn(&ControlPlane<'_>, &mut RunState) -> Result<R, EngineError>,
-) -> Result<R, WireError> {
+    render: impl Fn(&R) -> Result<Value, WireError>,
+) -> Result<Value, WireError> {
+    let app = ctx.app;
     let spec = require_scenario(app, tenant, namespace, scenario_id)?;
     let engine =
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
@@ -149,10 +155,17 @@ fn with_run<R>(
         if state.scenario_id != spec.scenario_id {
             return Err(WireError::new(code::CONTROL_PLANE, format!("scenario mismatch for run: {scenario_id}")));
         }
-        let outcome = step(&engine, &mut state);
+        let outcome = step(&engine, &mut state).map_err(|err| (err.state_changed(), engine_error(err)));
+        let outcome = match outcome {
+            Ok(result) => render(&result).map_err(|err| (false, err)),
+            Err(failed) => Err(failed),
+        };
         let must_save = match &outcome {
-            Ok(_) => true,
-            Err(err) => err.state_changed(),
+            Ok(output) => {
+                ctx.responding(output);
+                true
+            }
+            Err((state_changed, _)) => *state_changed,
         };
         if must_save {
             match app.store.update_run(&state, version) {
@@ -161,7 +174,7 @@ fn with_run<R>(
                 Err(err) => return Err(err.into()),
             }
         }
-        return outcome.map_err(engine_error);
+        return outcome.map_err(|(_, err)| err);
     }
     Err(WireError::new(code::CONTROL_PLANE, format!("run {run_id} is too busy: concurrent updates kept conflicting")))
 }
@@ -173,15 +186,18 @@ struct StatusArgs {
 }
 
 pub(super) fn status(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
-    let app = ctx.app;
     let args: StatusArgs = parse_args(args)?;
     let r = &args.request;
     ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
-    let status =
-        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
-            engine.status(state, r)
-        })?;
-    to_output(&status)
+    with_run(
+        ctx,
+        &args.scenario_id,
+        r.tenant_id.get(),
+        r.namespace_id.get(),
+        &r.run_id,
+        |engine, state| engine.status(state, r),
+        to_output,
+    )
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -205,15 +221,32 @@ pub(super) fn next(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError
     let args: NextArgs = parse_args(args)?;
     let r = &args.request;
     ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
-    let (result, evals) =
-        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
+    let render = |(result, evals): &(_, Vec<GateEvalRecord>)| render_next(app, result, evals, args.feedback);
+    with_run(
+        ctx,
+        &args.scenario_id,
+        r.tenant_id.get(),
+        r.namespace_id.get(),
+        &r.run_id,
+        |engine, state| {
             let result = engine.next(state, r)?;
             let evals: Vec<GateEvalRecord> =
                 state.gate_evals.iter().filter(|record| record.trigger_id == r.trigger_id).cloned().collect();
             Ok((result, evals))
-        })?;
-    let mut output = to_output(&result)?;
-    if let Some(level) = args.feedback {
+        },
+        render,
+    )
+}
+
+/// `scenario_next`'s answer: the step result plus the feedback asked for.
+fn render_next<T: serde::Serialize>(
+    app: &crate::app::App,
+    result: &T,
+    evals: &[GateEvalRecord],
+    feedback: Option<FeedbackLevel>,
+) -> Result<Value, WireError> {
+    let mut output = to_output(result)?;
+    if let Some(level) = feedback {
         output["feedback"] = match level {
             FeedbackLevel::Summary => json!({"level": "summary"}),
             FeedbackLevel::Trace => json!({
@@ -255,15 +288,18 @@ struct SubmitArgs {
 }
 
 pub(super) fn submit(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
-    let app = ctx.app;
     let args: SubmitArgs = parse_args(args)?;
     let r = &args.request;
     ctx.authorize(Target { tenant: Some(r.tenant_id.get()), namespace: Some(r.namespace_id.get()) })?;
-    let result =
-        with_run(app, &args.scenario_id, r.tenant_id.get(), r.namespace_id.get(), &r.run_id, |engine, state| {
-            engine.submit(state, r)
-        })?;
-    to_output(&result)
+    with_run(
+        ctx,
+        &args.scenario_id,
+        r.tenant_id.get(),
+        r.namespace_id.get(),
+        &r.run_id,
+        |engine, state| engine.submit(state, r),
+        to_output,
+    )
 }
 
 #[derive(Deserialize)]
@@ -273,13 +309,16 @@ struct TriggerArgs {
 }
 
 pub(super) fn trigger(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
-    let app = ctx.app;
     let args: TriggerArgs = parse_args(args)?;
     let t = &args.trigger;
     ctx.authorize(Target { tenant: Some(t.tenant_id.get()), namespace: Some(t.namespace_id.get()) })?;
-    let result =
-        with_run(app, &args.scenario_id, t.tenant_id.get(), t.namespace_id.get(), &t.run_id, |engine, state| {
-            engine.trigger(state, t)
-        })?;
-    to_output(&result)
+    with_run(
+        ctx,
+        &args.scenario_id,
+        t.tenant_id.get(),
+        t.namespace_id.get(),
+        &t.run_id,
+        |engine, state| engine.trigger(state, t),
+        to_output,
+    )
 }
