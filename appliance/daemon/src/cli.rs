@@ -48,6 +48,16 @@ pub enum Command {
     /// Backups for USB sticks: create (online), verify (offline), restore, prune.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Sign and verify release files (the offline install bundle's SHA256SUMS).
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Write the man pages and shell completions (used by packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Output directory (man/ and completions/ are created in it).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the policy table: every operation and the roles that may perform it.
     Policy {
         /// Print JSON instead of a table.
@@ -303,6 +313,29 @@ pub enum BackupCommand {
         /// How many to keep.
         #[arg(long)]
         keep: usize,
+    },
+}
+
+/// `release` subcommands: detached Ed25519 signatures over files.
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Sign files with the key in a key directory (FILE.sig beside each).
+    Sign {
+        /// Key directory (`active.key`, `keyring.json`); created with a new key if empty.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Files to sign.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Verify FILE against FILE.sig and a public key ring. Exit 0 verified, 1 not.
+    Verify {
+        /// Public key ring (`keyring.json`).
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// Files to verify.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 

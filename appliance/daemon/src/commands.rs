@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
 use crate::datadir::DataDir;
 use crate::{
-    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, rpc, runpack_cli, server, stdio, store_cli,
+    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, release_cli, rpc, runpack_cli, server, stdio, store_cli,
 };
 
 /// Loads config, prepares the data directory and builds the application (shared by
@@ -34,6 +34,36 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
     let app = App::new(config, store, providers, runpacks, keys);
     Ok((app, data, admin_key))
+}
+
+/// Tells systemd (`Type=notify`) about readiness and stopping; a no-op elsewhere.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(err) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %err, "sd_notify failed");
+    }
+}
+
+/// Pets the systemd watchdog (`WatchdogSec=`) at half its interval while storage answers,
+/// so a wedged daemon is restarted.
+fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dg_storage::Store>) {
+    let mut usec = 0;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let period = std::time::Duration::from_micros(usec / 2);
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            let store = store.clone();
+            let healthy = tokio::task::spawn_blocking(move || store.ping().is_ok()).await.unwrap_or(false);
+            if healthy {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!("storage does not answer; withholding the watchdog ping");
+            }
+        }
+    });
 }
 
 /// Records a daemon lifecycle event in the audit chain.
@@ -103,6 +133,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
             }
         }
     });
+    spawn_watchdog(&runtime, store.clone());
     let result = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
@@ -110,10 +141,12 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         server::run(front, listener, tls, header_timeout, |addr| {
             tracing::info!(address = %addr, "listening");
             eprintln!("dg-appliance listening on {scheme}://{addr}");
+            notify(&[sd_notify::NotifyState::Ready]);
         })
         .await
         .map_err(|err| err.to_string())
     });
+    notify(&[sd_notify::NotifyState::Stopping]);
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Err(err) = lifecycle_event(&store, "shutdown", "stopped serving") {
         tracing::error!(error = %err, "shutdown audit entry failed");
@@ -167,5 +200,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Usage(command) => admin_cli::run_usage(command),
         Command::Policy { json } => admin_cli::print_policy(json),
         Command::Backup(command) => backup_cli::run(command),
+        Command::Release(command) => release_cli::run(command),
+        Command::GenerateDocs { out } => release_cli::generate_docs(&out),
     }
 }

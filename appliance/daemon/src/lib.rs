@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod providers_setup;
+pub mod release_cli;
 pub mod request;
 pub mod rpc;
 pub mod runpack_cli;

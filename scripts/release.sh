@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The release: a statically linked dg-appliance (glibc, +crt-static), its man pages and
+# completions, the .deb (cargo-deb) and .rpm (cargo-generate-rpm), and the offline install
+# bundle: both packages, SHA256SUMS and its Ed25519 signature, and the public key ring.
+# Reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp,
+# paths are remapped, and two builds give the same bytes (scripts/test-packaging.sh checks).
+# Usage: scripts/release.sh            (output in dist/)
+# Env:   DG_RELEASE_KEYS=DIR            release signing key directory (default dist/release-keys,
+#                                       created with a new key when empty; keep a real one offline)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+target=x86_64-unknown-linux-gnu
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${root}=/build/dg-appliance --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+export CARGO_PROFILE_RELEASE_DEBUG=false
+
+for tool in cargo-deb cargo-generate-rpm; do
+    command -v "$tool" >/dev/null 2>&1 || cargo install "$tool" --locked
+done
+
+echo "== static release build (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
+cargo build --release --locked -p dg-appliance --target "$target"
+bin="target/$target/release/dg-appliance"
+file "$bin" | grep -q "static" || { file "$bin"; echo "not statically linked"; exit 1; }
+if ldd "$bin" 2>&1 | grep -q "=>"; then ldd "$bin"; echo "ldd found shared libraries"; exit 1; fi
+
+echo "== generated files"
+rm -rf dist/generated
+mkdir -p dist/generated
+"$bin" generate-docs --out dist/generated
+"$bin" config default > dist/generated/config.toml
+for page in dist/generated/man/*.1; do
+    gzip -9 -n -f "$page"
+done
+find dist/generated -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+echo "== packages"
+rm -f dist/*.deb dist/*.rpm
+cargo deb -p dg-appliance --no-build --no-strip --target "$target" --output dist/
+cargo generate-rpm -p appliance/daemon --target "$target" --output dist/ --source-date "$SOURCE_DATE_EPOCH"
+
+echo "== offline bundle"
+keys="${DG_RELEASE_KEYS:-dist/release-keys}"
+(cd dist && sha256sum -- *.deb *.rpm > SHA256SUMS)
+"$bin" release sign --keys "$keys" dist/SHA256SUMS
+cp "$keys/keyring.json" dist/release-keyring.json
+cp docs/install-offline.md dist/
+ls -l dist
