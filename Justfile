@@ -20,3 +20,11 @@ ci:
 # Fuzz the bundle reader for N seconds (default 60).
 fuzz seconds="60":
     bash scripts/fuzz.sh {{seconds}}
+
+# The static, reproducible release binary, .deb, .rpm and the signed offline bundle (dist/).
+release:
+    bash scripts/release.sh
+
+# Packaging checks: reproducibility, unit hardening, rpm contents, booted install test.
+package-test:
+    bash scripts/test-packaging.sh
