@@ -35,11 +35,11 @@ fi
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 echo "dg-test" > "$root/etc/hostname"
-cp "$deb" "$root/tmp/dg-appliance.deb"
+cp "$deb" "$root/var/tmp/dg-appliance.deb"
 
-run_in() { systemd-nspawn -q --register=no -D "$root" "$@"; }
+run_in() { systemd-nspawn -q --register=no --keep-unit -D "$root" "$@"; }
 echo "-- dpkg -i (offline)"
-run_in dpkg -i /tmp/dg-appliance.deb
+run_in dpkg -i /var/tmp/dg-appliance.deb
 echo "-- systemd-analyze verify of the installed units"
 run_in systemd-analyze verify --man=no /lib/systemd/system/dg-appliance.service \
     /lib/systemd/system/dg-appliance-backup.service /lib/systemd/system/dg-appliance-backup.timer
