@@ -3,9 +3,12 @@
 # tarball in $DG_ROOTFS_CACHE, default ~/.cache/dg-appliance), dpkg -i, systemd booted with
 # systemd-nspawn, then the real unit is exercised from the host over loopback (the
 # container shares the host's network). Stops by itself; cleans up on every exit.
-# Usage: scripts/nspawn-install-test.sh path/to/dg-appliance.deb
+# Usage: scripts/nspawn-install-test.sh path/to/dg-appliance.deb [path/to/newer.deb]
+# With a second package, an upgrade is tested too: the installed version must leave a
+# verified pre-upgrade backup and the data must survive.
 set -euo pipefail
 deb="$(realpath "$1")"
+upgrade="${2:+$(realpath "$2")}"
 cache="${DG_ROOTFS_CACHE:-$HOME/.cache/dg-appliance}"
 mkdir -p "$cache"
 tarball="$cache/bookworm-systemd-rootfs.tar"
@@ -83,9 +86,9 @@ echo "tools/list: $tools tools"
 
 echo "-- a runpack under the unit's system-call filter"
 spec='{"scenario_id":"pkg","namespace_id":1,"spec_version":"1","default_tenant_id":1,"policies":[],"schemas":[],"conditions":[],"stages":[{"stage_id":"s","entry_packets":[],"gates":[],"advance_to":{"kind":"terminal"},"timeout":null,"on_timeout":"fail"}]}'
-rpc "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"scenario_define\",\"arguments\":{\"spec\":$spec}}}" | grep -q spec_hash
-rpc '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"scenario_start","arguments":{"scenario_id":"pkg","run_config":{"tenant_id":1,"namespace_id":1,"run_id":"r1","scenario_id":"pkg","dispatch_targets":[],"policy_tags":[]},"started_at":{"kind":"logical","value":1},"issue_entry_packets":false}}}' | grep -q '"run_id":"r1"'
-rpc '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"runpack_export","arguments":{"scenario_id":"pkg","tenant_id":1,"namespace_id":1,"run_id":"r1","generated_at":{"kind":"logical","value":2},"include_verification":true}}}' | grep -q '"status":"pass"'
+rpc "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/call\",\"params\":{\"name\":\"scenario_define\",\"arguments\":{\"spec\":$spec}}}" | grep spec_hash >/dev/null
+rpc '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"scenario_start","arguments":{"scenario_id":"pkg","run_config":{"tenant_id":1,"namespace_id":1,"run_id":"r1","scenario_id":"pkg","dispatch_targets":[],"policy_tags":[]},"started_at":{"kind":"logical","value":1},"issue_entry_packets":false}}}' | grep '"run_id":"r1"' >/dev/null
+rpc '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"runpack_export","arguments":{"scenario_id":"pkg","tenant_id":1,"namespace_id":1,"run_id":"r1","generated_at":{"kind":"logical","value":2},"include_verification":true}}}' | grep '"status":"pass"' >/dev/null
 curl -sS --fail --cacert "$cacert" -H "authorization: Bearer $key" -o "$work/r1.tar.zst" "$base/runpacks/1/1/r1.tar.zst"
 "$host_bin" runpack verify "$work/r1.tar.zst" --pubkey "$data/keys/keyring.json"
 
@@ -95,10 +98,21 @@ wait_active
 readyz
 
 echo "-- the backup timer's service, once"
-inside systemctl list-timers --all --no-pager | grep -q dg-appliance-backup.timer
+inside systemctl list-timers --all --no-pager | grep dg-appliance-backup.timer >/dev/null
 inside systemctl start dg-appliance-backup.service
 backup="$(ls -d "$root"/var/lib/dg-appliance-backups/dg-backup-* | head -n 1)"
 "$host_bin" backup verify "$backup" --pubkey "$data/keys/keyring.json"
+
+if [ -n "$upgrade" ]; then
+    echo "-- upgrade: the installed version backs up first"
+    cp "$upgrade" "$root/var/tmp/dg-appliance-upgrade.deb"
+    inside dpkg -i /var/tmp/dg-appliance-upgrade.deb
+    pre="$(ls -d "$root"/var/lib/dg-appliance-backups/pre-upgrade/dg-backup-* | head -n 1)"
+    "$host_bin" backup verify "$pre" --pubkey "$data/keys/keyring.json"
+    wait_active
+    rpc '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"scenario_status","arguments":{"scenario_id":"pkg","request":{"run_id":"r1","tenant_id":1,"namespace_id":1,"requested_at":{"kind":"logical","value":3},"correlation_id":null}}}}' | grep '"run_id":"r1"' >/dev/null
+    echo "upgraded; the run survived"
+fi
 
 echo "-- dpkg -r keeps the data"
 inside dpkg -r dg-appliance

@@ -23,8 +23,10 @@ done
 echo "== static release build (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
 cargo build --release --locked -p dg-appliance --target "$target"
 bin="target/$target/release/dg-appliance"
-file "$bin" | grep -q "static" || { file "$bin"; echo "not statically linked"; exit 1; }
-if ldd "$bin" 2>&1 | grep -q "=>"; then ldd "$bin"; echo "ldd found shared libraries"; exit 1; fi
+kind="$(file "$bin")"
+[[ "$kind" == *"statically linked"* || "$kind" == *"static-pie linked"* ]] || { echo "$kind: not statically linked"; exit 1; }
+libs="$(ldd "$bin" 2>&1 || true)"
+[[ "$libs" != *"=>"* ]] || { echo "$libs"; echo "ldd found shared libraries"; exit 1; }
 
 echo "== generated files"
 rm -rf dist/generated

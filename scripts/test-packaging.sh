@@ -45,7 +45,10 @@ for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /
             /usr/lib/tmpfiles.d/dg-appliance.conf /etc/dg-appliance/config.toml; do
     grep -qx "$path" /tmp/dg-rpm-files || { echo "rpm lacks $path"; exit 1; }
 done
-rpm -qp --scripts dist/*.rpm | grep -q "systemd-sysusers" || { echo "rpm scripts missing"; exit 1; }
+rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
+grep -q "systemd-sysusers" /tmp/dg-rpm-scripts || { echo "rpm scripts missing"; exit 1; }
 
-echo "== booted install test"
-bash scripts/nspawn-install-test.sh dist/*.deb
+echo "== booted install test (with an upgrade to a newer package revision)"
+rm -rf target/upgrade-test && mkdir -p target/upgrade-test
+cargo deb -p dg-appliance --no-build --no-strip --target "$target" --deb-revision 2 --output target/upgrade-test/ >/dev/null
+bash scripts/nspawn-install-test.sh dist/*.deb target/upgrade-test/*.deb
