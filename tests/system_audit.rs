@@ -382,4 +382,11 @@ fn tool_calls_are_audited_once_with_request_and_response_hashes() {
         let decisions = entries.iter().filter(|e| e["request_id"] == id && e["action"] == "authz").count();
         assert_eq!(decisions, 1, "{id}");
     }
+    // Daemon start is audited with the hash of the configuration in force.
+    let startup = entries.iter().find(|e| e["action"] == "startup").expect("a startup entry");
+    assert!(startup["reason"].as_str().unwrap().contains("config sha256 "), "{startup}");
+    // Tenant lifecycle (the harness registered tenant 2) is audited as admin operations.
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "admin" && e["target"] == "namespace_create" && e["outcome"] == "ok"));
 }

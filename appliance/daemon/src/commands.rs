@@ -8,7 +8,8 @@ use crate::app::App;
 use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
 use crate::datadir::DataDir;
 use crate::{
-    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, release_cli, rpc, runpack_cli, server, stdio, store_cli,
+    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, release_cli, rpc, runpack_cli, server, stdio,
+    store_cli,
 };
 
 /// Loads config, prepares the data directory and builds the application (shared by
@@ -117,7 +118,12 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let app = Arc::new(app);
     let store = app.store.clone();
     let signer: Arc<dyn dg_storage::audit::AuditSigner> = app.keys.clone();
-    lifecycle_event(&store, "startup", &format!("listening on {listen}"))?;
+    // The configuration in force is identified by its hash, so a change of configuration
+    // between two starts shows in the audit log.
+    let config_sha256 = dg_engine::canonical_json_bytes(&app.config)
+        .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
+        .map_err(|err| err.to_string())?;
+    lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| err.to_string())?;
     let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
     let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());

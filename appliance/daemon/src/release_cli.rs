@@ -102,7 +102,8 @@ pub fn generate_docs(out: &Path) -> Result<ExitCode, String> {
     }
     clap_mangen::generate_to(Cli::command(), &man).map_err(|err| err.to_string())?;
     for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
-        clap_complete::generate_to(shell, &mut Cli::command(), "dg-appliance", &completions).map_err(|err| err.to_string())?;
+        clap_complete::generate_to(shell, &mut Cli::command(), "dg-appliance", &completions)
+            .map_err(|err| err.to_string())?;
     }
     Ok(ExitCode::SUCCESS)
 }
