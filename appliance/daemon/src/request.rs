@@ -291,7 +291,8 @@ pub fn call(
         event.request_sha256.clone_from(&ctx.request_sha256);
         event.response_sha256 = outcome.as_ref().ok().and_then(sha256_of);
         events.push(event);
-        if let Some(tenant) = target.tenant.or(principal.tenant) {
+        // The ledger counts tool calls; admin operations are audited but not metered.
+        if let Some(tenant) = target.tenant.or(principal.tenant).filter(|_| is_tool(operation)) {
             usage.push(ctx.usage(tenant, "tool_calls"));
             if let (Ok(_), Some(counter)) = (&outcome, counter_of(operation)) {
                 usage.push(ctx.usage(tenant, counter));
