@@ -258,15 +258,15 @@ fn quotas_hold_under_racing_clients_and_replays_count_once() {
     assert_eq!(total("runs_started"), 20);
     let reads = rows.iter().find(|r| r["counter"] == "tool_calls" && r["requests"].as_u64().unwrap() > 0);
     assert!(reads.is_some());
-    // The admin key made one tool call here (scenario_define); its admin operations
-    // (namespace_create) are audited but not metered.
+    // The admin key made two tool calls here (scenario_define, scenario_status); its admin
+    // operations (namespace_create) are audited but not metered.
     let admin_id = daemon.key.split('_').nth(1).unwrap();
     let admin_calls: u64 = rows
         .iter()
         .filter(|r| r["key_id"] == admin_id && r["counter"] == "tool_calls")
         .map(|r| r["total"].as_u64().unwrap())
         .sum();
-    assert_eq!(admin_calls, 1, "{rows:?}");
+    assert_eq!(admin_calls, 2, "{rows:?}");
     let table = Command::new(binary())
         .args(["usage", "report", "--tenant", "5", "--data-dir"])
         .arg(daemon.data_dir())
