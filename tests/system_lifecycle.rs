@@ -150,3 +150,22 @@ fn every_subcommand_has_help_and_config_check_reports_key_paths() {
     std::fs::write(&path, ok.stdout).unwrap();
     assert!(Command::new(binary()).args(["config", "check"]).arg(&path).status().unwrap().success());
 }
+
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() {
+    // A 4 KiB pipe and 5 KiB of output: the command must block, then meet a closed pipe.
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    rustix::pipe::fcntl_setpipe_size(&write, 4096).unwrap();
+    let child = std::process::Command::new(support::binary())
+        .args(["policy", "--json"])
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(read);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{:?} {stderr}", output.status);
+}

@@ -17,7 +17,26 @@ fn init_logging() {
     }
 }
 
+/// A reader that closed the pipe (`dg-appliance keys list | head`) ends the command
+/// quietly, as with any Unix tool, instead of a panic message.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     init_logging();
     match dg_appliance::commands::run(Cli::parse()) {
         Ok(code) => code,
