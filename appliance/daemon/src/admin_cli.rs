@@ -20,10 +20,30 @@ fn cli_principal() -> Principal {
     Principal { id: "cli".to_string(), ..Principal::local_operator() }
 }
 
+/// A fresh request id for one CLI command.
+fn cli_request_id() -> String {
+    format!("cli-{:016x}", rand::random::<u64>())
+}
+
+/// An audit event of the CLI caller for work done outside `request::call` (signing key
+/// rotation, legal holds, backups, restores).
+pub(crate) fn cli_event(action: &str, target: &str, outcome: &str, reason: String) -> AuditEvent {
+    AuditEvent {
+        principal: "cli".into(),
+        role: Some("org_admin".into()),
+        action: action.into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        reason,
+        request_id: cli_request_id(),
+        ..AuditEvent::default()
+    }
+}
+
 /// Runs one admin operation against the data directory.
 fn admin(data: &DataDirArgs, operation: Operation, args: Value) -> Result<Value, String> {
     let (app, _, _) = crate::commands::build_app(data)?;
-    let request_id = format!("cli-{:016x}", rand::random::<u64>());
+    let request_id = cli_request_id();
     let result = crate::request::call(&app, &cli_principal(), request_id, operation, args, crate::admin::call);
     app.store.close();
     result.map_err(|err| format!("{} ({})", err.message, err.kind()))
@@ -160,16 +180,7 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
         KeysCommand::Rotate { data, key_id: None, .. } => {
             let (app, _, _) = crate::commands::build_app(&data)?;
             let id = app.keys.rotate().map_err(|err| err.to_string())?;
-            let event = AuditEvent {
-                principal: "cli".into(),
-                role: Some("org_admin".into()),
-                action: "admin".into(),
-                target: "signing_key_rotate".into(),
-                outcome: "ok".into(),
-                reason: format!("new signing key {id}"),
-                request_id: format!("cli-{:016x}", rand::random::<u64>()),
-                ..AuditEvent::default()
-            };
+            let event = cli_event("admin", "signing_key_rotate", "ok", format!("new signing key {id}"));
             let audited = app.store.append_audit(vec![event], Vec::new());
             app.store.close();
             audited.map_err(|err| format!("the key was rotated but its audit entry failed: {err}"))?;
@@ -251,16 +262,11 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             let (app, _, _) = crate::commands::build_app(&data)?;
             let reason = if release { None } else { reason };
             let held = app.store.set_legal_hold(tenant, reason.as_deref()).map_err(|err| err.to_string());
+            let target = if release { "legal_hold_release" } else { "legal_hold" };
+            let outcome = if held.is_ok() { "ok" } else { "error" };
             let event = AuditEvent {
-                principal: "cli".into(),
-                role: Some("org_admin".into()),
                 tenant_id: Some(tenant),
-                action: "admin".into(),
-                target: if release { "legal_hold_release" } else { "legal_hold" }.into(),
-                outcome: if held.is_ok() { "ok" } else { "error" }.into(),
-                reason: reason.unwrap_or_default(),
-                request_id: format!("cli-{:016x}", rand::random::<u64>()),
-                ..AuditEvent::default()
+                ..cli_event("admin", target, outcome, reason.unwrap_or_default())
             };
             let audited = app.store.append_audit(vec![event], Vec::new()).map_err(|err| err.to_string());
             app.store.close();

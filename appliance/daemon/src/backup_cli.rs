@@ -35,21 +35,10 @@ fn failed(err: &BackupError) -> ExitCode {
     ExitCode::from(err.exit_code())
 }
 
-fn audit(data: &DataDirArgs, action: &str, outcome: &str, reason: String) -> Result<(), String> {
-    let (app, _, _) = crate::commands::build_app(data)?;
-    let event = dg_storage::audit::AuditEvent {
-        principal: "cli".into(),
-        role: Some("org_admin".into()),
-        action: action.into(),
-        target: "data_directory".into(),
-        outcome: outcome.into(),
-        reason,
-        request_id: format!("cli-{:016x}", rand::random::<u64>()),
-        ..Default::default()
-    };
-    let result = app.store.append_audit(vec![event], Vec::new());
-    app.store.close();
-    result.map(|_| ()).map_err(|err| format!("audit log: {err}"))
+/// Records a backup or restore in the store's audit log.
+fn audit(store: &dg_storage::Store, action: &str, outcome: &str, reason: String) -> Result<(), String> {
+    let event = crate::admin_cli::cli_event(action, "data_directory", outcome, reason);
+    store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
 }
 
 fn create(
@@ -114,9 +103,9 @@ fn create(
         Ok((path, report)) => ("ok", format!("backup {} at {}", report.backup_id, path.display())),
         Err(err) => ("error", err.to_string()),
     };
+    let audited = audit(&app.store, "backup", event.0, event.1);
     app.store.close();
-    drop(app);
-    audit(data, "backup", event.0, event.1)?;
+    audited?;
     match outcome {
         Ok((path, report)) => {
             println!("{}", path.display());
@@ -175,12 +164,11 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, String> {
             match result {
                 Ok(report) => {
                     let data = DataDirArgs { data_dir: Some(data_dir.clone()), config: None };
-                    audit(
-                        &data,
-                        "restore",
-                        "ok",
-                        format!("restored backup {} of instance {}", report.backup_id, report.instance_id),
-                    )?;
+                    let (app, _, _) = crate::commands::build_app(&data)?;
+                    let reason = format!("restored backup {} of instance {}", report.backup_id, report.instance_id);
+                    let audited = audit(&app.store, "restore", "ok", reason);
+                    app.store.close();
+                    audited?;
                     println!("restored backup {} into {}", report.backup_id, data_dir.display());
                     Ok(ExitCode::SUCCESS)
                 }

@@ -84,14 +84,7 @@ impl<'a> RequestCtx<'a> {
     /// Attaches this request's audit entries to its next write (tools only): the
     /// decisions so far, and the call itself once the tool has declared its response.
     fn attach_audit(&self, tenant: u64) {
-        let decisions: Vec<AuditEvent> = self
-            .decisions
-            .borrow()
-            .iter()
-            .map(|(decision, target)| {
-                self.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
-            })
-            .collect();
+        let decisions = self.decision_events();
         let target = self.decisions.borrow().last().map(|(_, target)| *target).unwrap_or_default();
         let mut call = self.event("tool_call", target, "ok", String::new());
         call.request_sha256.clone_from(&self.request_sha256);
@@ -207,6 +200,17 @@ impl<'a> RequestCtx<'a> {
         }
     }
 
+    /// One `authz` audit event per decision made so far.
+    fn decision_events(&self) -> Vec<AuditEvent> {
+        self.decisions
+            .borrow()
+            .iter()
+            .map(|(decision, target)| {
+                self.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
+            })
+            .collect()
+    }
+
     fn event(&self, action: &str, target: Target, outcome: &str, reason: String) -> AuditEvent {
         AuditEvent {
             principal: self.principal.id.clone(),
@@ -270,16 +274,7 @@ pub fn call(
     let decisions = ctx.decisions.borrow().clone();
     let denied = decisions.iter().any(|(decision, _)| !decision.allowed);
     let target = decisions.last().map(|(_, target)| *target).unwrap_or_default();
-    let mut events: Vec<AuditEvent> = if rode_along {
-        Vec::new()
-    } else {
-        decisions
-            .iter()
-            .map(|(decision, target)| {
-                ctx.event("authz", *target, if decision.allowed { "allow" } else { "deny" }, decision.reason.clone())
-            })
-            .collect()
-    };
+    let mut events: Vec<AuditEvent> = if rode_along { Vec::new() } else { ctx.decision_events() };
     let mut usage = Vec::new();
     if !denied {
         let action = if is_tool(operation) { "tool_call" } else { "admin" };
