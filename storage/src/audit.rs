@@ -611,7 +611,7 @@ fn append_in(
     }
     let mut signed = None;
     if let Some((signer, every)) = signer {
-        let last = last_checkpoint(conn)?.map_or(0, |c| c.body.entry_count);
+        let last = last_checkpoint_count(conn)?;
         if head.0 >= last + every {
             signed = Some(sign_checkpoint(conn, signer.as_ref(), &head)?);
         }
@@ -626,6 +626,14 @@ fn head(conn: &Connection) -> Result<(u64, String), StoreError> {
     .optional()
     .map_err(StoreError::sqlite("read audit head"))?
     .unwrap_or_else(|| (0, GENESIS_SHA256.to_string())))
+}
+
+/// How many entries the newest checkpoint covers (0 when there is none); the key
+/// column alone, so the per-append check parses nothing.
+fn last_checkpoint_count(conn: &Connection) -> Result<u64, StoreError> {
+    let count: Option<i64> = query_one(conn, "SELECT max(entry_count) FROM audit_checkpoints", [], |row| row.get(0))
+        .map_err(StoreError::sqlite("read audit checkpoint"))?;
+    Ok(count.map_or(0, to_u64))
 }
 
 fn last_checkpoint(conn: &Connection) -> Result<Option<Checkpoint>, StoreError> {

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod import;
 pub mod migrations;
 pub mod runpack_store;
+mod scenario_cache;
 pub mod signing;
 pub mod store;
 pub mod tenancy;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dg_engine::data_shape::DataShapeRecord;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
 use crate::migrations;
+use crate::scenario_cache::ScenarioCache;
 use crate::writer::Writer;
 
 /// Tenant and namespace of a row. Every query takes one; none crosses it.
@@ -139,6 +140,7 @@ pub struct Store {
     path: PathBuf,
     pub(crate) writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    scenarios: ScenarioCache,
     limits: StoreLimits,
     integrity_failures: AtomicU64,
     instance_id: String,
@@ -198,6 +200,7 @@ impl Store {
             path: path.to_path_buf(),
             writer: Writer::start(conn)?,
             readers: Mutex::new(Vec::new()),
+            scenarios: ScenarioCache::default(),
             limits,
             integrity_failures: AtomicU64::new(0),
             instance_id,
@@ -488,6 +491,21 @@ impl Store {
             }
             Ok(Some(ScenarioRecord { scope, spec, spec_sha256: sha }))
         })
+    }
+
+    /// The spec stored under exactly this scope, verified on its first read and then
+    /// served from memory (stored scenarios never change; see `scenario_cache`).
+    ///
+    /// # Errors
+    /// Integrity or SQLite errors.
+    pub fn scenario_spec(&self, scope: Scope, scenario_id: &str) -> Result<Option<Arc<ScenarioSpec>>, StoreError> {
+        if let Some(spec) = self.scenarios.get(scope, scenario_id) {
+            return Ok(Some(spec));
+        }
+        let Some(record) = self.get_scenario(scope, scenario_id)? else { return Ok(None) };
+        let spec = Arc::new(record.spec);
+        self.scenarios.insert(scope, spec.clone());
+        Ok(Some(spec))
     }
 
     /// Scenarios of a namespace visible to `tenant_id` (its own and the every-tenant

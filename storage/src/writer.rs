@@ -2,8 +2,8 @@
 //! the write connection; whoever holds it commits every queued job in one transaction
 //! and hands each caller its result. A caller whose job a previous leader already
 //! committed returns at once. So concurrent writers share one fsync, and a lone writer
-//! commits on its own thread without any hand-off. Each job runs in its own savepoint,
-//! so one failing job does not undo the others; every caller is answered only after the
+//! commits on its own thread without any hand-off. In a group of several, each job runs
+//! in its own savepoint, so one failing job does not undo the others; every caller is answered only after the
 //! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged).
 
 use std::cell::{Cell, RefCell};
@@ -131,6 +131,10 @@ fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
         }
         return;
     }
+    if group.len() == 1 {
+        commit_single(conn, group);
+        return;
+    }
     let mut results: Vec<(Slot, Result<i64, StoreError>)> = Vec::with_capacity(group.len());
     let mut pending = group.into_iter();
     while let Some((job, slot)) = pending.next() {
@@ -176,6 +180,29 @@ fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
     for (slot, result) in results {
         answer(&slot, result);
     }
+}
+
+/// A group of one needs no savepoint (a failed job rolls the whole transaction back),
+/// which spares copying every page it touches into the sub-journal first.
+fn commit_single(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
+    let Some((job, slot)) = group.into_iter().next() else {
+        let _ = conn.execute_batch("ROLLBACK");
+        return;
+    };
+    let outcome = job(conn);
+    if outcome.is_err() {
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        answer(&slot, outcome);
+        return;
+    }
+    if let Err(err) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        answer(&slot, Err(group_error("commit", &err)));
+        return;
+    }
+    answer(&slot, outcome);
 }
 
 fn group_error(operation: &'static str, err: &rusqlite::Error) -> StoreError {

@@ -111,6 +111,31 @@ fn scenario_define_is_idempotent_and_conflicts_on_change() {
 }
 
 #[test]
+fn scenario_specs_are_served_once_verified_and_later_definitions_are_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let scope = Scope::new(1, 2);
+    assert!(store.scenario_spec(scope, "sc").unwrap().is_none());
+    // Defined by another process after a miss: a miss is never remembered.
+    let other = open(&dir);
+    other.put_scenario(scope, &spec("sc", 2)).unwrap();
+    let first = store.scenario_spec(scope, "sc").unwrap().expect("defined later, found");
+    assert_eq!(*first, spec("sc", 2));
+    // Tampering after the first verified read: this store keeps serving the verified
+    // spec; a store that has not read it yet refuses the tampered bytes.
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    raw.execute(
+        "UPDATE scenarios SET spec_json = CAST(replace(CAST(spec_json AS TEXT), '\"1\"', '\"9\"') AS BLOB)",
+        [],
+    )
+    .unwrap();
+    assert_eq!(*store.scenario_spec(scope, "sc").unwrap().unwrap(), spec("sc", 2));
+    let fresh = open(&dir);
+    assert!(matches!(fresh.scenario_spec(scope, "sc").unwrap_err(), StoreError::Integrity { .. }));
+    assert!(store.scenario_spec(Scope::new(3, 2), "sc").unwrap().is_none(), "scoped by tenant");
+}
+
+#[test]
 fn concurrent_update_of_the_same_version_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 /// Path of the binary under test.
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_dg-appliance"))
+    // DG_APPLIANCE_BIN lets a benchmark compare two builds in one run (A/B).
+    std::env::var_os("DG_APPLIANCE_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dg-appliance")), PathBuf::from)
 }
 
 /// The shared reference material, or `None` (skip) outside CI.

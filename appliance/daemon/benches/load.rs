@@ -23,6 +23,15 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The process's user + system CPU time in clock ticks (1/100 s).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
 /// Runs `runs` cycles split over `clients` threads (or until `budget`); returns cycles/s
 /// and sorted per-cycle latencies.
 fn phase(daemon: &Daemon, prefix: &str, clients: usize, runs: usize, budget: Duration) -> (f64, Vec<Duration>) {
@@ -82,6 +91,29 @@ fn main() {
     let daemon = Daemon::start_with(support::DaemonOptions { config: Some(config), ..Default::default() });
     daemon.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let pid = daemon.child.id();
+    // DG_LOAD_PROFILE=N runs only the one-client phase with N cycles (for profiling).
+    if let Some(runs) = std::env::var("DG_LOAD_PROFILE").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let agent = support::tls_agent(&daemon.data_dir().join("tls/cert.pem"));
+        let t0 = Instant::now();
+        for _ in 0..2000 {
+            agent.get(&format!("{}/healthz", daemon.base)).call().unwrap().into_string().unwrap();
+        }
+        println!("healthz round trip {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 2000.0);
+        let client = Client::new(&daemon.base, &daemon.key, &daemon.data_dir().join("tls/cert.pem"));
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            client.tool("providers_list", json!({})).unwrap().unwrap();
+        }
+        println!("providers_list round trip {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
+        let cpu_before = cpu_ticks(daemon.child.id());
+        let (rate, latencies) = phase(&daemon, "profile", 1, runs, Duration::from_secs(120));
+        let cpu_us = (cpu_ticks(daemon.child.id()) - cpu_before) as f64 * 10_000.0 / latencies.len() as f64;
+        println!(
+            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, daemon CPU {cpu_us:.0} us per cycle",
+            percentile(&latencies, 0.5)
+        );
+        return;
+    }
     for (clients, runs) in [(1usize, 3_000usize), (32, 7_000)] {
         let (rate, latencies) = phase(&daemon, &format!("c{clients}"), clients, runs, Duration::from_secs(60));
         println!(

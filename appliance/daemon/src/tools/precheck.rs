@@ -10,6 +10,8 @@ use dg_engine::spec::ScenarioSpec;
 use dg_engine::validation::validate_condition;
 use dg_storage::Scope;
 use serde::Deserialize;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use super::scenario::{engine_error, load_scenario, validate_spec};
@@ -79,7 +81,7 @@ pub(super) fn precheck(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireE
     if !errors.is_empty() {
         return Err(WireError::invalid_params(format!("payload does not match schema: {}", errors.join("; "))));
     }
-    let spec: ScenarioSpec = match (args.scenario_id, args.spec) {
+    let spec: Arc<ScenarioSpec> = match (args.scenario_id, args.spec) {
         (None, None) => return Err(WireError::invalid_params("precheck needs scenario_id or spec")),
         (Some(id), None) => load_scenario(app, tenant, namespace, &id)?
             .ok_or_else(|| WireError::new(code::NOT_FOUND, "scenario not in namespace"))?,
@@ -94,7 +96,7 @@ pub(super) fn precheck(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireE
                 return Err(WireError::invalid_params("spec namespace_id does not match namespace_id"));
             }
             validate_spec(app, &spec)?;
-            spec
+            Arc::new(spec)
         }
     };
     if spec.default_tenant_id.is_some_and(|t| t.get() != tenant) {

@@ -18,6 +18,7 @@ use dg_providers::contracts::{builtin_contract, validate_capability};
 use dg_storage::{Scope, StoreError};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use super::{parse_args, to_output};
 use crate::app::App;
@@ -88,14 +89,14 @@ pub(crate) fn load_scenario(
     tenant: u64,
     namespace: u64,
     scenario_id: &str,
-) -> Result<Option<ScenarioSpec>, WireError> {
-    if let Some(record) = app.store.get_scenario(Scope::new(tenant, namespace), scenario_id)? {
-        return Ok(Some(record.spec));
+) -> Result<Option<Arc<ScenarioSpec>>, WireError> {
+    if let Some(spec) = app.store.scenario_spec(Scope::new(tenant, namespace), scenario_id)? {
+        return Ok(Some(spec));
     }
-    Ok(app.store.get_scenario(Scope::new(0, namespace), scenario_id)?.map(|record| record.spec))
+    Ok(app.store.scenario_spec(Scope::new(0, namespace), scenario_id)?)
 }
 
-fn require_scenario(app: &App, tenant: u64, namespace: u64, scenario_id: &str) -> Result<ScenarioSpec, WireError> {
+fn require_scenario(app: &App, tenant: u64, namespace: u64, scenario_id: &str) -> Result<Arc<ScenarioSpec>, WireError> {
     load_scenario(app, tenant, namespace, scenario_id)?
         .ok_or_else(|| WireError::new(code::NOT_FOUND, "scenario not defined"))
 }
