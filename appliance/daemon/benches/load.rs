@@ -105,11 +105,13 @@ fn main() {
             client.tool("providers_list", json!({})).unwrap().unwrap();
         }
         println!("providers_list round trip {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
-        let cpu_before = cpu_ticks(daemon.child.id());
+        let (cpu_before, own_before) = (cpu_ticks(daemon.child.id()), cpu_ticks(std::process::id()));
         let (rate, latencies) = phase(&daemon, "profile", 1, runs, Duration::from_secs(120));
-        let cpu_us = (cpu_ticks(daemon.child.id()) - cpu_before) as f64 * 10_000.0 / latencies.len() as f64;
+        let per_cycle = |ticks: u64| ticks as f64 * 10_000.0 / latencies.len() as f64;
+        let cpu_us = per_cycle(cpu_ticks(daemon.child.id()) - cpu_before);
+        let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);
         println!(
-            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, daemon CPU {cpu_us:.0} us per cycle",
+            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us, client {client_us:.0} us",
             percentile(&latencies, 0.5)
         );
         return;
