@@ -12,6 +12,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::sync::Arc;
+
+use dg_engine::runpack::{decision_log_errors, Prechecked, DECISION_LOG_PATH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -280,11 +283,24 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Members and their sha256 digests (computed while copying, in the same pass).
-type Unpacked = (BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
+/// Members as unpacked, shared so a checker thread can read one while unpacking goes on,
+/// and every member's sha256.
+type Unpacked = (BTreeMap<String, Arc<Vec<u8>>>, BTreeMap<String, String>);
+
+/// Called with each regular member as soon as it is complete and hashed.
+type MemberHook<'a> = &'a mut dyn FnMut(&str, &Arc<Vec<u8>>);
+
+/// The members once every reader of them has finished (no copy then).
+fn owned(members: BTreeMap<String, Arc<Vec<u8>>>) -> BTreeMap<String, Vec<u8>> {
+    members
+        .into_iter()
+        .map(|(path, bytes)| (path, Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone())))
+        .collect()
+}
 
 /// Unpacks every member into memory with the structural checks (no trust yet), hashing
 /// each as it is copied.
-fn unpack(input: impl Read, limits: BundleLimits) -> Result<Unpacked, BundleError> {
+fn unpack(input: impl Read, limits: BundleLimits, on_member: MemberHook<'_>) -> Result<Unpacked, BundleError> {
     let compressed = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let counting = Counting { inner: input, count: compressed.clone() };
     let decoder = zstd::stream::read::Decoder::new(counting).map_err(|err| BundleError::Corrupt(err.to_string()))?;
@@ -345,6 +361,8 @@ fn unpack(input: impl Read, limits: BundleLimits) -> Result<Unpacked, BundleErro
         }
         total += size;
         digests.insert(path.clone(), hex::encode(hasher.finalize()));
+        let bytes = Arc::new(bytes);
+        on_member(&path, &bytes);
         members.insert(path, bytes);
     }
     // Reaching the end of the tar stream is not enough: the zstd frame must be complete.
@@ -362,7 +380,24 @@ pub fn read_bundle(
     trusted: &PublicKeyRing,
     limits: BundleLimits,
 ) -> Result<VerifiedBundle, BundleError> {
-    let (signed, mut members, digests) = unpack_descriptor(input, limits)?;
+    // The decision log is the largest structure to check, and it is the first artifact in
+    // a bundle: a second core checks it while the rest is still being unpacked. Its
+    // verdict is only used below, after the signature and every hash have passed.
+    let (unpacked, decision_log) = std::thread::scope(|scope| {
+        let mut checker = None;
+        let unpacked = unpack(input, limits, &mut |path, bytes| {
+            if path == DECISION_LOG_PATH {
+                let bytes = Arc::clone(bytes);
+                checker = Some(scope.spawn(move || decision_log_errors(&bytes)));
+            }
+        });
+        // A panic in the checker is reported, never taken for a pass.
+        let verdict =
+            checker.map(|handle| handle.join().unwrap_or_else(|_| vec!["decision log check failed".to_string()]));
+        (unpacked, verdict)
+    });
+    let (members, digests) = unpacked?;
+    let (signed, mut members) = split_descriptor(owned(members))?;
     trusted.verify(&signed.signature.key_id, &canonical(&signed.descriptor)?, &signed.signature.value)?;
     let descriptor = &signed.descriptor;
     if descriptor.format != BUNDLE_FORMAT {
@@ -414,7 +449,8 @@ pub fn read_bundle(
             (path.clone(), digest)
         })
         .collect();
-    let report = dg_engine::runpack::verify_runpack_with_digests(&manifest_bytes, &members, &engine_digests)
+    let prechecked = Prechecked { digests: engine_digests, decision_log_errors: decision_log };
+    let report = dg_engine::runpack::verify_runpack_prechecked(&manifest_bytes, &members, &prechecked)
         .map_err(|err| BundleError::Runpack(err.to_string()))?;
     if let Some(path) = report.errors.iter().find_map(|e| e.strip_prefix("hash mismatch for ")) {
         return Err(BundleError::HashMismatch(path.to_string()));
@@ -425,11 +461,10 @@ pub fn read_bundle(
     Ok(VerifiedBundle { signed, manifest_bytes, files: members })
 }
 
-/// The parsed descriptor, the other members and every member's digest.
-type Inspected = (SignedDescriptor, BTreeMap<String, Vec<u8>>, BTreeMap<String, String>);
-
-fn unpack_descriptor(input: impl Read, limits: BundleLimits) -> Result<Inspected, BundleError> {
-    let (mut members, digests) = unpack(input, limits)?;
+/// Takes the descriptor out of the members and parses it (not trusted yet).
+fn split_descriptor(
+    mut members: BTreeMap<String, Vec<u8>>,
+) -> Result<(SignedDescriptor, BTreeMap<String, Vec<u8>>), BundleError> {
     let descriptor_bytes = members.remove(DESCRIPTOR_NAME).ok_or(BundleError::MissingDescriptor)?;
     let signed: SignedDescriptor =
         serde_json::from_slice(&descriptor_bytes).map_err(|err| BundleError::InvalidDescriptor(err.to_string()))?;
@@ -439,7 +474,7 @@ fn unpack_descriptor(input: impl Read, limits: BundleLimits) -> Result<Inspected
             signed.signature.algorithm
         )));
     }
-    Ok((signed, members, digests))
+    Ok((signed, members))
 }
 
 /// Unpacks with every structural check and parses the descriptor, without trusting the
@@ -451,7 +486,8 @@ pub fn inspect_unverified(
     input: impl Read,
     limits: BundleLimits,
 ) -> Result<(SignedDescriptor, BTreeMap<String, Vec<u8>>), BundleError> {
-    unpack_descriptor(input, limits).map(|(signed, members, _)| (signed, members))
+    let (members, _) = unpack(input, limits, &mut |_, _| {})?;
+    split_descriptor(owned(members))
 }
 
 /// Places a verified bundle's runpack into the store (atomically, beneath

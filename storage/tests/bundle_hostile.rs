@@ -19,6 +19,12 @@ use serde_json::{json, Value};
 
 /// Manifest bytes and artifact files of a real run.
 fn runpack() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    runpack_of(|_| {})
+}
+
+/// The same run with its state edited before export (a runpack whose manifest and hashes
+/// are consistent with contents the verifier must still refuse).
+fn runpack_of(edit: impl Fn(&mut dg_engine::RunState)) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let spec: ScenarioSpec = serde_json::from_value(json!({
         "scenario_id": "bundled", "namespace_id": 2, "spec_version": "1", "default_tenant_id": 5, "policies": [], "schemas": [],
         "conditions": [{"condition_id": "c", "query": {"provider_id": "time", "check_id": "after", "params": {"timestamp": 0}},
@@ -51,6 +57,7 @@ fn runpack() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
         correlation_id: None,
     };
     engine.trigger(&mut state, &trigger).unwrap();
+    edit(&mut state);
     let options = ExportOptions {
         generated_at: Timestamp::Logical(3),
         include_verification: true,
@@ -152,6 +159,29 @@ fn round_trip_verifies_offline_and_after_rotation() {
     let store = RunpackStore::open(store_dir.path(), RunpackLimits::default(), ResolveMode::Auto).unwrap();
     let path = import_verified(&store, &verified).unwrap();
     assert!(path.join("manifest.json").is_file());
+}
+
+#[test]
+fn a_signed_bundle_with_a_bad_decision_log_is_refused_like_the_directory_verifier_does() {
+    // The bundle reader checks the decision log on a second core while it unpacks the
+    // rest; its verdict must be the one the sequential verifier reaches.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(keys_dir.path()).unwrap();
+    let ring = keys.ring().unwrap();
+    let (manifest, files) = runpack_of(|state| {
+        let again = state.decisions[0].clone();
+        state.decisions.push(again);
+    });
+    let sequential = {
+        let map: std::collections::BTreeMap<String, Vec<u8>> = files.iter().cloned().collect();
+        dg_engine::runpack::verify_runpack(&manifest, &map).unwrap().errors
+    };
+    assert!(sequential.iter().any(|e| e.starts_with("duplicate decision for trigger")), "{sequential:?}");
+    let bundle = build_bundle("manifest.json", &manifest, &files, &keys.active().unwrap()).unwrap();
+    match read_bundle(bundle.as_slice(), &ring, BundleLimits::default()) {
+        Err(BundleError::Runpack(message)) => assert_eq!(message, sequential.join("; ")),
+        other => panic!("expected the duplicate decision to be refused, got {:?}", other.map(|_| ())),
+    }
 }
 
 #[test]

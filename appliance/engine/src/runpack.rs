@@ -325,22 +325,36 @@ pub fn verify_runpack(
     manifest_bytes: &[u8],
     files: &BTreeMap<String, Vec<u8>>,
 ) -> Result<VerificationReport, RunpackError> {
-    verify_runpack_with_digests(manifest_bytes, files, &BTreeMap::new())
+    verify_runpack_prechecked(manifest_bytes, files, &Prechecked::default())
 }
 
-/// [`verify_runpack`] with sha256 digests the caller already computed (for example while
-/// streaming the files out of a bundle), so no byte is hashed twice. A file without a
-/// supplied digest is hashed here.
+/// The path of the decision log inside a runpack.
+pub const DECISION_LOG_PATH: &str = "artifacts/decisions.json";
+
+/// Work a caller already did on the runpack's files while it had them first (for
+/// example while streaming them out of a bundle), so [`verify_runpack_prechecked`] does
+/// not repeat it.
+#[derive(Debug, Default)]
+pub struct Prechecked {
+    /// sha256 of files, computed from exactly the bytes in `files`; a file without one
+    /// is hashed during verification.
+    pub digests: BTreeMap<String, HashDigest>,
+    /// [`decision_log_errors`] of exactly the bytes of [`DECISION_LOG_PATH`] in `files`;
+    /// `None` runs the check during verification.
+    pub decision_log_errors: Option<Vec<String>>,
+}
+
+/// [`verify_runpack`] reusing what the caller already checked (see [`Prechecked`]).
 ///
 /// # Errors
 /// [`RunpackError::InvalidManifest`] when the manifest cannot be parsed at all.
-pub fn verify_runpack_with_digests(
+pub fn verify_runpack_prechecked(
     manifest_bytes: &[u8],
     files: &BTreeMap<String, Vec<u8>>,
-    digests: &BTreeMap<String, HashDigest>,
+    prechecked: &Prechecked,
 ) -> Result<VerificationReport, RunpackError> {
     let manifest = parse_manifest(manifest_bytes)?;
-    Ok(verify_manifest_files_with(&manifest, files, digests, true))
+    Ok(verify_manifest_files_with(&manifest, files, prechecked, true))
 }
 
 fn fail_report(errors: Vec<String>, checked_files: u64) -> VerificationReport {
@@ -354,15 +368,16 @@ fn verify_manifest_files(
     files: &BTreeMap<String, Vec<u8>>,
     strict: bool,
 ) -> VerificationReport {
-    verify_manifest_files_with(manifest, files, &BTreeMap::new(), strict)
+    verify_manifest_files_with(manifest, files, &Prechecked::default(), strict)
 }
 
 fn verify_manifest_files_with(
     manifest: &RunpackManifest,
     files: &BTreeMap<String, Vec<u8>>,
-    digests: &BTreeMap<String, HashDigest>,
+    prechecked: &Prechecked,
     strict: bool,
 ) -> VerificationReport {
+    let digests = &prechecked.digests;
     if manifest.manifest_version != "v1" {
         return fail_report(vec![format!("unsupported manifest version: {}", manifest.manifest_version)], 0);
     }
@@ -403,7 +418,10 @@ fn verify_manifest_files_with(
                 found
             })
         });
-        check_decision_log(files, &mut errors);
+        match (&prechecked.decision_log_errors, files.get(DECISION_LOG_PATH)) {
+            (Some(found), Some(_)) => errors.extend(found.iter().cloned()),
+            (_, bytes) => check_decision_log(bytes.map(Vec::as_slice), &mut errors),
+        }
         if let Some(policy) = &manifest.anchor_policy {
             check_anchors(policy, files, &mut errors);
         }
@@ -414,8 +432,18 @@ fn verify_manifest_files_with(
     fail_report(errors, checked)
 }
 
-fn check_decision_log(files: &BTreeMap<String, Vec<u8>>, errors: &mut Vec<String>) {
-    let Some(bytes) = files.get("artifacts/decisions.json") else {
+/// The decision-log rule on its own: the log parses as decision records and no trigger
+/// is decided twice. Public so a reader can run it as soon as it has the log's bytes
+/// (see [`Prechecked`]); the errors are the ones verification would report.
+#[must_use]
+pub fn decision_log_errors(bytes: &[u8]) -> Vec<String> {
+    let mut errors = Vec::new();
+    check_decision_log(Some(bytes), &mut errors);
+    errors
+}
+
+fn check_decision_log(bytes: Option<&[u8]>, errors: &mut Vec<String>) {
+    let Some(bytes) = bytes else {
         errors.push("decision log read failed: file not found".to_string());
         return;
     };
