@@ -138,12 +138,6 @@ fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), SigningE
     crate::fsutil::write_atomic(path, contents, mode).map_err(io(path))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl KeyStore {
     /// Opens the key directory, creating it (0700) and a first key if empty.
     ///
@@ -197,7 +191,7 @@ impl KeyStore {
         let signing = SigningKey::generate(&mut rand::rngs::OsRng);
         let id = key_id(&signing.verifying_key());
         let mut ring = self.ring()?;
-        let now = now_ms();
+        let now = crate::clock::now_ms();
         for entry in &mut ring.keys {
             if entry.retired_at_ms.is_none() {
                 entry.retired_at_ms = Some(now);

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use dg_engine::data_shape::DataShapeRecord;
 use dg_engine::spec::ScenarioSpec;
@@ -147,9 +146,7 @@ pub struct Store {
     pub(crate) audit_signer: std::sync::RwLock<Option<(std::sync::Arc<dyn crate::audit::AuditSigner>, u64)>>,
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::clock::now_ms;
 
 /// `execute` through the connection's statement cache (no SQL re-parse per call).
 pub(crate) fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {

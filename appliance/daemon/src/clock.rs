@@ -1,9 +1,4 @@
-//! Wall-clock time, used only outside the logical record (key expiry, logs, metrics).
+//! Wall-clock time, used only outside the logical record (key expiry, logs, metrics):
+//! the one clock of the storage crate, so every timestamp the daemon writes agrees.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch.
-#[must_use]
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use dg_storage::clock::now_ms;
