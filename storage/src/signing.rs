@@ -82,6 +82,17 @@ impl PublicKeyRing {
             .map_err(|err| SigningError::Malformed(format!("public key file: {err}")))
     }
 
+    /// Reads a published ring (or one public key entry) from a file: the offline
+    /// verifiers' trust input.
+    ///
+    /// # Errors
+    /// [`SigningError::Io`] when the file cannot be read, [`SigningError::Malformed`]
+    /// (naming the file) when it is not a ring.
+    pub fn load(path: &Path) -> Result<Self, SigningError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        Self::parse(&text).map_err(|err| SigningError::Malformed(format!("{}: {err}", path.display())))
+    }
+
     /// Verifies `signature` (hex) by `key_id` over `message`.
     ///
     /// # Errors

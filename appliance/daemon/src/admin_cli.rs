@@ -192,8 +192,7 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
 }
 
 fn read_ring(path: &std::path::Path) -> Result<PublicKeyRing, String> {
-    let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
-    PublicKeyRing::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
+    PublicKeyRing::load(path).map_err(|err| err.to_string())
 }
 
 fn report_audit(report: &dg_storage::audit::AuditReport, json: bool) -> Result<ExitCode, String> {

@@ -23,9 +23,7 @@ fn read_passphrase(args: &PassphraseArgs) -> Result<Option<String>, String> {
 }
 
 fn read_ring(path: &Path) -> Result<PublicKeyRing, BackupError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| BackupError::Unreadable { path: path.to_path_buf(), reason: err.to_string() })?;
-    PublicKeyRing::parse(&text)
+    PublicKeyRing::load(path)
         .map_err(|err| BackupError::Unreadable { path: path.to_path_buf(), reason: err.to_string() })
 }
 

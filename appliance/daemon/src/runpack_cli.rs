@@ -108,10 +108,7 @@ fn verify(bundle: &Path, pubkey: Option<&Path>, as_json: bool) -> ExitCode {
         eprintln!("dg-appliance: a signed bundle needs --pubkey FILE (from `dg-appliance keys show-public`)");
         return ExitCode::from(EXIT_UNUSABLE);
     };
-    let ring = match std::fs::read_to_string(pubkey)
-        .map_err(|err| err.to_string())
-        .and_then(|t| PublicKeyRing::parse(&t).map_err(|e| e.to_string()))
-    {
+    let ring = match PublicKeyRing::load(pubkey) {
         Ok(ring) => ring,
         Err(err) => {
             eprintln!("dg-appliance: cannot use public key file {}: {err}", pubkey.display());
