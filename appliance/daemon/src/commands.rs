@@ -124,7 +124,11 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
         .map_err(|err| err.to_string())?;
     lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|err| err.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(app.config.server.io_threads)
+        .enable_all()
+        .build()
+        .map_err(|err| err.to_string())?;
     let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
     let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());
     runtime.spawn(async move {
