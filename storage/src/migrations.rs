@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 4;
+pub const CURRENT_VERSION: i64 = 5;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -78,6 +78,45 @@ const MIGRATIONS: [&str; 4] = [
     CREATE TABLE usage_totals (
         tenant_id INTEGER NOT NULL, counter TEXT NOT NULL, total INTEGER NOT NULL, PRIMARY KEY (tenant_id, counter)
     ) WITHOUT ROWID;
+    ",
+    // v5: the tables holding documents (run states, scenario specs, data shapes) become
+    // rowid tables with their key as a unique index. In a WITHOUT ROWID table the document
+    // is part of the key b-tree: a document over ~1 KiB spills to overflow pages, and every
+    // comparison on the way to a row reads those pages again (SQLite reads overflow pages
+    // straight from the file). A rowid table keeps documents up to ~4 KiB in one leaf page
+    // and searches only the small key index.
+    r"
+    CREATE TABLE runs_v5 (
+        tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, run_id TEXT NOT NULL,
+        scenario_id TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL,
+        state_json BLOB NOT NULL, state_sha256 TEXT NOT NULL, saved_at_ms INTEGER NOT NULL,
+        UNIQUE (tenant_id, namespace_id, run_id)
+    );
+    INSERT INTO runs_v5 (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
+        SELECT tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms
+        FROM runs ORDER BY tenant_id, namespace_id, run_id;
+    DROP TABLE runs;
+    ALTER TABLE runs_v5 RENAME TO runs;
+    CREATE TABLE scenarios_v5 (
+        tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, scenario_id TEXT NOT NULL,
+        spec_json BLOB NOT NULL, spec_sha256 TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+        UNIQUE (tenant_id, namespace_id, scenario_id)
+    );
+    INSERT INTO scenarios_v5 (tenant_id, namespace_id, scenario_id, spec_json, spec_sha256, created_at_ms)
+        SELECT tenant_id, namespace_id, scenario_id, spec_json, spec_sha256, created_at_ms
+        FROM scenarios ORDER BY tenant_id, namespace_id, scenario_id;
+    DROP TABLE scenarios;
+    ALTER TABLE scenarios_v5 RENAME TO scenarios;
+    CREATE TABLE data_shapes_v5 (
+        tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, schema_id TEXT NOT NULL,
+        version TEXT NOT NULL, record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL,
+        UNIQUE (tenant_id, namespace_id, schema_id, version)
+    );
+    INSERT INTO data_shapes_v5 (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
+        SELECT tenant_id, namespace_id, schema_id, version, record_json, record_sha256
+        FROM data_shapes ORDER BY tenant_id, namespace_id, schema_id, version;
+    DROP TABLE data_shapes;
+    ALTER TABLE data_shapes_v5 RENAME TO data_shapes;
     ",
 ];
 

@@ -167,11 +167,38 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
                 PRIMARY KEY (tenant_id, namespace_id, schema_id, version)) WITHOUT ROWID;",
         )
         .unwrap();
+        // A run written by this build, copied into the old table as its documents are stored.
+        let other = tempfile::tempdir().unwrap();
+        let donor = open(&other);
+        donor.create_run(&run(1, 1, "before-migration")).unwrap();
+        drop(donor);
+        let donor = Connection::open(other.path().join("state.db")).unwrap();
+        let (doc, sha): (Vec<u8>, String) =
+            donor.query_row("SELECT state_json, state_sha256 FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        raw.execute(
+            "INSERT INTO runs VALUES (1, 1, 'before-migration', 'sc', 'active', 1, ?1, ?2, 5)",
+            rusqlite::params![doc, sha],
+        )
+        .unwrap();
     }
     let store = Store::open(&path, StoreLimits::default()).unwrap();
     assert_eq!(store.instance_id(), "old");
+    let (migrated, version) = store.get_run(Scope::new(1, 1), "before-migration").unwrap().expect("run kept");
+    assert_eq!((migrated, version), (run(1, 1, "before-migration"), 1));
     store.create_run(&run(1, 1, "after-migration")).unwrap();
+    assert!(matches!(store.create_run(&run(1, 1, "after-migration")).unwrap_err(), StoreError::Conflict(_)));
+    let report = store.check().unwrap();
+    assert!(report.ok() && report.documents_checked >= 2, "{report:?}");
     drop(store);
+    // v5: documents live in rowid tables, searched through a small unique key index.
+    let raw = Connection::open(&path).unwrap();
+    for table in ["runs", "scenarios", "data_shapes"] {
+        let sql: String =
+            raw.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0)).unwrap();
+        assert!(!sql.contains("WITHOUT ROWID") && sql.contains("UNIQUE"), "{table}: {sql}");
+    }
+    assert_eq!(raw.query_row("SELECT version FROM store_meta", [], |r| r.get::<_, i64>(0)).unwrap(), 5);
+    drop(raw);
     let backups: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
