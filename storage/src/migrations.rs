@@ -84,8 +84,12 @@ const MIGRATIONS: [&str; 5] = [
     // is part of the key b-tree: a document over ~1 KiB spills to overflow pages, and every
     // comparison on the way to a row reads those pages again (SQLite reads overflow pages
     // straight from the file). A rowid table keeps documents up to ~4 KiB in one leaf page
-    // and searches only the small key index.
+    // and searches only the small key index. The time indexes of the audit log and the
+    // usage ledger go: they cost a page write on every request, and only the rare export,
+    // prune and usage report read by time (a scan there is fine).
     r"
+    DROP INDEX audit_by_time;
+    DROP INDEX usage_by_time;
     CREATE TABLE runs_v5 (
         tenant_id INTEGER NOT NULL, namespace_id INTEGER NOT NULL, run_id TEXT NOT NULL,
         scenario_id TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL,

@@ -197,6 +197,12 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
             raw.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0)).unwrap();
         assert!(!sql.contains("WITHOUT ROWID") && sql.contains("UNIQUE"), "{table}: {sql}");
     }
+    let time_indexes: i64 = raw
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('audit_by_time', 'usage_by_time')", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(time_indexes, 0, "no per-request index writes for rare time-range reads");
     assert_eq!(raw.query_row("SELECT version FROM store_meta", [], |r| r.get::<_, i64>(0)).unwrap(), 5);
     drop(raw);
     let backups: Vec<_> = std::fs::read_dir(dir.path())
