@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsutil;
 pub mod import;
 pub mod migrations;
+mod registry_cache;
 pub mod runpack_store;
 mod scenario_cache;
 pub mod signing;

@@ -87,7 +87,20 @@ const MIGRATIONS: [&str; 5] = [
     // and searches only the small key index. The time indexes of the audit log and the
     // usage ledger go: they cost a page write on every request, and only the rare export,
     // prune and usage report read by time (a scan there is fine).
+    // The registry generation: bumped by triggers in the same transaction as any change to
+    // API keys, tenants or namespaces, whoever makes it, so the daemon's in-memory copy of
+    // them is checked with one read per request (`registry_cache.rs`).
     r"
+    ALTER TABLE store_meta ADD COLUMN registry_generation INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER api_keys_inserted AFTER INSERT ON api_keys BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER api_keys_updated AFTER UPDATE ON api_keys BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER api_keys_deleted AFTER DELETE ON api_keys BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER tenants_inserted AFTER INSERT ON tenants BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER tenants_updated AFTER UPDATE ON tenants BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER tenants_deleted AFTER DELETE ON tenants BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER namespaces_inserted AFTER INSERT ON namespaces BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER namespaces_updated AFTER UPDATE ON namespaces BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
+    CREATE TRIGGER namespaces_deleted AFTER DELETE ON namespaces BEGIN UPDATE store_meta SET registry_generation = registry_generation + 1; END;
     DROP INDEX audit_by_time;
     DROP INDEX usage_by_time;
     CREATE TABLE runs_v5 (

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
 use crate::migrations;
+use crate::registry_cache::RegistryCache;
+pub use crate::registry_cache::RegistrySnapshot;
 use crate::scenario_cache::ScenarioCache;
 use crate::writer::Writer;
 
@@ -140,6 +142,7 @@ pub struct Store {
     pub(crate) writer: Writer,
     readers: Mutex<Vec<Connection>>,
     scenarios: ScenarioCache,
+    pub(crate) registry: RegistryCache,
     limits: StoreLimits,
     integrity_failures: AtomicU64,
     instance_id: String,
@@ -198,6 +201,7 @@ impl Store {
             writer: Writer::start(conn)?,
             readers: Mutex::new(Vec::new()),
             scenarios: ScenarioCache::default(),
+            registry: RegistryCache::default(),
             limits,
             integrity_failures: AtomicU64::new(0),
             instance_id,
@@ -704,7 +708,10 @@ impl Store {
     /// # Errors
     /// Integrity or SQLite errors.
     pub fn find_api_key(&self, secret_sha256: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        self.read(|conn| {
+        if let Some(record) = self.registry.key(secret_sha256) {
+            return Ok(Some(record));
+        }
+        let found = self.read(|conn| {
             let row: Option<(String, Vec<u8>, String)> = query_one(
                 conn,
                 "SELECT key_id, record_json, record_sha256 FROM api_keys WHERE secret_sha256 = ?1",
@@ -719,7 +726,25 @@ impl Store {
                 return Err(StoreError::Integrity { table: "api_keys", key: key_id });
             }
             Ok(Some(record))
-        })
+        })?;
+        if let Some(record) = &found {
+            self.registry.keep_key(secret_sha256, record);
+        }
+        Ok(found)
+    }
+
+    /// Opens this thread's registry snapshot for one request: one read of the registry
+    /// generation, after which key and tenancy lookups on this thread are served from
+    /// memory when nothing changed since they were read (see `registry_cache`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn registry_snapshot(&self) -> Result<RegistrySnapshot, StoreError> {
+        let generation = self.read(|conn| {
+            query_one(conn, "SELECT registry_generation FROM store_meta", [], |row| row.get::<_, i64>(0))
+                .map_err(StoreError::sqlite("read registry generation"))
+        })?;
+        Ok(self.registry.open(generation))
     }
 
     /// Every key record, by id.

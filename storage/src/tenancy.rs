@@ -314,7 +314,10 @@ impl Store {
         tenant_id: u64,
         namespace_id: Option<u64>,
     ) -> Result<Option<BTreeMap<String, u64>>, StoreError> {
-        self.read(|conn| {
+        if let Some(answer) = self.registry.tenancy(tenant_id, namespace_id) {
+            return Ok(answer);
+        }
+        let answer = self.read(|conn| {
             let tenant: Option<(String, String)> = query_one(
                 conn,
                 "SELECT status, quotas_json FROM tenants WHERE tenant_id = ?1",
@@ -346,6 +349,8 @@ impl Store {
                 reason: err.to_string(),
             })?;
             Ok(Some(quotas))
-        })
+        })?;
+        self.registry.keep_tenancy(tenant_id, namespace_id, &answer);
+        Ok(answer)
     }
 }

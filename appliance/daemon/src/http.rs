@@ -307,6 +307,9 @@ impl HttpFront {
         let limiter = self.limiter.clone();
         let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
         let task = tokio::task::spawn_blocking(move || -> (Reply, String) {
+            // Key and registry lookups of this request come from memory unless the registry
+            // changed since they were read (without a snapshot they read the database).
+            let _registry = app.store.registry_snapshot().ok();
             let principal = match identify(&app.store, authorization.as_deref(), caller.certificate.as_deref()) {
                 Ok(principal) => principal,
                 Err(err) => return (Reply::error(&err, None), "unauthenticated".into()),

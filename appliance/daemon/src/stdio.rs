@@ -86,6 +86,7 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
         let reply = match message.and_then(|body| rpc::parse(&body, dialect)) {
             Ok(request) => {
                 sequence += 1;
+                let _registry = app.store.registry_snapshot().ok();
                 rpc::handle(app, &principal, &format!("stdio-{boot:016x}-{sequence}"), request, dialect)
             }
             Err(err) => Reply::error(&err, None),
