@@ -54,7 +54,9 @@ systemd-nspawn -q --register=no --keep-unit -b -D "$root" --console=passive >"$w
 nspawn_pid=$!
 leader=""
 for _ in $(seq 1 60); do
-    leader="$(pgrep -P "$nspawn_pid" | head -n 1 || true)"
+    # The container's init (systemd), not a short-lived helper nspawn forks on the way:
+    # a helper's PID is gone a moment later, and nsenter into it fails.
+    leader="$(pgrep -P "$nspawn_pid" -x 'systemd|init' | head -n 1 || true)"
     [ -n "$leader" ] && break
     sleep 1
 done
@@ -68,6 +70,7 @@ wait_active() {
     done
     inside systemctl status dg-appliance.service --no-pager || true
     inside journalctl -u dg-appliance.service --no-pager -n 50 || true
+    kill -0 "$leader" 2>/dev/null || { echo "the container's init ($leader) is gone; its console:"; tail -n 50 "$work/boot.log"; }
     echo "dg-appliance.service did not become active"; return 1
 }
 wait_active
