@@ -44,6 +44,7 @@ pub(crate) struct RegistryCache {
 /// The registry generation a request runs under; lookups on this thread use the cache
 /// while it lives. Dropping it ends the snapshot (so a pooled thread never carries one
 /// into another request).
+#[must_use = "the snapshot holds only while the guard lives"]
 pub struct RegistrySnapshot {
     previous: Option<i64>,
 }
