@@ -82,6 +82,9 @@ fn main() {
         println!("load bench: skipped outside `cargo bench`");
         return;
     }
+    // Every cycle waits for fsync: write back what earlier steps (the build, other
+    // benches) left dirty first, so the figures are the daemon's, not the page cache's.
+    let _ = std::process::Command::new("sync").status();
     // One admin key drives all clients here, so lift the per-key rate limit for the run.
     let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
     let config = String::from_utf8(default)
