@@ -76,9 +76,7 @@ impl RegistryCache {
 
     /// The key record with this secret hash, if one was read at the snapshot's generation.
     pub(crate) fn key(&self, secret_sha256: &str) -> Option<ApiKeyRecord> {
-        let generation = Self::current()?;
-        let entries = self.entries.lock().ok()?;
-        (entries.generation == generation).then(|| entries.keys.get(secret_sha256).cloned()).flatten()
+        self.lookup(|entries| entries.keys.get(secret_sha256).cloned())
     }
 
     /// Keeps a key record read (and verified) under this thread's snapshot.
@@ -90,9 +88,7 @@ impl RegistryCache {
 
     /// The registry answer for a tenant and namespace, if read at the snapshot's generation.
     pub(crate) fn tenancy(&self, tenant_id: u64, namespace_id: Option<u64>) -> Option<TenancyAnswer> {
-        let generation = Self::current()?;
-        let entries = self.entries.lock().ok()?;
-        (entries.generation == generation).then(|| entries.tenancy.get(&(tenant_id, namespace_id)).cloned()).flatten()
+        self.lookup(|entries| entries.tenancy.get(&(tenant_id, namespace_id)).cloned())
     }
 
     /// Keeps a registry answer read under this thread's snapshot.
@@ -100,6 +96,16 @@ impl RegistryCache {
         self.keep(|entries| {
             entries.tenancy.insert((tenant_id, namespace_id), answer.clone());
         });
+    }
+
+    /// Runs `get` when this thread has a snapshot and the cache is at its generation.
+    fn lookup<T>(&self, get: impl FnOnce(&Entries) -> Option<T>) -> Option<T> {
+        let generation = Self::current()?;
+        let entries = self.entries.lock().ok()?;
+        if entries.generation != generation {
+            return None;
+        }
+        get(&entries)
     }
 
     /// Runs `insert` when this thread has a snapshot and the cache is at its generation
