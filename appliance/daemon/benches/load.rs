@@ -94,7 +94,8 @@ fn main() {
     let daemon = Daemon::start_with(support::DaemonOptions { config: Some(config), ..Default::default() });
     daemon.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let pid = daemon.child.id();
-    // DG_LOAD_PROFILE=N runs only the one-client phase with N cycles (for profiling).
+    // DG_LOAD_PROFILE=N runs only one phase of N cycles, after a warm-up, for profiling
+    // and A/B runs (DG_LOAD_CLIENTS clients, default 1).
     if let Some(runs) = std::env::var("DG_LOAD_PROFILE").ok().and_then(|v| v.parse::<usize>().ok()) {
         let agent = support::tls_agent(&daemon.data_dir().join("tls/cert.pem"));
         let t0 = Instant::now();
@@ -109,7 +110,8 @@ fn main() {
         }
         println!("providers_list round trip {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
         let (cpu_before, own_before) = (cpu_ticks(daemon.child.id()), cpu_ticks(std::process::id()));
-        let (rate, latencies) = phase(&daemon, "profile", 1, runs, Duration::from_secs(120));
+        let clients = std::env::var("DG_LOAD_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+        let (rate, latencies) = phase(&daemon, "profile", clients, runs, Duration::from_secs(120));
         let per_cycle = |ticks: u64| ticks as f64 * 10_000.0 / latencies.len() as f64;
         let cpu_us = per_cycle(cpu_ticks(daemon.child.id()) - cpu_before);
         let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);

@@ -9,13 +9,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
+use crate::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
 use crate::limits::{valid_correlation_id, RateLimiter};
+use crate::metrics::Executor;
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
 use dg_identity::Operation;
@@ -27,6 +29,11 @@ pub struct HttpFront {
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     limiter: Arc<RateLimiter>,
+    /// Whether a request alone in flight may run on its connection's thread (every
+    /// configured provider is machine-local, so its work is bounded by CPU and disk).
+    inline_when_idle: bool,
+    activity: RecentActivity,
+    connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
 }
@@ -46,14 +53,35 @@ impl HttpFront {
     pub fn new(app: Arc<App>) -> Self {
         let max_inflight = app.config.server.max_inflight;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
+        let inline_when_idle = crate::providers_setup::all_local(&app.config.providers);
         Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             limiter,
+            inline_when_idle,
+            activity: RecentActivity::new(ACTIVE_WINDOW),
+            connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
         }
+    }
+
+    /// A new connection's id (from 1), which its requests carry to [`Self::serve`].
+    #[must_use]
+    pub fn connection_id(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Whether a request may run on its connection's thread: every provider is local,
+    /// it is an HTTP/1 request (one at a time on its connection), no other connection
+    /// began a request lately and no other request is in flight. Otherwise another
+    /// client's request could wait behind it on this thread, so it uses the pool.
+    fn runs_inline(&self, version: Version, others_active: bool) -> bool {
+        self.inline_when_idle
+            && version < Version::HTTP_2
+            && !others_active
+            && self.inflight.available_permits() + 1 == self.max_inflight
     }
 
     /// Answers one HTTP request. Never fails: every problem becomes a response.
@@ -61,8 +89,10 @@ impl HttpFront {
         self: Arc<Self>,
         request: Request<Incoming>,
         certificate: Option<Arc<Principal>>,
+        connection: u64,
     ) -> Result<HttpResponse, Infallible> {
         let started = Instant::now();
+        let others_active = self.activity.begin(connection, started);
         let server_correlation =
             format!("dg-{:016x}-{:016x}", self.boot_id, self.counter.fetch_add(1, Ordering::Relaxed));
         let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
@@ -72,7 +102,7 @@ impl HttpFront {
             Some(Ok(value)) if valid_correlation_id(value) => value.trim().to_string(),
             _ => server_correlation.clone(),
         };
-        let caller = Caller { certificate, request_id };
+        let caller = Caller { certificate, request_id, others_active };
         let (mut response, label, error_code) = match client_correlation {
             Some(Ok(ref value)) if valid_correlation_id(value) => self.route(request, &method, &path, caller).await,
             Some(_) => {
@@ -288,6 +318,7 @@ impl HttpFront {
             return finish(Reply::error(&err, None), "rejected".into());
         }
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let version = request.version();
         let mut incoming = request.into_body();
         let body = match collect_limited(&mut incoming, max_body).await {
             Ok(collected) => collected,
@@ -301,12 +332,12 @@ impl HttpFront {
                 return finish(Reply::error(&err, None), "rejected".into());
             }
         };
-        // Authentication, rate limiting, parsing and the tool itself run in one blocking
-        // task: storage is synchronous, and one hand-off per request keeps latency low.
+        // Authentication, rate limiting, parsing and the tool itself are one synchronous
+        // piece of work (storage is synchronous).
         let app = self.app.clone();
         let limiter = self.limiter.clone();
         let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
-        let task = tokio::task::spawn_blocking(move || -> (Reply, String) {
+        let work = move || -> (Reply, String) {
             // Key and registry lookups of this request come from memory unless the registry
             // changed since they were read (without a snapshot they read the database).
             let _registry = app.store.registry_snapshot().ok();
@@ -326,7 +357,20 @@ impl HttpFront {
                 }
                 Err(err) => (Reply::error(&err, None), "invalid".into()),
             }
-        });
+        };
+        // A lone client's request runs right here: handing it to the blocking pool and
+        // back costs two thread wake-ups, a large share of a one-client request. While
+        // other connections are active, requests go to the pool, so concurrent ones share
+        // group commits and none waits behind another on this thread. Work that may wait
+        // on the network (an http provider) always goes to the pool, where the request
+        // timeout can answer for it.
+        if self.runs_inline(version, caller.others_active) {
+            self.app.metrics.request_executed(Executor::ConnectionThread);
+            let (reply, label) = work();
+            return finish(reply, label);
+        }
+        self.app.metrics.request_executed(Executor::BlockingPool);
+        let task = tokio::task::spawn_blocking(work);
         let (reply, label) = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(done)) => done,
             Ok(Err(_)) => (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into()),
@@ -341,6 +385,8 @@ impl HttpFront {
 struct Caller {
     certificate: Option<Arc<Principal>>,
     request_id: String,
+    /// Whether another connection began a request lately (see `activity.rs`).
+    others_active: bool,
 }
 
 /// The principal of a request: its bearer key when it sends one, else its mapped client

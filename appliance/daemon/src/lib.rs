@@ -2,6 +2,7 @@
 //! arguments and calls [`commands::run`]; benchmarks and tests reach the same request
 //! path (`auth`, `request`, `tools`) directly.
 
+pub mod activity;
 pub mod admin;
 pub mod admin_cli;
 pub mod app;

@@ -18,6 +18,26 @@ struct Inner {
     latency_sum: f64,
     runs_started: u64,
     audit_failures: u64,
+    executed: [u64; 2],
+}
+
+/// Where a JSON-RPC request's work ran: the connection's own thread (alone in flight)
+/// or the blocking pool. Exposed so an operator can see which path the load takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    /// On the connection's async thread, without a hand-off.
+    ConnectionThread,
+    /// On tokio's blocking pool.
+    BlockingPool,
+}
+
+impl Executor {
+    fn label(self) -> &'static str {
+        match self {
+            Self::ConnectionThread => "connection_thread",
+            Self::BlockingPool => "blocking_pool",
+        }
+    }
 }
 
 /// Counters shared by every request.
@@ -42,6 +62,13 @@ impl Metrics {
         }
         inner.latency_count += 1;
         inner.latency_sum += seconds;
+    }
+
+    /// Counts where one JSON-RPC request's work ran.
+    pub fn request_executed(&self, executor: Executor) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.executed[executor as usize] += 1;
+        }
     }
 
     /// Counts a started run.
@@ -100,6 +127,12 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE dg_audit_write_failures_total counter");
         let _ = writeln!(out, "dg_audit_write_failures_total {}", inner.audit_failures);
+        let _ = writeln!(out, "# HELP dg_request_executions_total JSON-RPC requests by where their work ran.");
+        let _ = writeln!(out, "# TYPE dg_request_executions_total counter");
+        for executor in [Executor::ConnectionThread, Executor::BlockingPool] {
+            let count = inner.executed[executor as usize];
+            let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
+        }
         let _ = writeln!(out, "# HELP dg_requests_in_flight Requests being handled now.");
         let _ = writeln!(out, "# TYPE dg_requests_in_flight gauge");
         let _ = writeln!(out, "dg_requests_in_flight {inflight}");

@@ -67,3 +67,28 @@ pub fn build(entries: &[ProviderEntry]) -> Result<BuiltinProviders, String> {
     }
     Ok(providers)
 }
+
+/// Whether every configured provider answers from this machine alone (time, env, json),
+/// so a tool call's work is bounded by CPU and the disk. Requests may then run on the
+/// connection's own thread (see `http.rs`); the http provider waits on the network.
+#[must_use]
+pub fn all_local(entries: &[ProviderEntry]) -> bool {
+    entries.iter().all(|entry| matches!(entry.name.as_str(), "time" | "env" | "json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> ProviderEntry {
+        ProviderEntry { name: name.to_string(), config: None }
+    }
+
+    #[test]
+    fn only_machine_local_providers_are_local() {
+        assert!(all_local(&[]));
+        assert!(all_local(&[entry("time"), entry("env"), entry("json")]));
+        assert!(!all_local(&[entry("time"), entry("http")]));
+        assert!(!all_local(&[entry("something-new")]));
+    }
+}

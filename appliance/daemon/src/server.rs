@@ -172,11 +172,12 @@ pub async fn run(
             _ = sigint.recv() => break,
         };
         let _ = stream.set_nodelay(true);
+        let connection = front.connection_id();
         let front = front.clone();
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let service = service_fn(move |request| front.clone().serve(request, None));
+                let service = service_fn(move |request| front.clone().serve(request, None, connection));
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let watched = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -192,7 +193,8 @@ pub async fn run(
                     let Some(tls_stream) = handshake(acceptor, stream, peer, header_timeout).await else { return };
                     let client = front.app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
                     let principal = certificate_principal(&tls_stream, client).map(Arc::new);
-                    let service = service_fn(move |request| front.clone().serve(request, principal.clone()));
+                    let service =
+                        service_fn(move |request| front.clone().serve(request, principal.clone(), connection));
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");

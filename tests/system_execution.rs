@@ -1,0 +1,103 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! Where a request's work runs (issue 3, point 6): a request alone in flight runs on its
+//! connection's thread, concurrent requests go to the blocking pool and still all
+//! commit, an idle keep-alive connection does not stop a lone client's requests running
+//! inline, and a daemon with a provider that waits on the network never runs tool work
+//! on a connection thread. Checked through `dg_request_executions_total` on /metrics.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+use support::{binary, sample_spec, Client, Daemon, DaemonOptions};
+
+/// `dg_request_executions_total{executor="..."}` from the daemon's metrics.
+fn executions(daemon: &Daemon, executor: &str) -> u64 {
+    let (status, text) = daemon.get_authed("/metrics");
+    assert_eq!(status, 200, "{text}");
+    let prefix = format!("dg_request_executions_total{{executor=\"{executor}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn start_args(run_id: &str) -> Value {
+    json!({"scenario_id": "exec", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": run_id, "scenario_id": "exec",
+           "dispatch_targets": [], "policy_tags": []}, "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": false})
+}
+
+#[test]
+fn lone_requests_run_on_the_connection_thread_and_concurrent_ones_on_the_pool() {
+    let daemon = Daemon::start();
+    daemon.tool("scenario_define", json!({"spec": sample_spec("exec")})).unwrap();
+    let (inline_before, pooled_before) =
+        (executions(&daemon, "connection_thread"), executions(&daemon, "blocking_pool"));
+    for n in 0..10 {
+        daemon.tool("scenario_start", start_args(&format!("seq-{n}"))).unwrap();
+    }
+    assert_eq!(executions(&daemon, "connection_thread"), inline_before + 10, "sequential requests run inline");
+    assert_eq!(executions(&daemon, "blocking_pool"), pooled_before, "no sequential request went to the pool");
+
+    // Eight clients at once: requests overlap, so most of them go to the pool; every one
+    // of them is answered and stored whichever way it ran.
+    let cert = daemon.data_dir().join("tls/cert.pem");
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (base, key, cert) = (daemon.base.clone(), daemon.key.clone(), cert.clone());
+            std::thread::spawn(move || {
+                let client = Client::new(&base, &key, &cert);
+                (0..25)
+                    .map(|n| {
+                        let run_id = format!("par-{worker}-{n}");
+                        client.tool("scenario_start", start_args(&run_id)).unwrap().unwrap();
+                        run_id
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let started: BTreeSet<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(started.len(), 200);
+    let inline = executions(&daemon, "connection_thread") - inline_before - 10;
+    let pooled = executions(&daemon, "blocking_pool") - pooled_before;
+    assert_eq!(inline + pooled, 200, "every request counted once");
+    assert!(pooled > 0, "overlapping requests must use the pool (inline {inline}, pooled {pooled})");
+    for run_id in &started {
+        let status = daemon
+            .tool(
+                "scenario_status",
+                json!({"scenario_id": "exec", "request": {"run_id": run_id, "tenant_id": 2, "namespace_id": 3,
+                       "requested_at": {"kind": "logical", "value": 2}, "correlation_id": null}}),
+            )
+            .unwrap();
+        assert_eq!(status["status"], "active", "{run_id}: {status}");
+    }
+
+    // An idle keep-alive connection of another client does not count once a whole
+    // activity window (100 ms) has passed since its last request.
+    let other = Client::new(&daemon.base, &daemon.key, &cert);
+    other.tool("providers_list", json!({})).unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let inline_before = executions(&daemon, "connection_thread");
+    for n in 0..3 {
+        daemon.tool("scenario_start", start_args(&format!("after-{n}"))).unwrap();
+    }
+    assert_eq!(executions(&daemon, "connection_thread"), inline_before + 3);
+    drop(other);
+}
+
+#[test]
+fn a_network_provider_keeps_all_tool_work_on_the_pool() {
+    let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = format!("{}\n[[providers]]\nname = \"http\"\n", String::from_utf8(default).unwrap());
+    let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
+    for _ in 0..5 {
+        daemon.tool("providers_list", json!({})).unwrap();
+    }
+    assert_eq!(executions(&daemon, "connection_thread"), 0);
+    assert!(executions(&daemon, "blocking_pool") >= 5);
+}
