@@ -124,11 +124,16 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
         .map_err(|err| err.to_string())?;
     lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(app.config.server.io_threads)
-        .enable_all()
-        .build()
-        .map_err(|err| err.to_string())?;
+    // One async thread is a current-thread runtime: the same thread without the
+    // work-stealing scheduler's bookkeeping and wake-ups.
+    let mut builder = if app.config.server.io_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(app.config.server.io_threads);
+        builder
+    };
+    let runtime = builder.enable_all().build().map_err(|err| err.to_string())?;
     let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
     let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());
     runtime.spawn(async move {

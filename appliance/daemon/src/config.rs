@@ -16,8 +16,9 @@ max_body_bytes = 1048576
 max_inflight = 256
 request_timeout_ms = 30000
 header_read_timeout_ms = 5000
-# Threads for TLS and HTTP. The tools run on their own blocking pool, so one thread is
-# fastest here: more only add cross-thread wake-ups (measured with the load bench).
+# Threads for TLS and HTTP. A lone client's requests run on this thread; concurrent ones
+# go to a blocking pool. One thread is fastest here: more only add cross-thread wake-ups
+# (measured with the load bench).
 io_threads = 1
 
 [server.rate_limit]
@@ -107,7 +108,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most requests in flight at once.
     pub max_inflight: usize,
-    /// Longest a tool call may take.
+    /// Longest a tool call on the blocking pool may take before it is answered with an
+    /// error (a lone client's request run on its connection's thread is answered when done).
     pub request_timeout_ms: u64,
     /// Longest a client may take to send its request headers (slowloris guard).
     pub header_read_timeout_ms: u64,
