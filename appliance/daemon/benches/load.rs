@@ -32,6 +32,15 @@ fn cpu_ticks(pid: u32) -> u64 {
         + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// The daemon's own request time: (sum of seconds, count) from its latency histogram.
+fn served_seconds(daemon: &Daemon) -> (f64, f64) {
+    let (_, text) = daemon.get_authed("/metrics");
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    (value("dg_request_duration_seconds_sum "), value("dg_request_duration_seconds_count "))
+}
+
 /// Runs `runs` cycles split over `clients` threads (or until `budget`); returns cycles/s
 /// and sorted per-cycle latencies.
 fn phase(daemon: &Daemon, prefix: &str, clients: usize, runs: usize, budget: Duration) -> (f64, Vec<Duration>) {
@@ -109,14 +118,20 @@ fn main() {
             client.tool("providers_list", json!({})).unwrap().unwrap();
         }
         println!("providers_list round trip {:.1} us", t0.elapsed().as_secs_f64() * 1e6 / 1000.0);
+        let served_before = served_seconds(&daemon);
+        // That scrape came from another connection: let the daemon see the client alone.
+        std::thread::sleep(Duration::from_millis(200));
         let (cpu_before, own_before) = (cpu_ticks(daemon.child.id()), cpu_ticks(std::process::id()));
         let clients = std::env::var("DG_LOAD_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
         let (rate, latencies) = phase(&daemon, "profile", clients, runs, Duration::from_secs(120));
         let per_cycle = |ticks: u64| ticks as f64 * 10_000.0 / latencies.len() as f64;
         let cpu_us = per_cycle(cpu_ticks(daemon.child.id()) - cpu_before);
         let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);
+        let served = served_seconds(&daemon);
+        let in_daemon_us = (served.0 - served_before.0) * 1e6 / (served.1 - served_before.1).max(1.0) * 2.0;
         println!(
-            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us, client {client_us:.0} us",
+            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us, client {client_us:.0} us; \
+             time in the daemon's handler per cycle {in_daemon_us:.0} us",
             percentile(&latencies, 0.5)
         );
         return;
