@@ -366,7 +366,11 @@ impl HttpFront {
         // timeout can answer for it.
         if self.runs_inline(version, caller.others_active) {
             self.app.metrics.request_executed(Executor::ConnectionThread);
-            let (reply, label) = work();
+            // A panic is answered as on the pool (an internal error), not by dropping the
+            // connection.
+            let (reply, label) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+                (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into())
+            });
             return finish(reply, label);
         }
         self.app.metrics.request_executed(Executor::BlockingPool);
