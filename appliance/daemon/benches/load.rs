@@ -32,6 +32,32 @@ fn cpu_ticks(pid: u32) -> u64 {
         + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// The disk's own floor for one durable commit, measured in the daemon's data directory:
+/// the median of 300 rounds of writing 8 WAL-sized frames (33 KB, as a start or next
+/// commit writes) over a preallocated file and `fdatasync`. A cycle is two commits, so
+/// one client can never beat `1 / (2 * floor)` cycles per second on this disk.
+fn commit_floor_us(dir: &std::path::Path) -> f64 {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("bench-commit-floor.bin");
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path).unwrap();
+    file.write_all(&vec![0u8; 4 << 20]).unwrap();
+    file.sync_all().unwrap();
+    let frames = vec![7u8; 8 * 4120];
+    let mut rounds: Vec<f64> = (0..300u64)
+        .map(|n| {
+            let t0 = Instant::now();
+            file.write_all_at(&frames, (n * frames.len() as u64) % (4 << 20)).unwrap();
+            file.sync_data().unwrap();
+            t0.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() / 2]
+}
+
 /// The daemon's own request time: (sum of seconds, count) from its latency histogram.
 fn served_seconds(daemon: &Daemon) -> (f64, f64) {
     let (_, text) = daemon.get_authed("/metrics");
@@ -136,6 +162,11 @@ fn main() {
         );
         return;
     }
+    let floor = commit_floor_us(&daemon.data_dir());
+    println!(
+        "daemon/load disk floor: write + fdatasync of one commit's frames {floor:.0} us (median); two per cycle cap one client at {:.0} cycles/s on this disk",
+        1e6 / (2.0 * floor)
+    );
     for (clients, runs) in [(1usize, 3_000usize), (32, 7_000)] {
         let (rate, latencies) = phase(&daemon, &format!("c{clients}"), clients, runs, Duration::from_secs(60));
         println!(
