@@ -14,15 +14,8 @@ use support::{binary, sample_spec, Client, Daemon, DaemonOptions};
 
 /// `dg_request_executions_total{executor="..."}` from the daemon's metrics.
 fn executions(daemon: &Daemon, executor: &str) -> u64 {
-    let (status, text) = daemon.get_authed("/metrics");
-    assert_eq!(status, 200, "{text}");
-    let prefix = format!("dg_request_executions_total{{executor=\"{executor}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {prefix} in metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+    let series = format!("dg_request_executions_total{{executor=\"{executor}\"}}");
+    daemon.metric(&series).unwrap_or_else(|| panic!("no {series} in metrics")) as u64
 }
 
 fn start_args(run_id: &str) -> Value {

@@ -69,6 +69,12 @@ pub struct DaemonOptions {
     pub server_ca: Option<PathBuf>,
 }
 
+/// The value of one series in a `/metrics` text (see [`Daemon::metric`]).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    let prefix = format!("{series} ");
+    text.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok())
+}
+
 /// An HTTPS client trusting the certificates in `cert` (PEM).
 pub fn tls_agent(cert: &Path) -> ureq::Agent {
     let pem = std::fs::read(cert).unwrap();
@@ -253,6 +259,14 @@ impl Daemon {
             }
             Err(err) => panic!("transport error: {err}"),
         }
+    }
+
+    /// The value of one series on `/metrics` (its full name with labels, e.g.
+    /// `dg_request_duration_seconds_count`); `None` when the daemon does not print it.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (status, text) = self.get_authed("/metrics");
+        assert_eq!(status, 200, "{text}");
+        metric_value(&text, series)
     }
 
     /// Sends SIGTERM and waits up to `limit` for exit; returns the exit status.

@@ -61,10 +61,8 @@ fn commit_floor_us(dir: &std::path::Path) -> f64 {
 /// The daemon's own request time: (sum of seconds, count) from its latency histogram.
 fn served_seconds(daemon: &Daemon) -> (f64, f64) {
     let (_, text) = daemon.get_authed("/metrics");
-    let value = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
-    };
-    (value("dg_request_duration_seconds_sum "), value("dg_request_duration_seconds_count "))
+    let value = |series: &str| support::metric_value(&text, series).unwrap_or(0.0);
+    (value("dg_request_duration_seconds_sum"), value("dg_request_duration_seconds_count"))
 }
 
 /// Runs `runs` cycles split over `clients` threads (or until `budget`); returns cycles/s

@@ -29,9 +29,9 @@ pub struct HttpFront {
     inflight: Arc<Semaphore>,
     max_inflight: usize,
     limiter: Arc<RateLimiter>,
-    /// Whether a request alone in flight may run on its connection's thread (every
-    /// configured provider is machine-local, so its work is bounded by CPU and disk).
-    inline_when_idle: bool,
+    /// Whether every configured provider is machine-local, so a tool call's work is
+    /// bounded by CPU and disk: a condition for running it on its connection's thread.
+    providers_local: bool,
     activity: RecentActivity,
     connections: AtomicU64,
     boot_id: u64,
@@ -53,13 +53,13 @@ impl HttpFront {
     pub fn new(app: Arc<App>) -> Self {
         let max_inflight = app.config.server.max_inflight;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
-        let inline_when_idle = crate::providers_setup::all_local(&app.config.providers);
+        let providers_local = crate::providers_setup::all_local(&app.config.providers);
         Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
             limiter,
-            inline_when_idle,
+            providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
@@ -78,7 +78,7 @@ impl HttpFront {
     /// began a request lately and no other request is in flight. Otherwise another
     /// client's request could wait behind it on this thread, so it uses the pool.
     fn runs_inline(&self, version: Version, others_active: bool) -> bool {
-        self.inline_when_idle
+        self.providers_local
             && version < Version::HTTP_2
             && !others_active
             && self.inflight.available_permits() + 1 == self.max_inflight
@@ -368,20 +368,24 @@ impl HttpFront {
             self.app.metrics.request_executed(Executor::ConnectionThread);
             // A panic is answered as on the pool (an internal error), not by dropping the
             // connection.
-            let (reply, label) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
-                (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into())
-            });
+            let (reply, label) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| work_failed());
             return finish(reply, label);
         }
         self.app.metrics.request_executed(Executor::BlockingPool);
         let task = tokio::task::spawn_blocking(work);
         let (reply, label) = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(done)) => done,
-            Ok(Err(_)) => (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into()),
+            Ok(Err(_)) => work_failed(),
             Err(_) => (Reply::error(&WireError::new(code::INTERNAL, "request timed out"), None), "timeout".into()),
         };
         finish(reply, label)
     }
+}
+
+/// The answer for request work that panicked, wherever it ran.
+fn work_failed() -> (Reply, String) {
+    (Reply::error(&WireError::new(code::INTERNAL, "internal error"), None), "failed".into())
 }
 
 /// Per-request identity inputs: the connection's mapped client certificate and the
