@@ -3,7 +3,8 @@
 //! Decision Gate hashes the `serde_jcs 0.1.0` encoding of a value re-serialized from its
 //! typed form: object members sorted by their serialized key bytes, no whitespace,
 //! integers printed verbatim (even beyond 2^53), floats in ECMAScript form. We use that
-//! exact crate version so every digest matches the reference runpacks bit for bit.
+//! exact encoding (written by [`crate::canonical`], checked against that crate version)
+//! so every digest matches the reference runpacks bit for bit.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -57,10 +58,10 @@ pub enum HashError {
 /// # Errors
 /// [`HashError::Canonicalization`] when the value has no JSON form.
 pub fn canonical_json_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, HashError> {
-    // serde_jcs sorts members itself, so the typed value is written directly; going
+    // The writer sorts members itself, so the typed value is written directly; going
     // through `serde_json::Value` first (as the open-source server does) gives the same
-    // bytes, which `direct_and_value_paths_agree` below checks, at twice the cost.
-    serde_jcs::to_vec(value).map_err(|err| HashError::Canonicalization(err.to_string()))
+    // bytes, which `direct_and_value_paths_agree` below checks.
+    crate::canonical::to_vec(value).map_err(|err| HashError::Canonicalization(err.to_string()))
 }
 
 /// Canonical bytes, refusing anything larger than `limit`.

@@ -14,6 +14,7 @@
 //! - [`control_plane`]: the run state machine;
 //! - [`runpack`]: building and verifying runpacks.
 
+mod canonical;
 pub mod comparator;
 pub mod control_plane;
 pub mod data_shape;
