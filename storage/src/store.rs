@@ -196,6 +196,9 @@ impl Store {
         let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
+        // The writer also serves hot point reads (`read_point`): room for every cached
+        // statement of both, so none is evicted and prepared again on the request path.
+        conn.set_prepared_statement_cache_capacity(128);
         Ok(Self {
             path: path.to_path_buf(),
             writer: Writer::start(conn)?,
@@ -240,6 +243,18 @@ impl Store {
         self.writer.shutdown();
     }
 
+    /// A point read on the hot request path (one indexed row, no parsing): on the write
+    /// connection when it is idle (its warm cache: see `Writer::idle_connection`), else on
+    /// a reader. Keep `f` short, it holds writers off; decode what it returns outside.
+    pub(crate) fn read_point<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(writer) = self.writer.idle_connection() {
+            if let Some(conn) = writer.as_ref() {
+                return f(conn);
+            }
+        }
+        self.read(f)
+    }
+
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
             Some(conn) => conn,
@@ -259,10 +274,15 @@ impl Store {
                 pool.push(conn);
             }
         }
-        if matches!(result, Err(StoreError::Integrity { .. })) {
+        result.map_err(|err| self.integrity_failed(err))
+    }
+
+    /// Counts an integrity failure for /metrics; passes any error through.
+    fn integrity_failed(&self, err: StoreError) -> StoreError {
+        if matches!(err, StoreError::Integrity { .. }) {
             self.integrity_failures.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        err
     }
 
     /// Whether the database answers (readiness).
@@ -366,22 +386,29 @@ impl Store {
     /// # Errors
     /// [`StoreError::Integrity`] if the stored document was altered; SQLite errors.
     pub fn get_run(&self, scope: Scope, run_id: &str) -> Result<Option<(RunState, u64)>, StoreError> {
-        self.read(|conn| {
-            let row: Option<(Vec<u8>, String, i64)> = query_one(conn,
-                    "SELECT state_json, state_sha256, version FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
-                    params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), run_id],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .optional()
-                .map_err(StoreError::sqlite("load run"))?;
-            let Some((bytes, sha, version)) = row else { return Ok(None) };
-            let key = || format!("{}/{}/{run_id}", scope.tenant_id, scope.namespace_id);
-            let state: RunState = decode(&bytes, &sha, "runs", key)?;
-            if state.tenant_id.get() != scope.tenant_id || state.namespace_id.get() != scope.namespace_id || state.run_id != run_id {
-                return Err(StoreError::Integrity { table: "runs", key: key() });
-            }
-            Ok(Some((state, u64::try_from(version).unwrap_or(0))))
-        })
+        let row: Option<(Vec<u8>, String, i64)> = self.read_point(|conn| {
+            query_one(
+                conn,
+                "SELECT state_json, state_sha256, version FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), run_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .map_err(StoreError::sqlite("load run"))
+        })?;
+        let Some((bytes, sha, version)) = row else { return Ok(None) };
+        let key = || format!("{}/{}/{run_id}", scope.tenant_id, scope.namespace_id);
+        let state: RunState = match decode(&bytes, &sha, "runs", key) {
+            Ok(state) => state,
+            Err(err) => return Err(self.integrity_failed(err)),
+        };
+        if state.tenant_id.get() != scope.tenant_id
+            || state.namespace_id.get() != scope.namespace_id
+            || state.run_id != run_id
+        {
+            return Err(self.integrity_failed(StoreError::Integrity { table: "runs", key: key() }));
+        }
+        Ok(Some((state, u64::try_from(version).unwrap_or(0))))
     }
 
     /// Runs in a scope, newest first (or all scopes when `scope` is `None`: operators only).
@@ -740,7 +767,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn registry_snapshot(&self) -> Result<RegistrySnapshot, StoreError> {
-        let generation = self.read(|conn| {
+        let generation = self.read_point(|conn| {
             query_one(conn, "SELECT registry_generation FROM store_meta", [], |row| row.get::<_, i64>(0))
                 .map_err(StoreError::sqlite("read registry generation"))
         })?;

@@ -7,7 +7,7 @@
 //! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged).
 
 use std::cell::{Cell, RefCell};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
@@ -97,6 +97,17 @@ impl Writer {
             }
             // Our job was beyond MAX_GROUP in that batch's queue: lead the next group.
         }
+    }
+
+    /// The write connection, when no group is committing and no job is queued, for one
+    /// short point read. Its page cache stays valid across its own commits, while a reader
+    /// connection drops its whole cache whenever another connection has committed, so a
+    /// lone client's reads here skip re-reading the pages its last write just wrote.
+    /// `None` when busy: the caller reads on a reader connection instead.
+    pub(crate) fn idle_connection(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
+        let guard = self.conn.try_lock().ok()?;
+        let queued = self.queue.try_lock().ok().is_none_or(|queue| !queue.is_empty());
+        (!queued).then_some(guard)
     }
 
     /// Runs `f` on the write connection between groups (settings, not data).
@@ -208,4 +219,45 @@ fn commit_single(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
 fn group_error(operation: &'static str, err: &rusqlite::Error) -> StoreError {
     let disk_full = matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull);
     StoreError::WriteGroup { operation, message: err.to_string(), disk_full }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer() -> Writer {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
+        Writer::start(conn).unwrap()
+    }
+
+    #[test]
+    fn an_idle_writer_lends_its_connection_and_sees_committed_writes() {
+        let writer = writer();
+        writer
+            .submit(Box::new(|conn| {
+                conn.execute("INSERT INTO t VALUES (7)", []).map(|n| n as i64).map_err(StoreError::sqlite("insert"))
+            }))
+            .unwrap();
+        let guard = writer.idle_connection().expect("idle");
+        let conn = guard.as_ref().unwrap();
+        assert_eq!(conn.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0)).unwrap(), 7);
+        assert!(conn.is_autocommit(), "lent outside any transaction");
+    }
+
+    #[test]
+    fn a_busy_or_awaited_writer_is_not_lent() {
+        let writer = writer();
+        {
+            let _committing = writer.conn.lock().unwrap();
+            assert!(writer.idle_connection().is_none(), "a group is committing");
+        }
+        let slot: Slot = Arc::new(Mutex::new(None));
+        writer.queue.lock().unwrap().push((Box::new(|_| Ok(0)), slot));
+        assert!(writer.idle_connection().is_none(), "a job is queued: its leader goes first");
+        writer.queue.lock().unwrap().clear();
+        assert!(writer.idle_connection().is_some());
+        writer.shutdown();
+        assert!(writer.idle_connection().is_some_and(|guard| guard.is_none()), "a stopped writer lends nothing");
+    }
 }
