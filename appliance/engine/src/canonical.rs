@@ -4,7 +4,8 @@
 //! `serde_jcs` boxes a writer for every fragment it writes and buffers every object
 //! member in two vectors and a `BTreeMap` before sorting. This writer keeps one output
 //! buffer: members are written where they fall, their byte spans are remembered, and when
-//! an object ends its members are copied back in sorted order. The rules are the same:
+//! an object ends out of order its members are copied back sorted (an object already in
+//! order stays as written). The rules are the same:
 //! - members are ordered by the bytes of their serialized key, quotes and escapes
 //!   included (so `"a "` sorts before `"a"`); a repeated key keeps its last value;
 //! - no whitespace; integers verbatim; floats in ECMAScript form (`ryu-js`), zero as `0`
@@ -32,8 +33,8 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_
     Ok(out)
 }
 
-/// One written member of an open object: its key at `key_start..key_end`, its value
-/// right after, up to `value_end`.
+/// One written member of an open object: its key at `key_start..key_end`, then `:`, then
+/// its value up to `value_end`.
 struct Member {
     key_start: usize,
     key_end: usize,
@@ -223,7 +224,10 @@ impl Formatter for CanonicalFormatter<'_> {
         Ok(())
     }
 
-    fn begin_object_key<W: ?Sized + io::Write>(&mut self, _: &mut W, _first: bool) -> io::Result<()> {
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, _: &mut W, first: bool) -> io::Result<()> {
+        if !first {
+            self.out.push(b',');
+        }
         let here = self.out.len();
         self.open_object()?.key_start = here;
         Ok(())
@@ -236,6 +240,7 @@ impl Formatter for CanonicalFormatter<'_> {
     }
 
     fn begin_object_value<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
+        self.out.push(b':');
         Ok(())
     }
 
@@ -252,6 +257,12 @@ impl Formatter for CanonicalFormatter<'_> {
         let out = &mut *self.out;
         let members = &mut self.members[object.first_member..];
         let key = |member: &Member| member.key_start..member.key_end;
+        if members.windows(2).all(|pair| out[key(&pair[0])] < out[key(&pair[1])]) {
+            // Already in order with no repeated key: the bytes written are canonical.
+            self.members.truncate(object.first_member);
+            out.push(b'}');
+            return Ok(());
+        }
         // Stable: among equal keys the last written stays last, and is the one kept.
         members.sort_by(|a, b| out[key(a)].cmp(&out[key(b)]));
         self.scratch.clear();
@@ -262,9 +273,7 @@ impl Formatter for CanonicalFormatter<'_> {
             if !self.scratch.is_empty() {
                 self.scratch.push(b',');
             }
-            self.scratch.extend_from_slice(&out[key(member)]);
-            self.scratch.push(b':');
-            self.scratch.extend_from_slice(&out[member.key_end..member.value_end]);
+            self.scratch.extend_from_slice(&out[member.key_start..member.value_end]);
         }
         self.members.truncate(object.first_member);
         out.truncate(object.content_start);
