@@ -122,6 +122,39 @@ fn start_daemon(plaintext: bool) -> Daemon {
     Daemon::start_with(support::DaemonOptions { config: Some(config), plaintext, ..Default::default() })
 }
 
+/// One-client cycles on each daemon (the first 10,000 runs on the TLS daemon include them).
+const ONE_CLIENT_RUNS: usize = 3_000;
+const ONE_CLIENT_ROUNDS: usize = 3;
+
+/// Rounds of one phase: the rate of each, and every cycle's latency.
+#[derive(Default)]
+struct Rounds {
+    rates: Vec<f64>,
+    latencies: Vec<Duration>,
+}
+
+impl Rounds {
+    fn add(&mut self, (rate, latencies): (f64, Vec<Duration>)) {
+        self.rates.push(rate);
+        self.latencies.extend(latencies);
+    }
+
+    /// Prints the median round's rate, every round's, and latency over all cycles.
+    fn report(mut self, label: &str) {
+        self.latencies.sort();
+        let rounds: Vec<String> = self.rates.iter().map(|rate| format!("{rate:.0}")).collect();
+        self.rates.sort_by(f64::total_cmp);
+        let median = self.rates[self.rates.len() / 2];
+        println!(
+            "daemon/load {label}: {median:.0} start+next cycles/s (median of rounds {}), p50 {:.2} ms, p99 {:.2} ms per cycle ({} cycles)",
+            rounds.join(", "),
+            percentile(&self.latencies, 0.5),
+            percentile(&self.latencies, 0.99),
+            self.latencies.len()
+        );
+    }
+}
+
 /// Prints one phase's throughput and latency figures.
 fn report(label: &str, rate: f64, latencies: &[Duration]) {
     println!(
@@ -181,20 +214,35 @@ fn main() {
         "daemon/load disk floor: write + fdatasync of one commit's frames {floor:.0} us (median); two per cycle cap one client at {:.0} cycles/s on this disk",
         1e6 / (2.0 * floor)
     );
-    for (clients, runs) in [(1usize, 3_000usize), (32, 7_000)] {
-        let (rate, latencies) = phase(&daemon, &format!("c{clients}"), clients, runs, Duration::from_secs(60));
-        report(&format!("clients={clients}"), rate, &latencies);
+    // One client, over TLS and over plain HTTP on loopback, in interleaved rounds so both
+    // meet the same machine state; each line gives the median round and the spread.
+    // The open-source server serves HTTP without TLS unless `[server.tls]` is set: the
+    // plain phase (`--plaintext-loopback`, bearer auth still on, its own daemon so the
+    // memory phase's run counts stay as they are) is like for like with the reference.
+    let plain = start_daemon(true);
+    plain.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
+    let (mut tls_rounds, mut plain_rounds) = (Rounds::default(), Rounds::default());
+    for round in 0..ONE_CLIENT_ROUNDS {
+        tls_rounds.add(phase(
+            &daemon,
+            &format!("c1-{round}"),
+            1,
+            ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS,
+            Duration::from_secs(20),
+        ));
+        plain_rounds.add(phase(
+            &plain,
+            &format!("plain-{round}"),
+            1,
+            ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS,
+            Duration::from_secs(20),
+        ));
     }
-    // The open-source server serves HTTP without TLS unless `[server.tls]` is set; this
-    // phase measures the appliance on plain HTTP on loopback (`--plaintext-loopback`,
-    // bearer auth still on), like for like with the reference figure below. Its own
-    // daemon, so the memory phase's run counts stay as they are.
-    {
-        let plain = start_daemon(true);
-        plain.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
-        let (rate, latencies) = phase(&plain, "plain", 1, 3_000, Duration::from_secs(60));
-        report("clients=1 plain-http-loopback", rate, &latencies);
-    }
+    drop(plain);
+    tls_rounds.report("clients=1");
+    plain_rounds.report("clients=1 plain-http-loopback");
+    let (rate, latencies) = phase(&daemon, "c32", 32, 10_000 - ONE_CLIENT_RUNS, Duration::from_secs(60));
+    report("clients=32", rate, &latencies);
     let rss_10k = rss_kib(pid);
     let (rate, latencies) = phase(&daemon, "bulk", 32, 90_000, Duration::from_secs(240));
     let rss_100k = rss_kib(pid);
