@@ -107,7 +107,10 @@ impl Writer {
     pub(crate) fn idle_connection(&self) -> Option<MutexGuard<'_, Option<Connection>>> {
         let guard = self.conn.try_lock().ok()?;
         let queued = self.queue.try_lock().ok().is_none_or(|queue| !queue.is_empty());
-        (!queued).then_some(guard)
+        // A connection left inside a transaction (a failed rollback) would show writes
+        // that never committed: only one in autocommit mode is lent.
+        let settled = guard.as_ref().is_none_or(Connection::is_autocommit);
+        (!queued && settled).then_some(guard)
     }
 
     /// Runs `f` on the write connection between groups (settings, not data).
@@ -256,6 +259,10 @@ mod tests {
         writer.queue.lock().unwrap().push((Box::new(|_| Ok(0)), slot));
         assert!(writer.idle_connection().is_none(), "a job is queued: its leader goes first");
         writer.queue.lock().unwrap().clear();
+        assert!(writer.idle_connection().is_some());
+        writer.with_connection(|conn| conn.execute_batch("BEGIN").map_err(StoreError::sqlite("begin"))).unwrap();
+        assert!(writer.idle_connection().is_none(), "a connection inside a transaction is not lent");
+        writer.with_connection(|conn| conn.execute_batch("ROLLBACK").map_err(StoreError::sqlite("rollback"))).unwrap();
         assert!(writer.idle_connection().is_some());
         writer.shutdown();
         assert!(writer.idle_connection().is_some_and(|guard| guard.is_none()), "a stopped writer lends nothing");
