@@ -249,7 +249,7 @@ impl Store {
     pub(crate) fn read_point<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         if let Some(writer) = self.writer.idle_connection() {
             if let Some(conn) = writer.as_ref() {
-                return f(conn);
+                return f(conn).map_err(|err| self.integrity_failed(err));
             }
         }
         self.read(f)
@@ -398,16 +398,18 @@ impl Store {
         })?;
         let Some((bytes, sha, version)) = row else { return Ok(None) };
         let key = || format!("{}/{}/{run_id}", scope.tenant_id, scope.namespace_id);
-        let state: RunState = match decode(&bytes, &sha, "runs", key) {
-            Ok(state) => state,
-            Err(err) => return Err(self.integrity_failed(err)),
-        };
-        if state.tenant_id.get() != scope.tenant_id
-            || state.namespace_id.get() != scope.namespace_id
-            || state.run_id != run_id
-        {
-            return Err(self.integrity_failed(StoreError::Integrity { table: "runs", key: key() }));
-        }
+        let state = decode(&bytes, &sha, "runs", key)
+            .and_then(|state: RunState| {
+                let in_scope = state.tenant_id.get() == scope.tenant_id
+                    && state.namespace_id.get() == scope.namespace_id
+                    && state.run_id == run_id;
+                if in_scope {
+                    Ok(state)
+                } else {
+                    Err(StoreError::Integrity { table: "runs", key: key() })
+                }
+            })
+            .map_err(|err| self.integrity_failed(err))?;
         Ok(Some((state, u64::try_from(version).unwrap_or(0))))
     }
 

@@ -145,20 +145,14 @@ impl Rounds {
         let rounds: Vec<String> = self.rates.iter().map(|rate| format!("{rate:.0}")).collect();
         self.rates.sort_by(f64::total_cmp);
         let median = self.rates[self.rates.len() / 2];
-        println!(
-            "daemon/load {label}: {median:.0} start+next cycles/s (median of rounds {}), p50 {:.2} ms, p99 {:.2} ms per cycle ({} cycles)",
-            rounds.join(", "),
-            percentile(&self.latencies, 0.5),
-            percentile(&self.latencies, 0.99),
-            self.latencies.len()
-        );
+        report(label, median, &format!(" (median of rounds {})", rounds.join(", ")), &self.latencies);
     }
 }
 
-/// Prints one phase's throughput and latency figures.
-fn report(label: &str, rate: f64, latencies: &[Duration]) {
+/// Prints one phase's throughput (with `rate_note` after it) and latency figures.
+fn report(label: &str, rate: f64, rate_note: &str, latencies: &[Duration]) {
     println!(
-        "daemon/load {label}: {rate:.0} start+next cycles/s, p50 {:.2} ms, p99 {:.2} ms per cycle ({} cycles)",
+        "daemon/load {label}: {rate:.0} start+next cycles/s{rate_note}, p50 {:.2} ms, p99 {:.2} ms per cycle ({} cycles)",
         percentile(latencies, 0.5),
         percentile(latencies, 0.99),
         latencies.len()
@@ -223,26 +217,16 @@ fn main() {
     plain.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let (mut tls_rounds, mut plain_rounds) = (Rounds::default(), Rounds::default());
     for round in 0..ONE_CLIENT_ROUNDS {
-        tls_rounds.add(phase(
-            &daemon,
-            &format!("c1-{round}"),
-            1,
-            ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS,
-            Duration::from_secs(20),
-        ));
-        plain_rounds.add(phase(
-            &plain,
-            &format!("plain-{round}"),
-            1,
-            ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS,
-            Duration::from_secs(20),
-        ));
+        for (target, prefix, rounds) in [(&daemon, "c1", &mut tls_rounds), (&plain, "plain", &mut plain_rounds)] {
+            let runs = ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS;
+            rounds.add(phase(target, &format!("{prefix}-{round}"), 1, runs, Duration::from_secs(20)));
+        }
     }
     drop(plain);
     tls_rounds.report("clients=1");
     plain_rounds.report("clients=1 plain-http-loopback");
     let (rate, latencies) = phase(&daemon, "c32", 32, 10_000 - ONE_CLIENT_RUNS, Duration::from_secs(60));
-    report("clients=32", rate, &latencies);
+    report("clients=32", rate, "", &latencies);
     let rss_10k = rss_kib(pid);
     let (rate, latencies) = phase(&daemon, "bulk", 32, 90_000, Duration::from_secs(240));
     let rss_100k = rss_kib(pid);

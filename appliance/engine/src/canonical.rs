@@ -85,6 +85,15 @@ impl CanonicalFormatter<'_> {
     }
 }
 
+/// Integers are written as `serde_json` writes them (verbatim, any width), into `out`.
+macro_rules! integers_written_plainly {
+    ($($method:ident: $type:ty),* $(,)?) => {$(
+        fn $method<W: ?Sized + io::Write>(&mut self, _: &mut W, value: $type) -> io::Result<()> {
+            CompactFormatter.$method(self.out, value)
+        }
+    )*};
+}
+
 impl Formatter for CanonicalFormatter<'_> {
     fn write_null<W: ?Sized + io::Write>(&mut self, _: &mut W) -> io::Result<()> {
         self.out.extend_from_slice(b"null");
@@ -96,45 +105,8 @@ impl Formatter for CanonicalFormatter<'_> {
         Ok(())
     }
 
-    fn write_i8<W: ?Sized + io::Write>(&mut self, _: &mut W, value: i8) -> io::Result<()> {
-        CompactFormatter.write_i8(self.out, value)
-    }
-
-    fn write_i16<W: ?Sized + io::Write>(&mut self, _: &mut W, value: i16) -> io::Result<()> {
-        CompactFormatter.write_i16(self.out, value)
-    }
-
-    fn write_i32<W: ?Sized + io::Write>(&mut self, _: &mut W, value: i32) -> io::Result<()> {
-        CompactFormatter.write_i32(self.out, value)
-    }
-
-    fn write_i64<W: ?Sized + io::Write>(&mut self, _: &mut W, value: i64) -> io::Result<()> {
-        CompactFormatter.write_i64(self.out, value)
-    }
-
-    fn write_i128<W: ?Sized + io::Write>(&mut self, _: &mut W, value: i128) -> io::Result<()> {
-        CompactFormatter.write_i128(self.out, value)
-    }
-
-    fn write_u8<W: ?Sized + io::Write>(&mut self, _: &mut W, value: u8) -> io::Result<()> {
-        CompactFormatter.write_u8(self.out, value)
-    }
-
-    fn write_u16<W: ?Sized + io::Write>(&mut self, _: &mut W, value: u16) -> io::Result<()> {
-        CompactFormatter.write_u16(self.out, value)
-    }
-
-    fn write_u32<W: ?Sized + io::Write>(&mut self, _: &mut W, value: u32) -> io::Result<()> {
-        CompactFormatter.write_u32(self.out, value)
-    }
-
-    fn write_u64<W: ?Sized + io::Write>(&mut self, _: &mut W, value: u64) -> io::Result<()> {
-        CompactFormatter.write_u64(self.out, value)
-    }
-
-    fn write_u128<W: ?Sized + io::Write>(&mut self, _: &mut W, value: u128) -> io::Result<()> {
-        CompactFormatter.write_u128(self.out, value)
-    }
+    integers_written_plainly!(write_i8: i8, write_i16: i16, write_i32: i32, write_i64: i64, write_i128: i128,
+        write_u8: u8, write_u16: u16, write_u32: u32, write_u64: u64, write_u128: u128);
 
     fn write_f32<W: ?Sized + io::Write>(&mut self, _: &mut W, value: f32) -> io::Result<()> {
         self.write_float(value.classify(), value)
