@@ -4,6 +4,8 @@
 //! commit, an idle keep-alive connection does not stop a lone client's requests running
 //! inline, and a daemon with a provider that waits on the network never runs tool work
 //! on a connection thread. Checked through `dg_request_executions_total` on /metrics.
+//! Also that a lone client's connection is busy-polled between its requests unless
+//! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`).
 
 mod support;
 
@@ -93,4 +95,37 @@ fn a_network_provider_keeps_all_tool_work_on_the_pool() {
     }
     assert_eq!(executions(&daemon, "connection_thread"), 0);
     assert!(executions(&daemon, "blocking_pool") >= 5);
+}
+
+/// Polled reads of a daemon so far: (caught the next request, gave up and slept).
+fn polled_reads(daemon: &Daemon) -> (u64, u64) {
+    let outcome = |name: &str| {
+        let series = format!("dg_busy_poll_reads_total{{outcome=\"{name}\"}}");
+        daemon.metric(&series).unwrap_or_else(|| panic!("no {series} in metrics")) as u64
+    };
+    (outcome("caught"), outcome("slept"))
+}
+
+#[test]
+fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
+    let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
+    let default = String::from_utf8(default).unwrap();
+    assert!(default.contains("busy_poll_us = 250"), "the embedded default polls");
+    for budget in [250, 0] {
+        let config = default.replace("busy_poll_us = 250", &format!("busy_poll_us = {budget}"));
+        let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
+        let before = polled_reads(&daemon);
+        for _ in 0..20 {
+            daemon.tool("providers_list", json!({})).unwrap();
+        }
+        let after = polled_reads(&daemon);
+        let polled = (after.0 - before.0) + (after.1 - before.1);
+        if budget == 0 {
+            assert_eq!(polled, 0, "busy_poll_us = 0 never polls");
+        } else {
+            // Each answer is followed by a polled read for the next request, whether the
+            // request came within the budget or not (how many did depends on the machine).
+            assert!(polled >= 20, "polled {polled} reads over 20 sequential requests (caught, slept: {after:?})");
+        }
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 use crate::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
+use crate::busy_poll::{PollControl, PollCounters};
 use crate::limits::{valid_correlation_id, RateLimiter};
 use crate::metrics::Executor;
 use crate::rpc::{self, Dialect, Reply};
@@ -33,12 +34,22 @@ pub struct HttpFront {
     /// bounded by CPU and disk: a condition for running it on its connection's thread.
     providers_local: bool,
     activity: RecentActivity,
+    poll_counters: Arc<PollCounters>,
     connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
 }
 
 type HttpResponse = Response<Full<Bytes>>;
+
+/// One accepted connection, as its requests know it.
+#[derive(Clone)]
+pub struct Connection {
+    /// Its id (from 1), for telling connections apart in `activity.rs`.
+    pub id: u64,
+    /// Its stream's busy-polling switch (`busy_poll.rs`).
+    pub poll: PollControl,
+}
 
 fn json_response(status: u16, body: &Value) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -61,16 +72,22 @@ impl HttpFront {
             limiter,
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
+            poll_counters: Arc::new(PollCounters::default()),
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
         }
     }
 
-    /// A new connection's id (from 1), which its requests carry to [`Self::serve`].
+    /// A new connection's identity (ids from 1), which its requests carry to
+    /// [`Self::serve`], and its busy-polling switch for its stream.
     #[must_use]
-    pub fn connection_id(&self) -> u64 {
-        self.connections.fetch_add(1, Ordering::Relaxed) + 1
+    pub fn connection(&self) -> Connection {
+        let budget = Duration::from_micros(self.app.config.server.busy_poll_us);
+        Connection {
+            id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
+            poll: PollControl::new(self.poll_counters.clone(), budget),
+        }
     }
 
     /// Whether a request may run on its connection's thread: every provider is local,
@@ -89,10 +106,13 @@ impl HttpFront {
         self: Arc<Self>,
         request: Request<Incoming>,
         certificate: Option<Arc<Principal>>,
-        connection: u64,
+        connection: Connection,
     ) -> Result<HttpResponse, Infallible> {
         let started = Instant::now();
-        let others_active = self.activity.begin(connection, started);
+        let others_active = self.activity.begin(connection.id, started);
+        // Poll for this client's next request only while it has the daemon to itself, and
+        // only on HTTP/1 (one request at a time, so the next bytes are the next request).
+        connection.poll.set_lone(!others_active && request.version() < Version::HTTP_2);
         let server_correlation =
             format!("dg-{:016x}-{:016x}", self.boot_id, self.counter.fetch_add(1, Ordering::Relaxed));
         let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
@@ -247,7 +267,7 @@ impl HttpFront {
             .and_then(Result::ok)
             .unwrap_or_default();
         let inflight = self.max_inflight.saturating_sub(self.inflight.available_permits());
-        let text = self.app.metrics.render(&runs, self.app.store.integrity_failures(), inflight);
+        let text = self.app.metrics.render(&runs, self.app.store.integrity_failures(), inflight, &self.poll_counters);
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         (response, "metrics".into(), None)

@@ -8,6 +8,7 @@ pub mod admin_cli;
 pub mod app;
 pub mod auth;
 pub mod backup_cli;
+pub mod busy_poll;
 pub mod cli;
 pub mod clock;
 pub mod commands;

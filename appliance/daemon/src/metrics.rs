@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::busy_poll::PollCounters;
+
 /// Latency bucket bounds in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -87,7 +89,13 @@ impl Metrics {
 
     /// Renders the exposition text; `runs_by_status` and `integrity_failures` come from storage.
     #[must_use]
-    pub fn render(&self, runs_by_status: &[(String, u64)], integrity_failures: u64, inflight: usize) -> String {
+    pub fn render(
+        &self,
+        runs_by_status: &[(String, u64)],
+        integrity_failures: u64,
+        inflight: usize,
+        busy_poll: &PollCounters,
+    ) -> String {
         let mut out = String::new();
         let Ok(inner) = self.inner.lock() else { return out };
         let _ = writeln!(out, "# HELP dg_requests_total Requests answered, by endpoint and JSON-RPC method.");
@@ -133,6 +141,13 @@ impl Metrics {
             let count = inner.executed[executor as usize];
             let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
         }
+        let _ = writeln!(
+            out,
+            "# HELP dg_busy_poll_reads_total Reads that polled a lone client's connection, by whether its next request came within the budget."
+        );
+        let _ = writeln!(out, "# TYPE dg_busy_poll_reads_total counter");
+        let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"caught\"}} {}", busy_poll.caught());
+        let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"slept\"}} {}", busy_poll.slept());
         let _ = writeln!(out, "# HELP dg_requests_in_flight Requests being handled now.");
         let _ = writeln!(out, "# TYPE dg_requests_in_flight gauge");
         let _ = writeln!(out, "dg_requests_in_flight {inflight}");

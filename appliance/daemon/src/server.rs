@@ -13,11 +13,12 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use dg_identity::Principal;
 
+use crate::busy_poll::BusyPollStream;
 use crate::config::ClientAuthConfig;
 use crate::http::HttpFront;
 
@@ -106,7 +107,7 @@ fn common_name(der: &[u8]) -> Option<String> {
 /// Maps a connection's verified client certificate to a principal (`None` when there is
 /// no certificate or its subject is not configured).
 fn certificate_principal(
-    tls: &tokio_rustls::server::TlsStream<TcpStream>,
+    tls: &tokio_rustls::server::TlsStream<BusyPollStream>,
     client: Option<&ClientAuthConfig>,
 ) -> Option<Principal> {
     let client = client?;
@@ -172,12 +173,13 @@ pub async fn run(
             _ = sigint.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = front.connection_id();
+        let connection = front.connection();
+        let stream = BusyPollStream::new(stream, connection.poll.clone());
         let front = front.clone();
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let service = service_fn(move |request| front.clone().serve(request, None, connection));
+                let service = service_fn(move |request| front.clone().serve(request, None, connection.clone()));
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let watched = graceful.watch(conn);
                 tokio::spawn(async move {
@@ -194,7 +196,7 @@ pub async fn run(
                     let client = front.app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
                     let principal = certificate_principal(&tls_stream, client).map(Arc::new);
                     let service =
-                        service_fn(move |request| front.clone().serve(request, principal.clone(), connection));
+                        service_fn(move |request| front.clone().serve(request, principal.clone(), connection.clone()));
                     let conn = builder.serve_connection(TokioIo::new(tls_stream), service).into_owned();
                     if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
@@ -213,12 +215,12 @@ pub async fn run(
 
 async fn handshake(
     acceptor: TlsAcceptor,
-    stream: TcpStream,
+    stream: BusyPollStream,
     peer: SocketAddr,
     timeout: Duration,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<BusyPollStream>> {
     let mut peek = [0u8; 4];
-    if let Ok(Ok(n)) = tokio::time::timeout(timeout, stream.peek(&mut peek)).await {
+    if let Ok(Ok(n)) = tokio::time::timeout(timeout, stream.get_ref().peek(&mut peek)).await {
         if looks_like_plain_http(&peek[..n]) {
             let mut stream = stream;
             let _ = stream.write_all(PLAINTEXT_TO_TLS).await;

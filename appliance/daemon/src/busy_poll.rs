@@ -1,0 +1,288 @@
+//! Busy polling for a lone client's next request. After answering, a connection's read
+//! usually finds nothing yet and the thread sleeps in epoll until the client's next
+//! request arrives. On a virtual machine whose idle vCPUs halt, being woken from that
+//! sleep costs tens of microseconds per request (the load bench's one-client phase; a
+//! loopback round trip measured ~55 us with the server polling, ~170 us with it asleep).
+//! So once a connection has answered, while it is the only active one, its next read
+//! polls the socket for a short, bounded time before the thread goes to sleep, as kernel
+//! busy polling (`SO_BUSY_POLL`) does for network devices that support it (loopback does
+//! not). A read between a request and its answer (hyper watching for the client hanging
+//! up) never polls: it must not delay the answer.
+//!
+//! The cost is CPU: at most `budget` of spinning after each answered request, and only
+//! while one client keeps the daemon busy. Under concurrent load the flag is off (a
+//! spinning thread would hold up the other connections), and an idle daemon never
+//! spins. `server.busy_poll_us = 0` turns it off.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use rustix::net::RecvFlags;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// How polled reads ended, for `/metrics`: an operator can see whether polling catches
+/// requests (worth its CPU) or mostly gives up.
+#[derive(Default)]
+pub struct PollCounters {
+    caught: AtomicU64,
+    slept: AtomicU64,
+}
+
+impl PollCounters {
+    /// Polled reads that found the client's next bytes.
+    #[must_use]
+    pub fn caught(&self) -> u64 {
+        self.caught.load(Ordering::Relaxed)
+    }
+
+    /// Polled reads that used their whole budget and went to sleep.
+    #[must_use]
+    pub fn slept(&self) -> u64 {
+        self.slept.load(Ordering::Relaxed)
+    }
+}
+
+/// One connection's polling switch: set after each request from whether the connection
+/// had the daemon to itself (see `activity.rs`), read by its next read.
+#[derive(Clone)]
+pub struct PollControl {
+    lone: Arc<AtomicBool>,
+    counters: Arc<PollCounters>,
+    budget: Duration,
+}
+
+impl PollControl {
+    /// A switch for a new connection (off until its first request), counting into
+    /// `counters`; a zero `budget` never polls.
+    #[must_use]
+    pub fn new(counters: Arc<PollCounters>, budget: Duration) -> Self {
+        Self { lone: Arc::new(AtomicBool::new(false)), counters, budget }
+    }
+
+    /// Records whether the connection's latest request was the only active one.
+    pub fn set_lone(&self, lone: bool) {
+        self.lone.store(lone, Ordering::Relaxed);
+    }
+
+    fn polls(&self) -> bool {
+        !self.budget.is_zero() && self.lone.load(Ordering::Relaxed)
+    }
+}
+
+/// A TCP stream whose reads poll for up to the control's budget after it has written,
+/// while its [`PollControl`] says the connection is alone.
+pub struct BusyPollStream {
+    inner: TcpStream,
+    control: PollControl,
+    /// Written since the last read that returned data: the client has its answer and
+    /// the next bytes are its next request.
+    answered: bool,
+}
+
+impl BusyPollStream {
+    /// Wraps an accepted stream.
+    #[must_use]
+    pub fn new(inner: TcpStream, control: PollControl) -> Self {
+        Self { inner, control, answered: false }
+    }
+
+    /// The stream (TLS handshakes peek at it; certificates are read from the session).
+    #[must_use]
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+
+    /// Reads what the socket holds without waiting: `None` when it holds nothing yet.
+    /// A direct `recv` (tokio's own `try_read` would answer from its readiness cache,
+    /// which only the event loop refreshes, so it could not see data arriving now).
+    fn recv_now(&self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        match rustix::net::recv(self.inner.as_fd(), unfilled, RecvFlags::DONTWAIT) {
+            Ok(read) => {
+                buf.advance(read);
+                Some(Ok(()))
+            }
+            Err(rustix::io::Errno::AGAIN) => None,
+            Err(rustix::io::Errno::INTR) => None,
+            Err(err) => Some(Err(err.into())),
+        }
+    }
+}
+
+impl AsyncRead for BusyPollStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let filled = buf.filled().len();
+        let first = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if first.is_ready() {
+            if buf.filled().len() > filled {
+                this.answered = false;
+            }
+            return first;
+        }
+        if !this.answered || !this.control.polls() || buf.remaining() == 0 {
+            return first;
+        }
+        let deadline = Instant::now() + this.control.budget;
+        loop {
+            if let Some(done) = this.recv_now(buf) {
+                this.answered = false;
+                this.control.counters.caught.fetch_add(1, Ordering::Relaxed);
+                return Poll::Ready(done);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        this.control.counters.slept.fetch_add(1, Ordering::Relaxed);
+        // Nothing came: sleep as usual. The first poll registered this task's waker, and
+        // data arriving after the last `recv` raises a new readiness event.
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BusyPollStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write(cx, data);
+        this.answered |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.answered |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair(budget: Duration, lone: bool) -> (BusyPollStream, std::net::TcpStream, Arc<PollCounters>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let counters = Arc::new(PollCounters::default());
+        let control = PollControl::new(counters.clone(), budget);
+        control.set_lone(lone);
+        let client = client.into_std().unwrap();
+        client.set_nonblocking(false).unwrap();
+        (BusyPollStream::new(server, control), client, counters)
+    }
+
+    /// The client (a plain thread) reads the server's answer, waits, then sends `next`.
+    fn client_replies(
+        mut client: std::net::TcpStream,
+        after: Duration,
+        next: &'static [u8],
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            let mut answer = [0u8; 6];
+            std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+            std::thread::sleep(after);
+            std::io::Write::write_all(&mut client, next).unwrap();
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut client, &mut rest);
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn after_an_answer_a_lone_connection_catches_the_next_request_by_polling() {
+        let (mut server, client, counters) = pair(Duration::from_secs(5), true).await;
+        let peer = client_replies(client, Duration::from_millis(20), b"next");
+        server.write_all(b"answer").await.unwrap();
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"next");
+        assert_eq!((counters.caught(), counters.slept()), (1, 0), "read by polling, not after sleeping");
+        drop(server);
+        peer.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_request_arriving_after_the_budget_still_wakes_the_reader() {
+        let (mut server, client, counters) = pair(Duration::from_micros(200), true).await;
+        let peer = client_replies(client, Duration::from_millis(50), b"late");
+        server.write_all(b"answer").await.unwrap();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), server.read_exact(&mut got)).await.unwrap().unwrap();
+        assert_eq!(&got, b"late");
+        assert_eq!(counters.slept(), 1, "the poll gave up and the reader slept until woken");
+        drop(server);
+        peer.join().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_polling_before_an_answer_when_not_alone_or_with_no_budget() {
+        for (budget, lone, answer_first) in
+            [(Duration::from_secs(5), true, false), (Duration::from_secs(5), false, true), (Duration::ZERO, true, true)]
+        {
+            let (mut server, mut client, counters) = pair(budget, lone).await;
+            let peer = std::thread::spawn(move || {
+                if answer_first {
+                    let mut answer = [0u8; 6];
+                    std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                std::io::Write::write_all(&mut client, b"data").unwrap();
+                client
+            });
+            if answer_first {
+                server.write_all(b"answer").await.unwrap();
+            }
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"data");
+            assert_eq!(
+                (counters.caught(), counters.slept()),
+                (0, 0),
+                "budget {budget:?} lone {lone} answered {answer_first}"
+            );
+            drop(peer.join().unwrap());
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_closed_peer_reads_as_end_of_stream_while_polling() {
+        let (mut server, client, counters) = pair(Duration::from_secs(5), true).await;
+        let peer = std::thread::spawn(move || {
+            let mut client = client;
+            let mut answer = [0u8; 6];
+            std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+            drop(client);
+        });
+        server.write_all(b"answer").await.unwrap();
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(counters.caught(), 1, "end of stream is what the poll found");
+        peer.join().unwrap();
+    }
+}
