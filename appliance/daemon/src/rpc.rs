@@ -57,8 +57,16 @@ impl Reply {
     }
 
     fn result(id: &Value, result: Value) -> Self {
-        Self::Response { status: 200, body: json!({"jsonrpc": "2.0", "id": id, "result": result}), error_code: None }
+        let body = object([("jsonrpc", Value::from("2.0")), ("id", id.clone()), ("result", result)]);
+        Self::Response { status: 200, body, error_code: None }
     }
+}
+
+/// A JSON object from owned members. `json!` copies each interpolated value through
+/// `to_value`: for a tool's output (a whole run state) that is a second tree built and
+/// dropped per response, twice over with the envelope.
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+    Value::Object(members.into_iter().map(|(key, value)| (key.to_string(), value)).collect())
 }
 
 /// Parses a message body into a request. Notifications (no `id`) are allowed in MCP and
@@ -135,16 +143,20 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
                 });
             match (outcome, dialect) {
                 (Ok(output), Dialect::DecisionGate) => {
-                    Reply::result(&id, json!({"content": [{"type": "json", "json": output}]}))
+                    let content = object([("type", Value::from("json")), ("json", output)]);
+                    Reply::result(&id, object([("content", Value::Array(vec![content]))]))
                 }
-                (Ok(output), Dialect::Mcp) => Reply::result(
-                    &id,
-                    json!({
-                        "content": [{"type": "text", "text": output.to_string()}],
-                        "structuredContent": output,
-                        "isError": false,
-                    }),
-                ),
+                (Ok(output), Dialect::Mcp) => {
+                    let content = object([("type", Value::from("text")), ("text", Value::String(output.to_string()))]);
+                    Reply::result(
+                        &id,
+                        object([
+                            ("content", Value::Array(vec![content])),
+                            ("structuredContent", output),
+                            ("isError", Value::Bool(false)),
+                        ]),
+                    )
+                }
                 (Err(err), Dialect::DecisionGate) => Reply::error(&err, Some(&id)),
                 (Err(err), Dialect::Mcp) if err.http_status() == 200 || err.code == code::INVALID_PARAMS => {
                     // Tool failures are results with isError in MCP, so the model sees them.
