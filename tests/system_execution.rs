@@ -111,7 +111,9 @@ fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
     let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
     let default = String::from_utf8(default).unwrap();
     assert!(default.contains("busy_poll_us = 250"), "the embedded default polls");
-    for budget in [250, 0] {
+    // The longest budget, so that this test's client (a debug build, maybe on a loaded
+    // machine) counts as quick: only a client that asks again within the budget is polled for.
+    for budget in [10_000, 0] {
         let config = default.replace("busy_poll_us = 250", &format!("busy_poll_us = {budget}"));
         let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
         let before = polled_reads(&daemon);
@@ -119,13 +121,14 @@ fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
             daemon.tool("providers_list", json!({})).unwrap();
         }
         let after = polled_reads(&daemon);
-        let polled = (after.0 - before.0) + (after.1 - before.1);
+        let (caught, slept) = (after.0 - before.0, after.1 - before.1);
         if budget == 0 {
-            assert_eq!(polled, 0, "busy_poll_us = 0 never polls");
+            assert_eq!((caught, slept), (0, 0), "busy_poll_us = 0 never polls");
         } else {
-            // Each answer is followed by a polled read for the next request, whether the
-            // request came within the budget or not (how many did depends on the machine).
-            assert!(polled >= 20, "polled {polled} reads over 20 sequential requests (caught, slept: {after:?})");
+            assert!(
+                caught >= 15,
+                "a quick lone client's requests are caught by polling: caught {caught}, slept {slept}"
+            );
         }
     }
 }

@@ -12,7 +12,10 @@
 //! The cost is CPU: at most `budget` of spinning after each answered request, and only
 //! while one client keeps the daemon busy. Under concurrent load the flag is off (a
 //! spinning thread would hold up the other connections), and an idle daemon never
-//! spins. `server.busy_poll_us = 0` turns it off.
+//! spins. A client that takes longer than the budget to send its next request (an
+//! agent thinking between tool calls) is not polled for: a connection polls only while
+//! its latest request came within the budget of the answer before it, which is measured
+//! whether or not that read polled. `server.busy_poll_us = 0` turns it off.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -80,16 +83,19 @@ impl PollControl {
 pub struct BusyPollStream {
     inner: TcpStream,
     control: PollControl,
-    /// Written since the last read that returned data: the client has its answer and
-    /// the next bytes are its next request.
-    answered: bool,
+    /// When it first wrote since the last read that returned data: the client has its
+    /// answer, and the next bytes are its next request.
+    answered_at: Option<Instant>,
+    /// Whether the latest request came within the budget after the answer before it
+    /// (so polling would have caught it); true until a request shows otherwise.
+    client_is_quick: bool,
 }
 
 impl BusyPollStream {
     /// Wraps an accepted stream.
     #[must_use]
     pub fn new(inner: TcpStream, control: PollControl) -> Self {
-        Self { inner, control, answered: false }
+        Self { inner, control, answered_at: None, client_is_quick: true }
     }
 
     /// The stream (TLS handshakes peek at it; certificates are read from the session).
@@ -101,6 +107,21 @@ impl BusyPollStream {
     /// Reads what the socket holds without waiting: `None` when it holds nothing yet.
     /// A direct `recv` (tokio's own `try_read` would answer from its readiness cache,
     /// which only the event loop refreshes, so it could not see data arriving now).
+    /// Notes that a read returned data: if it followed an answer, how long the client
+    /// took decides whether its next request is polled for.
+    fn request_arrived(&mut self) {
+        if let Some(answered_at) = self.answered_at.take() {
+            self.client_is_quick = answered_at.elapsed() <= self.control.budget;
+        }
+    }
+
+    /// Notes a write: the first since the last request starts the client's turn.
+    fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
+        if self.answered_at.is_none() && matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.answered_at = Some(Instant::now());
+        }
+    }
+
     fn recv_now(&self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
         let unfilled = buf.initialize_unfilled();
         match rustix::net::recv(self.inner.as_fd(), unfilled, RecvFlags::DONTWAIT) {
@@ -122,17 +143,17 @@ impl AsyncRead for BusyPollStream {
         let first = Pin::new(&mut this.inner).poll_read(cx, buf);
         if first.is_ready() {
             if buf.filled().len() > filled {
-                this.answered = false;
+                this.request_arrived();
             }
             return first;
         }
-        if !this.answered || !this.control.polls() || buf.remaining() == 0 {
+        if this.answered_at.is_none() || !this.client_is_quick || !this.control.polls() || buf.remaining() == 0 {
             return first;
         }
         let deadline = Instant::now() + this.control.budget;
         loop {
             if let Some(done) = this.recv_now(buf) {
-                this.answered = false;
+                this.request_arrived();
                 this.control.counters.caught.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(done);
             }
@@ -152,7 +173,7 @@ impl AsyncWrite for BusyPollStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, data);
-        this.answered |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        this.wrote(&written);
         written
     }
 
@@ -163,7 +184,7 @@ impl AsyncWrite for BusyPollStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.answered |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        this.wrote(&written);
         written
     }
 
@@ -267,6 +288,33 @@ mod tests {
             );
             drop(peer.join().unwrap());
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_client_slower_than_the_budget_is_not_polled_for_until_it_is_quick_again() {
+        let (mut server, mut client, counters) = pair(Duration::from_millis(20), true).await;
+        // The client's pauses before each request: slow, slow, quick, quick. (A pause,
+        // even a quick one, so that no request is already there when the read begins.)
+        let peer = std::thread::spawn(move || {
+            for pause in [60, 60, 1, 1] {
+                let mut answer = [0u8; 6];
+                std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+                std::thread::sleep(Duration::from_millis(pause));
+                std::io::Write::write_all(&mut client, b"next").unwrap();
+            }
+            client
+        });
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            server.write_all(b"answer").await.unwrap();
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got).await.unwrap();
+            seen.push(counters.caught() + counters.slept());
+        }
+        // 1st read polls (no history) and sleeps; 2nd is not polled (the client was slow);
+        // 3rd is not polled either (slow again); after the quick 3rd request, the 4th is.
+        assert_eq!(seen, vec![1, 1, 1, 2], "polled reads after each request");
+        drop(peer.join().unwrap());
     }
 
     #[tokio::test(flavor = "current_thread")]
