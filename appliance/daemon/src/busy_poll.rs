@@ -7,7 +7,8 @@
 //! polls the socket for a short, bounded time before the thread goes to sleep, as kernel
 //! busy polling (`SO_BUSY_POLL`) does for network devices that support it (loopback does
 //! not). A read between a request and its answer (hyper watching for the client hanging
-//! up) never polls: it must not delay the answer.
+//! up) never polls: it must not delay the answer. Nor does a read while part of the
+//! answer waits for room in the socket: the next thing to do there is write.
 //!
 //! The cost is CPU: at most `budget` of spinning after each answered request, and only
 //! while one client keeps the daemon busy. Under concurrent load the flag is off (a
@@ -89,13 +90,16 @@ pub struct BusyPollStream {
     /// Whether the latest request came within the budget after the answer before it
     /// (so polling would have caught it); true until a request shows otherwise.
     client_is_quick: bool,
+    /// The latest write found the socket full: the answer is not all sent yet, and the
+    /// next thing to do is write the rest, not wait for the client.
+    write_blocked: bool,
 }
 
 impl BusyPollStream {
     /// Wraps an accepted stream.
     #[must_use]
     pub fn new(inner: TcpStream, control: PollControl) -> Self {
-        Self { inner, control, answered_at: None, client_is_quick: true }
+        Self { inner, control, answered_at: None, client_is_quick: true, write_blocked: false }
     }
 
     /// The stream (TLS handshakes peek at it; certificates are read from the session).
@@ -104,9 +108,6 @@ impl BusyPollStream {
         &self.inner
     }
 
-    /// Reads what the socket holds without waiting: `None` when it holds nothing yet.
-    /// A direct `recv` (tokio's own `try_read` would answer from its readiness cache,
-    /// which only the event loop refreshes, so it could not see data arriving now).
     /// Notes that a read returned data: if it followed an answer, how long the client
     /// took decides whether its next request is polled for.
     fn request_arrived(&mut self) {
@@ -115,13 +116,28 @@ impl BusyPollStream {
         }
     }
 
-    /// Notes a write: the first since the last request starts the client's turn.
+    /// Notes a write: the first since the last request starts the client's turn; one
+    /// that found the socket full holds polling off until a write goes through.
     fn wrote(&mut self, written: &Poll<io::Result<usize>>) {
+        self.write_blocked = written.is_pending();
         if self.answered_at.is_none() && matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
             self.answered_at = Some(Instant::now());
         }
     }
 
+    /// Whether a read that found nothing should poll: the client has its whole answer,
+    /// it asked quickly last time, and the connection is alone.
+    fn should_poll(&self, buf: &ReadBuf<'_>) -> bool {
+        self.answered_at.is_some()
+            && !self.write_blocked
+            && self.client_is_quick
+            && self.control.polls()
+            && buf.remaining() > 0
+    }
+
+    /// Reads what the socket holds without waiting: `None` when it holds nothing yet.
+    /// A direct `recv` (tokio's own `try_read` would answer from its readiness cache,
+    /// which only the event loop refreshes, so it could not see data arriving now).
     fn recv_now(&self, buf: &mut ReadBuf<'_>) -> Option<io::Result<()>> {
         let unfilled = buf.initialize_unfilled();
         match rustix::net::recv(self.inner.as_fd(), unfilled, RecvFlags::DONTWAIT) {
@@ -147,7 +163,7 @@ impl AsyncRead for BusyPollStream {
             }
             return first;
         }
-        if this.answered_at.is_none() || !this.client_is_quick || !this.control.polls() || buf.remaining() == 0 {
+        if !this.should_poll(buf) {
             return first;
         }
         let deadline = Instant::now() + this.control.budget;
@@ -314,6 +330,29 @@ mod tests {
         // 1st read polls (no history) and sleeps; 2nd is not polled (the client was slow);
         // 3rd is not polled either (slow again); after the quick 3rd request, the 4th is.
         assert_eq!(seen, vec![1, 1, 1, 2], "polled reads after each request");
+        drop(peer.join().unwrap());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_polling_while_an_answer_is_still_waiting_for_room_in_the_socket() {
+        let (mut server, mut client, counters) = pair(Duration::from_secs(5), true).await;
+        // The client does not read: a large answer fills the socket and its write waits.
+        let answer = vec![b'a'; 64 << 20];
+        let blocked = tokio::time::timeout(Duration::from_millis(200), server.write_all(&answer)).await;
+        assert!(blocked.is_err(), "the socket should have filled up");
+        let peer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            std::io::Write::write_all(&mut client, b"data").unwrap();
+            client
+        });
+        let mut got = [0u8; 4];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"data");
+        assert_eq!(
+            (counters.caught(), counters.slept()),
+            (0, 0),
+            "a read while the answer waits to be sent must not poll"
+        );
         drop(peer.join().unwrap());
     }
 
