@@ -16,8 +16,12 @@ use support::{binary, sample_spec, Client, Daemon, DaemonOptions};
 
 /// `dg_request_executions_total{executor="..."}` from the daemon's metrics.
 fn executions(daemon: &Daemon, executor: &str) -> u64 {
-    let series = format!("dg_request_executions_total{{executor=\"{executor}\"}}");
-    daemon.metric(&series).unwrap_or_else(|| panic!("no {series} in metrics")) as u64
+    counter(daemon, &format!("dg_request_executions_total{{executor=\"{executor}\"}}"))
+}
+
+/// One counter series from the daemon's metrics; its absence fails the test.
+fn counter(daemon: &Daemon, series: &str) -> u64 {
+    daemon.metric(series).unwrap_or_else(|| panic!("no {series} in metrics")) as u64
 }
 
 fn start_args(run_id: &str) -> Value {
@@ -99,10 +103,7 @@ fn a_network_provider_keeps_all_tool_work_on_the_pool() {
 
 /// Polled reads of a daemon so far: (caught the next request, gave up and slept).
 fn polled_reads(daemon: &Daemon) -> (u64, u64) {
-    let outcome = |name: &str| {
-        let series = format!("dg_busy_poll_reads_total{{outcome=\"{name}\"}}");
-        daemon.metric(&series).unwrap_or_else(|| panic!("no {series} in metrics")) as u64
-    };
+    let outcome = |name: &str| counter(daemon, &format!("dg_busy_poll_reads_total{{outcome=\"{name}\"}}"));
     (outcome("caught"), outcome("slept"))
 }
 

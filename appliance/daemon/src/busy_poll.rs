@@ -52,7 +52,7 @@ impl PollCounters {
     }
 }
 
-/// One connection's polling switch: set after each request from whether the connection
+/// One connection's polling switch: set as each request begins, from whether the connection
 /// had the daemon to itself (see `activity.rs`), read by its next read.
 #[derive(Clone)]
 pub struct PollControl {
@@ -238,46 +238,53 @@ mod tests {
         (BusyPollStream::new(server, control), client, counters)
     }
 
-    /// The client (a plain thread) reads the server's answer, waits, then sends `next`.
-    fn client_replies(
+    /// The client (a plain thread): for each pause, reads the server's 6-byte answer first
+    /// when `reads_answers`, waits the pause, then sends `request`; hands its stream back.
+    fn client_sends(
         mut client: std::net::TcpStream,
-        after: Duration,
-        next: &'static [u8],
-    ) -> std::thread::JoinHandle<()> {
+        reads_answers: bool,
+        pauses_ms: &'static [u64],
+        request: &'static [u8; 4],
+    ) -> std::thread::JoinHandle<std::net::TcpStream> {
         std::thread::spawn(move || {
-            let mut answer = [0u8; 6];
-            std::io::Read::read_exact(&mut client, &mut answer).unwrap();
-            std::thread::sleep(after);
-            std::io::Write::write_all(&mut client, next).unwrap();
-            let mut rest = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut client, &mut rest);
+            for pause in pauses_ms {
+                if reads_answers {
+                    let mut answer = [0u8; 6];
+                    std::io::Read::read_exact(&mut client, &mut answer).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(*pause));
+                std::io::Write::write_all(&mut client, request).unwrap();
+            }
+            client
         })
+    }
+
+    /// The server's read of the client's next 4-byte request (bounded, so a lost wake-up
+    /// fails the test instead of hanging it).
+    async fn next_request(server: &mut BusyPollStream) -> [u8; 4] {
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), server.read_exact(&mut got)).await.unwrap().unwrap();
+        got
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn after_an_answer_a_lone_connection_catches_the_next_request_by_polling() {
         let (mut server, client, counters) = pair(Duration::from_secs(5), true).await;
-        let peer = client_replies(client, Duration::from_millis(20), b"next");
+        let peer = client_sends(client, true, &[20], b"next");
         server.write_all(b"answer").await.unwrap();
-        let mut got = [0u8; 4];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"next");
+        assert_eq!(&next_request(&mut server).await, b"next");
         assert_eq!((counters.caught(), counters.slept()), (1, 0), "read by polling, not after sleeping");
-        drop(server);
-        peer.join().unwrap();
+        drop(peer.join().unwrap());
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_arriving_after_the_budget_still_wakes_the_reader() {
         let (mut server, client, counters) = pair(Duration::from_micros(200), true).await;
-        let peer = client_replies(client, Duration::from_millis(50), b"late");
+        let peer = client_sends(client, true, &[50], b"late");
         server.write_all(b"answer").await.unwrap();
-        let mut got = [0u8; 4];
-        tokio::time::timeout(Duration::from_secs(5), server.read_exact(&mut got)).await.unwrap().unwrap();
-        assert_eq!(&got, b"late");
+        assert_eq!(&next_request(&mut server).await, b"late");
         assert_eq!(counters.slept(), 1, "the poll gave up and the reader slept until woken");
-        drop(server);
-        peer.join().unwrap();
+        drop(peer.join().unwrap());
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -285,22 +292,12 @@ mod tests {
         for (budget, lone, answer_first) in
             [(Duration::from_secs(5), true, false), (Duration::from_secs(5), false, true), (Duration::ZERO, true, true)]
         {
-            let (mut server, mut client, counters) = pair(budget, lone).await;
-            let peer = std::thread::spawn(move || {
-                if answer_first {
-                    let mut answer = [0u8; 6];
-                    std::io::Read::read_exact(&mut client, &mut answer).unwrap();
-                }
-                std::thread::sleep(Duration::from_millis(20));
-                std::io::Write::write_all(&mut client, b"data").unwrap();
-                client
-            });
+            let (mut server, client, counters) = pair(budget, lone).await;
+            let peer = client_sends(client, answer_first, &[20], b"data");
             if answer_first {
                 server.write_all(b"answer").await.unwrap();
             }
-            let mut got = [0u8; 4];
-            server.read_exact(&mut got).await.unwrap();
-            assert_eq!(&got, b"data");
+            assert_eq!(&next_request(&mut server).await, b"data");
             assert_eq!(
                 (counters.caught(), counters.slept()),
                 (0, 0),
@@ -312,23 +309,14 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_client_slower_than_the_budget_is_not_polled_for_until_it_is_quick_again() {
-        let (mut server, mut client, counters) = pair(Duration::from_millis(20), true).await;
+        let (mut server, client, counters) = pair(Duration::from_millis(20), true).await;
         // The client's pauses before each request: slow, slow, quick, quick. (A pause,
         // even a quick one, so that no request is already there when the read begins.)
-        let peer = std::thread::spawn(move || {
-            for pause in [60, 60, 1, 1] {
-                let mut answer = [0u8; 6];
-                std::io::Read::read_exact(&mut client, &mut answer).unwrap();
-                std::thread::sleep(Duration::from_millis(pause));
-                std::io::Write::write_all(&mut client, b"next").unwrap();
-            }
-            client
-        });
+        let peer = client_sends(client, true, &[60, 60, 1, 1], b"next");
         let mut seen = Vec::new();
         for _ in 0..4 {
             server.write_all(b"answer").await.unwrap();
-            let mut got = [0u8; 4];
-            server.read_exact(&mut got).await.unwrap();
+            assert_eq!(&next_request(&mut server).await, b"next");
             seen.push(counters.caught() + counters.slept());
         }
         // 1st read polls (no history) and sleeps; 2nd is not polled (the client was slow);
@@ -339,19 +327,13 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn no_polling_while_an_answer_is_still_waiting_for_room_in_the_socket() {
-        let (mut server, mut client, counters) = pair(Duration::from_secs(5), true).await;
+        let (mut server, client, counters) = pair(Duration::from_secs(5), true).await;
         // The client does not read: a large answer fills the socket and its write waits.
         let answer = vec![b'a'; 64 << 20];
         let blocked = tokio::time::timeout(Duration::from_millis(200), server.write_all(&answer)).await;
         assert!(blocked.is_err(), "the socket should have filled up");
-        let peer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            std::io::Write::write_all(&mut client, b"data").unwrap();
-            client
-        });
-        let mut got = [0u8; 4];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"data");
+        let peer = client_sends(client, false, &[20], b"data");
+        assert_eq!(&next_request(&mut server).await, b"data");
         assert_eq!(
             (counters.caught(), counters.slept()),
             (0, 0),
