@@ -5,7 +5,8 @@
 //! inline, and a daemon with a provider that waits on the network never runs tool work
 //! on a connection thread. Checked through `dg_request_executions_total` on /metrics.
 //! Also that a lone client's connection is busy-polled between its requests unless
-//! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`).
+//! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`), and that `dg_runs` (runs by
+//! status, kept by every write) matches every run's status read back.
 
 mod support;
 
@@ -65,7 +66,20 @@ fn lone_requests_run_on_the_connection_thread_and_concurrent_ones_on_the_pool() 
     let pooled = executions(&daemon, "blocking_pool") - pooled_before;
     assert_eq!(inline + pooled, 200, "every request counted once");
     assert!(pooled > 0, "overlapping requests must use the pool (inline {inline}, pooled {pooled})");
-    for run_id in &started {
+    // Five runs are completed (two steps each); `dg_runs` (kept by every write, not a
+    // scan) must match the status of every run read back one by one.
+    for (run_id, trigger) in started.iter().take(5).flat_map(|run_id| [(run_id, "t1"), (run_id, "t2")]) {
+        daemon
+            .tool(
+                "scenario_next",
+                json!({"scenario_id": "exec", "request": {"run_id": run_id, "tenant_id": 2, "namespace_id": 3,
+                       "trigger_id": trigger, "agent_id": "a", "time": {"kind": "logical", "value": 9}, "correlation_id": null}}),
+            )
+            .unwrap();
+    }
+    let mut by_status = std::collections::BTreeMap::from([("active", 0u64), ("completed", 0), ("failed", 0)]);
+    let every_run: Vec<String> = started.iter().cloned().chain((0..10).map(|n| format!("seq-{n}"))).collect();
+    for run_id in &every_run {
         let status = daemon
             .tool(
                 "scenario_status",
@@ -73,7 +87,12 @@ fn lone_requests_run_on_the_connection_thread_and_concurrent_ones_on_the_pool() 
                        "requested_at": {"kind": "logical", "value": 2}, "correlation_id": null}}),
             )
             .unwrap();
-        assert_eq!(status["status"], "active", "{run_id}: {status}");
+        let status = status["status"].as_str().unwrap_or_else(|| panic!("{run_id}: {status}")).to_string();
+        *by_status.get_mut(status.as_str()).unwrap_or_else(|| panic!("{run_id}: unknown status {status}")) += 1;
+    }
+    assert_eq!((by_status["active"], by_status["completed"]), (205, 5), "two steps complete a run: {by_status:?}");
+    for (status, runs) in by_status {
+        assert_eq!(counter(&daemon, &format!("dg_runs{{status=\"{status}\"}}")), runs, "dg_runs for {status}");
     }
 
     // An idle keep-alive connection of another client does not count once a whole

@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod import;
 pub mod migrations;
 mod registry_cache;
+pub mod run_counts;
 pub mod runpack_store;
 mod scenario_cache;
 pub mod signing;

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 5;
+pub const CURRENT_VERSION: i64 = 6;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -134,6 +134,18 @@ const MIGRATIONS: [&str; 5] = [
         FROM data_shapes ORDER BY tenant_id, namespace_id, schema_id, version;
     DROP TABLE data_shapes;
     ALTER TABLE data_shapes_v5 RENAME TO data_shapes;
+    ",
+    // v6: runs by status beside each tenant's run bytes, kept exact by every run write in
+    // the row it already updates (`run_counts.rs`), so `/metrics` no longer scans every run.
+    r"
+    ALTER TABLE tenant_usage ADD COLUMN runs_active INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tenant_usage ADD COLUMN runs_completed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tenant_usage ADD COLUMN runs_failed INTEGER NOT NULL DEFAULT 0;
+    INSERT OR IGNORE INTO tenant_usage (tenant_id, run_bytes) SELECT tenant_id, sum(length(state_json)) FROM runs GROUP BY tenant_id;
+    UPDATE tenant_usage SET
+        runs_active = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'active'),
+        runs_completed = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'completed'),
+        runs_failed = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'failed');
     ",
 ];
 

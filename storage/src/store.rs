@@ -15,6 +15,7 @@ use crate::error::StoreError;
 use crate::migrations;
 use crate::registry_cache::RegistryCache;
 pub use crate::registry_cache::RegistrySnapshot;
+use crate::run_counts;
 use crate::scenario_cache::ScenarioCache;
 use crate::writer::Writer;
 
@@ -322,21 +323,24 @@ impl Store {
         let namespace = to_sql(state.namespace_id.get());
         let run_id = state.run_id.clone();
         let scenario_id = state.scenario_id.clone();
-        let status = state.status.as_str();
+        let new_status = state.status;
+        let status = new_status.as_str();
         let saved_at = now_ms();
         let tenant_limit = self.limits.max_tenant_run_bytes;
         let new_len = i64::try_from(doc.bytes.len()).unwrap_or(i64::MAX);
         let version = self.writer.submit(Box::new(move |conn| {
-            // Per-tenant bound, kept exact in the same transaction as the write.
-            let old_len: i64 = query_one(
+            // Per-tenant bound and runs by status, kept exact in the same transaction as the write.
+            let old: Option<(i64, String)> = query_one(
                 conn,
-                "SELECT length(state_json) FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                "SELECT length(state_json), status FROM runs WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
                 params![tenant, namespace, run_id],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
-            .map_err(StoreError::sqlite("read run size"))?
-            .unwrap_or(0);
+            .map_err(StoreError::sqlite("read run size"))?;
+            let old_len = old.as_ref().map_or(0, |(len, _)| *len);
+            // An insert that meets an existing row fails below; its counts never land.
+            let moved = run_counts::deltas(&run_id, old.as_ref().filter(|_| expected.is_some()).map(|(_, s)| s.as_str()), new_status)?;
             let used: i64 = query_one(conn, "SELECT run_bytes FROM tenant_usage WHERE tenant_id = ?1", [tenant], |row| row.get(0))
                 .optional()
                 .map_err(StoreError::sqlite("read tenant usage"))?
@@ -371,9 +375,10 @@ impl Store {
             }
             exec(
                 conn,
-                "INSERT INTO tenant_usage (tenant_id, run_bytes) VALUES (?1, ?2)
-                 ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = ?2",
-                params![tenant, after],
+                "INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = ?2, runs_active = runs_active + ?3,
+                     runs_completed = runs_completed + ?4, runs_failed = runs_failed + ?5",
+                params![tenant, after, moved[0], moved[1], moved[2]],
             )
             .map_err(StoreError::sqlite("update tenant usage"))?;
             Ok(expected.map_or(1, |v| i64::try_from(v).unwrap_or(i64::MAX) + 1))
@@ -448,20 +453,13 @@ impl Store {
         })
     }
 
-    /// Counts runs by status (for /metrics).
+    /// Runs by status (for /metrics), every status listed: the totals each run write
+    /// keeps (`run_counts.rs`), not a scan of the runs.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn count_runs_by_status(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.read(|conn| {
-            let mut stmt = conn
-                .prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
-                .map_err(StoreError::sqlite("count runs"))?;
-            let rows = stmt
-                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?.unsigned_abs())))
-                .map_err(StoreError::sqlite("count runs"))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("count runs"))
-        })
+        self.read(run_counts::totals)
     }
 
     // ----- scenarios -----
@@ -801,7 +799,8 @@ impl Store {
 
     // ----- operator checks -----
 
-    /// `integrity_check` plus the hash of every stored document.
+    /// `integrity_check`, the hash of every stored document, and each tenant's kept run
+    /// bytes and counts against a recount of its runs.
     ///
     /// # Errors
     /// SQLite errors while reading.
@@ -833,6 +832,7 @@ impl Store {
                     }
                 }
             }
+            report.failures.extend(run_counts::drift(conn)?);
             Ok(report)
         })
     }

@@ -7,7 +7,7 @@ use std::num::NonZeroU64;
 
 use dg_engine::hashing::hash_bytes;
 use dg_engine::spec::ScenarioSpec;
-use dg_engine::state::{RunConfig, RunState};
+use dg_engine::state::{RunConfig, RunState, RunStatus};
 use dg_engine::time::Timestamp;
 use dg_engine::{ControlPlane, EngineConfig};
 use dg_providers::time::TimeProviderConfig;
@@ -203,8 +203,15 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
         })
         .unwrap();
     assert_eq!(time_indexes, 0, "no per-request index writes for rare time-range reads");
-    assert_eq!(raw.query_row("SELECT version FROM store_meta", [], |r| r.get::<_, i64>(0)).unwrap(), 5);
+    assert_eq!(
+        raw.query_row("SELECT version FROM store_meta", [], |r| r.get::<_, i64>(0)).unwrap(),
+        dg_storage::migrations::CURRENT_VERSION
+    );
     drop(raw);
+    // v6: the runs by status were counted from the runs there (one before, one after).
+    let store = Store::open(&path, StoreLimits::default()).unwrap();
+    assert_eq!(by_status(&store), [("active", 2), ("completed", 0), ("failed", 0)]);
+    drop(store);
     let backups: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -216,6 +223,53 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
     let err = Store::open(&path, StoreLimits::default()).err().expect("newer schema must be refused");
     assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }));
     assert!(err.to_string().contains("newer than this appliance supports"));
+}
+
+fn by_status(store: &Store) -> Vec<(&'static str, u64)> {
+    let counts = store.count_runs_by_status().unwrap();
+    ["active", "completed", "failed"]
+        .into_iter()
+        .map(|status| (status, counts.iter().find(|(s, _)| s == status).map_or(u64::MAX, |(_, n)| *n)))
+        .collect()
+}
+
+#[test]
+fn runs_by_status_are_kept_by_every_write_and_checked_against_a_recount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(by_status(&store), [("active", 0), ("completed", 0), ("failed", 0)]);
+    for (tenant, n) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)] {
+        store.create_run(&run(tenant, 3, &format!("r{n}"))).unwrap();
+    }
+    // A second create of the same run and a stale update both fail and count nothing.
+    assert!(matches!(store.create_run(&run(1, 3, "r0")).unwrap_err(), StoreError::Conflict(_)));
+    let (mut state, version) = store.get_run(Scope::new(1, 3), "r0").unwrap().unwrap();
+    state.status = RunStatus::Completed;
+    store.update_run(&state, version).unwrap();
+    assert!(matches!(store.update_run(&state, version).unwrap_err(), StoreError::Conflict(_)));
+    let (mut state, version) = store.get_run(Scope::new(2, 3), "r1").unwrap().unwrap();
+    state.status = RunStatus::Failed;
+    store.update_run(&state, version).unwrap();
+    // Rewriting a run in the status it has moves nothing.
+    let (state, version) = store.get_run(Scope::new(1, 3), "r1").unwrap().unwrap();
+    store.update_run(&state, version).unwrap();
+    assert_eq!(by_status(&store), [("active", 3), ("completed", 1), ("failed", 1)]);
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    let recount: Vec<(String, u64)> = raw
+        .prepare("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(recount, [("active".to_string(), 3), ("completed".to_string(), 1), ("failed".to_string(), 1)]);
+    assert!(store.check().unwrap().ok());
+    // Totals that no longer match the runs are reported by the operator's check.
+    raw.execute("UPDATE tenant_usage SET runs_failed = runs_failed + 1 WHERE tenant_id = 1", []).unwrap();
+    let report = store.check().unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.failures.len(), 1, "{report:?}");
+    assert!(report.failures[0].starts_with("tenant_usage 1:") && report.failures[0].contains("/1"), "{report:?}");
 }
 
 #[derive(Debug, Clone)]
