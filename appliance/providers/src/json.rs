@@ -1,20 +1,31 @@
 //! `json` provider: reads a JSON (or YAML) file below a configured root and selects a
 //! value with JSONPath. Paths are resolved and checked to stay beneath the root; every
 //! failure is an evidence result with an error code, never a value from elsewhere.
+//! The checked path is then opened from a handle on the root, one component at a time
+//! with `O_NOFOLLOW`: a directory or file swapped for a symbolic link after the check
+//! fails the open instead of being followed out of the root.
 
 use std::fs::File;
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use dg_engine::evidence::{
     EvidenceAnchor, EvidenceContext, EvidenceProviderError, EvidenceQuery, EvidenceRef, EvidenceResult, EvidenceValue,
     ProviderCallError, TrustLane,
 };
+use rustix::fs::{Mode, OFlags};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use serde_json_path::JsonPath;
 
 use crate::registry::ProviderConfigError;
+
+/// Directories on the way to a file: never a link.
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY.union(OFlags::RDONLY).union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW);
+/// The file itself: never a link, and a FIFO does not block the open.
+const FILE_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::CLOEXEC).union(OFlags::NOFOLLOW).union(OFlags::NONBLOCK);
 
 /// `[providers.config]` of the json provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -34,6 +45,8 @@ pub struct JsonProviderConfig {
 #[derive(Debug, Clone)]
 pub struct JsonProvider {
     config: JsonProviderConfig,
+    /// The root directory, opened once: every file is opened beneath this handle.
+    root_dir: Arc<OwnedFd>,
 }
 
 fn error(code: &str, message: &str, details: Option<Value>) -> EvidenceProviderError {
@@ -75,8 +88,32 @@ impl JsonProvider {
         if !root.is_dir() {
             return Err(ProviderConfigError::new("json", "root", "is not a directory"));
         }
+        let root_dir = rustix::fs::open(&root, DIR_FLAGS, Mode::empty())
+            .map_err(|err| ProviderConfigError::new("json", "root", &format!("{}: {err}", root.display())))?;
         config.root = root;
-        Ok(Self { config })
+        Ok(Self { config, root_dir: Arc::new(root_dir) })
+    }
+
+    /// Opens `relative` (components joined by `/`, already checked to stay beneath the
+    /// root) from the root handle without following any link, and only if it is a regular
+    /// file (`O_NONBLOCK` so a FIFO cannot stall the open; a directory is `EISDIR`).
+    fn open_beneath(&self, relative: &str) -> Result<File, rustix::io::Errno> {
+        let mut parts = relative.split('/').peekable();
+        let mut dir: Option<OwnedFd> = None;
+        while let Some(part) = parts.next() {
+            let at = dir.as_ref().unwrap_or(&self.root_dir);
+            if parts.peek().is_some() {
+                dir = Some(rustix::fs::openat(at, part, DIR_FLAGS, Mode::empty())?);
+            } else {
+                let file = rustix::fs::openat(at, part, FILE_FLAGS, Mode::empty())?;
+                return match rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&file)?.st_mode) {
+                    rustix::fs::FileType::RegularFile => Ok(File::from(file)),
+                    rustix::fs::FileType::Directory => Err(rustix::io::Errno::ISDIR),
+                    _ => Err(rustix::io::Errno::INVAL),
+                };
+            }
+        }
+        Err(rustix::io::Errno::NOENT)
     }
 
     /// Answers `path`.
@@ -112,8 +149,7 @@ impl JsonProvider {
                 }
             };
         let anchor = EvidenceAnchor { anchor_type: "file_path_rooted".to_string(), anchor_value };
-        let document =
-            self.read_limited(&absolute, &relative).and_then(|content| self.parse(&absolute, &relative, &content));
+        let document = self.read_limited(&relative).and_then(|content| self.parse(&absolute, &relative, &content));
         let (document, content_type) = match document {
             Ok(parsed) => parsed,
             Err(err) => return Ok(error_result(err, Some(evidence_ref), Some(anchor))),
@@ -177,10 +213,18 @@ impl JsonProvider {
         Ok((resolved, parts.join("/")))
     }
 
-    fn read_limited(&self, path: &Path, relative: &str) -> Result<Vec<u8>, EvidenceProviderError> {
-        let file = File::open(path).map_err(|err| {
-            let code = if err.kind() == std::io::ErrorKind::NotFound { "file_not_found" } else { "file_open_failed" };
-            error(code, "unable to open json file", Some(json!({"file": relative})))
+    fn read_limited(&self, relative: &str) -> Result<Vec<u8>, EvidenceProviderError> {
+        let file = self.open_beneath(relative).map_err(|err| {
+            // A directory opens but cannot be read, as with the open-source provider.
+            match err {
+                rustix::io::Errno::NOENT => {
+                    error("file_not_found", "unable to open json file", Some(json!({"file": relative})))
+                }
+                rustix::io::Errno::ISDIR => {
+                    error("file_read_failed", "unable to read json file", Some(json!({"file": relative})))
+                }
+                _ => error("file_open_failed", "unable to open json file", Some(json!({"file": relative}))),
+            }
         })?;
         let max = self.config.max_bytes;
         let mut buf = Vec::new();
@@ -311,6 +355,40 @@ mod tests {
         assert_eq!(code(&p.query(&query("link.json", None), &context()).unwrap()), Some("path_outside_root"));
         assert_eq!(code(&p.query(&query("/etc/passwd", None), &context()).unwrap()), Some("absolute_path_forbidden"));
         assert_eq!(code(&p.query(&query("missing.json", None), &context()).unwrap()), Some("file_not_found"));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_check_is_not_followed() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/f.json"), r#"{"who":"inside"}"#).unwrap();
+        std::fs::create_dir(outer.path().join("elsewhere")).unwrap();
+        std::fs::write(outer.path().join("elsewhere/f.json"), r#"{"who":"outside"}"#).unwrap();
+        let p = provider(&root);
+        let (_, relative) = p.resolve("d/f.json").unwrap();
+        assert_eq!(p.read_limited(&relative).unwrap(), br#"{"who":"inside"}"#);
+        // Between the check and the open, `d` becomes a link out of the root.
+        std::fs::rename(root.join("d"), outer.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outer.path().join("elsewhere"), root.join("d")).unwrap();
+        let err = p.read_limited(&relative).unwrap_err();
+        assert_eq!(err.code, "file_open_failed", "{err:?}");
+        // So does the file itself.
+        std::fs::remove_file(root.join("d")).unwrap();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::os::unix::fs::symlink(outer.path().join("elsewhere/f.json"), root.join("d/f.json")).unwrap();
+        assert_eq!(p.read_limited(&relative).unwrap_err().code, "file_open_failed");
+    }
+
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.json");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        std::fs::create_dir(dir.path().join("sub.json")).unwrap();
+        let p = provider(dir.path());
+        assert_eq!(code(&p.query(&query("pipe.json", None), &context()).unwrap()), Some("file_open_failed"));
+        assert_eq!(code(&p.query(&query("sub.json", None), &context()).unwrap()), Some("file_read_failed"));
     }
 
     #[test]
