@@ -57,8 +57,8 @@ pub fn totals(conn: &Connection) -> Result<Vec<(String, u64)>, StoreError> {
     Ok(STATUSES.iter().map(|status| (status.as_str().to_string(), sums[slot(*status)].unsigned_abs())).collect())
 }
 
-/// Tenants whose kept bytes or counts differ from a recount of their runs, each as a
-/// check failure naming what was kept and what is there.
+/// Tenants whose kept bytes or counts differ from a recount of their runs, each naming
+/// what was kept and what the runs hold (`CheckReport::usage_drift`).
 ///
 /// # Errors
 /// SQLite errors.

@@ -127,13 +127,16 @@ pub struct CheckReport {
     pub documents_checked: u64,
     /// Documents that failed (table and key).
     pub failures: Vec<String>,
+    /// Tenants whose kept run bytes or runs by status differ from a recount of their runs
+    /// (`run_counts.rs`): what was kept and what the runs hold.
+    pub usage_drift: Vec<String>,
 }
 
 impl CheckReport {
     /// Whether everything passed.
     #[must_use]
     pub fn ok(&self) -> bool {
-        self.integrity_check == ["ok"] && self.failures.is_empty()
+        self.integrity_check == ["ok"] && self.failures.is_empty() && self.usage_drift.is_empty()
     }
 }
 
@@ -812,7 +815,8 @@ impl Store {
                 .map_err(StoreError::sqlite("integrity_check"))?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(StoreError::sqlite("integrity_check"))?;
-            let mut report = CheckReport { integrity_check, documents_checked: 0, failures: Vec::new() };
+            let mut report =
+                CheckReport { integrity_check, documents_checked: 0, failures: Vec::new(), usage_drift: Vec::new() };
             let tables: [(&str, &str); 4] = [
                 ("runs", "SELECT tenant_id || '/' || namespace_id || '/' || run_id, state_json, state_sha256 FROM runs"),
                 ("scenarios", "SELECT tenant_id || '/' || namespace_id || '/' || scenario_id, spec_json, spec_sha256 FROM scenarios"),
@@ -832,7 +836,7 @@ impl Store {
                     }
                 }
             }
-            report.failures.extend(run_counts::drift(conn)?);
+            report.usage_drift = run_counts::drift(conn)?;
             Ok(report)
         })
     }

@@ -32,6 +32,9 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
                 for failure in &report.failures {
                     println!("HASH MISMATCH: {failure}");
                 }
+                for drift in &report.usage_drift {
+                    println!("USAGE DRIFT: {drift}");
+                }
                 println!("{}", if report.ok() { "store check: ok" } else { "store check: FAILED" });
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
