@@ -1,6 +1,7 @@
 //! `http` provider: GET a URL and report its status or the sha256 of its body. Off unless
 //! configured; https only unless `allow_http`; host allowlist; no redirects; bounded
-//! time and body size. Every failure is a provider error (Unknown), never a value.
+//! time and body size. Without an allowlist, only public addresses are reached
+//! (`address_policy`). Every failure is a provider error (Unknown), never a value.
 
 use std::io::Read;
 use std::time::Duration;
@@ -11,6 +12,8 @@ use dg_engine::evidence::{
 };
 use dg_engine::hashing::{hash_bytes, HashAlgorithm};
 use serde::Deserialize;
+
+use crate::address_policy::{resolve_public, NON_PUBLIC_ADDRESS};
 use serde_json::Value;
 use url::Url;
 
@@ -24,9 +27,15 @@ pub struct HttpProviderConfig {
     pub timeout_ms: u64,
     /// Largest body read.
     pub max_response_bytes: usize,
-    /// Only these hosts, when set.
+    /// Only these hosts, when set. A listed host may resolve to any address: listing it is
+    /// the operator's decision to let scenarios reach it.
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Appliance extension: without `allowed_hosts`, also reach loopback, private,
+    /// link-local and reserved addresses. Off by default, because any tenant's scenario
+    /// chooses the URLs.
+    #[serde(default)]
+    pub allow_private_networks: bool,
     /// User-Agent header.
     pub user_agent: String,
     /// Digest of `body_hash`.
@@ -40,6 +49,7 @@ impl Default for HttpProviderConfig {
             timeout_ms: 5000,
             max_response_bytes: 1024 * 1024,
             allowed_hosts: None,
+            allow_private_networks: false,
             user_agent: "decision-gate/0.1".to_string(),
             hash_algorithm: HashAlgorithm::Sha256,
         }
@@ -66,12 +76,14 @@ impl HttpProvider {
     /// Builds the provider.
     #[must_use]
     pub fn new(config: HttpProviderConfig) -> Self {
-        let agent = ureq::AgentBuilder::new()
+        let builder = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(config.timeout_ms))
             .redirects(0)
-            .user_agent(&config.user_agent)
-            .build();
-        Self { config, agent }
+            .user_agent(&config.user_agent);
+        // With an allowlist every host that reaches the resolver was listed by the operator.
+        let reach_any_address = config.allow_private_networks || config.allowed_hosts.is_some();
+        let builder = if reach_any_address { builder } else { builder.resolver(resolve_public) };
+        Self { config, agent: builder.build() }
     }
 
     fn validate(&self, params: Option<&Value>) -> Result<Url, ProviderCallError> {
@@ -108,6 +120,9 @@ impl HttpProvider {
                 }
                 Ok(response)
             }
+            Err(ureq::Error::Transport(transport)) if refused_by_address_policy(&transport) => {
+                Err(provider_error(NON_PUBLIC_ADDRESS))
+            }
             Err(ureq::Error::Transport(_)) => Err(provider_error("http request failed")),
         }
     }
@@ -141,6 +156,13 @@ impl HttpProvider {
     }
 }
 
+fn refused_by_address_policy(transport: &ureq::Transport) -> bool {
+    transport.kind() == ureq::ErrorKind::Dns
+        && std::error::Error::source(transport)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
 fn read_limited(response: ureq::Response, max: usize) -> Result<Vec<u8>, ProviderCallError> {
     let declared: Option<usize> = response.header("content-length").and_then(|v| v.trim().parse().ok());
     if declared.is_some_and(|len| len > max) {
@@ -159,4 +181,126 @@ fn read_limited(response: ureq::Response, max: usize) -> Result<Vec<u8>, Provide
         return Err(provider_error("http response truncated"));
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dg_engine::time::Timestamp;
+    use serde_json::json;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::num::NonZeroU64;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// A loopback HTTP server answering `200 ok` to every connection for a few seconds, and
+    /// counting the connections it saw: a refused URL must not even connect.
+    struct LoopbackServer {
+        port: u16,
+        connections: Arc<AtomicUsize>,
+    }
+
+    impl LoopbackServer {
+        fn start() -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::clone(&connections);
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((mut stream, _)) => {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                            stream.set_nonblocking(false).unwrap();
+                            std::thread::sleep(Duration::from_millis(20));
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+            Self { port, connections }
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+
+    fn context() -> EvidenceContext {
+        let one = NonZeroU64::MIN;
+        EvidenceContext {
+            tenant_id: one,
+            namespace_id: one,
+            run_id: "r".into(),
+            scenario_id: "s".into(),
+            stage_id: "st".into(),
+            trigger_id: "t".into(),
+            trigger_time: Timestamp::Logical(1),
+            correlation_id: None,
+        }
+    }
+
+    fn status_of(provider: &HttpProvider, url: &str) -> Result<EvidenceResult, ProviderCallError> {
+        let query =
+            EvidenceQuery { provider_id: "http".into(), check_id: "status".into(), params: Some(json!({"url": url})) };
+        provider.query(&query, &context())
+    }
+
+    fn plain_http(config: HttpProviderConfig) -> HttpProvider {
+        HttpProvider::new(HttpProviderConfig { allow_http: true, timeout_ms: 2000, ..config })
+    }
+
+    #[test]
+    fn without_an_allowlist_internal_addresses_are_refused_before_connecting() {
+        let server = LoopbackServer::start();
+        let provider = plain_http(HttpProviderConfig::default());
+        for host in ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "127.1"] {
+            let url = format!("http://{host}:{}/", server.port);
+            let error = status_of(&provider, &url).unwrap_err();
+            assert_eq!(error.0, NON_PUBLIC_ADDRESS, "{url}");
+        }
+        // Literal private and metadata addresses are refused without any network traffic.
+        for url in ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[fd00::1]/"] {
+            assert_eq!(status_of(&provider, url).unwrap_err().0, NON_PUBLIC_ADDRESS, "{url}");
+        }
+        assert_eq!(server.connections(), 0, "a refused URL must not reach the server");
+    }
+
+    #[test]
+    fn a_listed_host_or_allow_private_networks_reaches_the_loopback_server() {
+        let server = LoopbackServer::start();
+        let url = format!("http://127.0.0.1:{}/", server.port);
+        let listed =
+            plain_http(HttpProviderConfig { allowed_hosts: Some(vec!["127.0.0.1".into()]), ..Default::default() });
+        let result = status_of(&listed, &url).unwrap();
+        assert_eq!(result.value, Some(EvidenceValue::Json(json!(200))));
+        let private = plain_http(HttpProviderConfig { allow_private_networks: true, ..Default::default() });
+        let result = status_of(&private, &url).unwrap();
+        assert_eq!(result.value, Some(EvidenceValue::Json(json!(200))));
+        assert_eq!(server.connections(), 2);
+        // A host outside the allowlist is still refused by the allowlist itself.
+        let other = format!("http://localhost:{}/", server.port);
+        assert_eq!(status_of(&listed, &other).unwrap_err().0, "url host not allowed");
+    }
+
+    #[test]
+    fn the_extension_key_is_accepted_in_config_and_unknown_keys_are_not() {
+        let config: HttpProviderConfig = serde_json::from_value(json!({
+            "allow_http": false, "timeout_ms": 100, "max_response_bytes": 10, "user_agent": "x",
+            "hash_algorithm": "sha256", "allow_private_networks": true
+        }))
+        .unwrap();
+        assert!(config.allow_private_networks);
+        let unknown = serde_json::from_value::<HttpProviderConfig>(json!({
+            "allow_http": false, "timeout_ms": 100, "max_response_bytes": 10, "user_agent": "x",
+            "hash_algorithm": "sha256", "allow_private": true
+        }));
+        assert!(unknown.is_err());
+    }
 }

@@ -5,6 +5,7 @@
 //! byte for byte. They are the only part of evaluation that touches the outside world,
 //! which is why they live outside the pure engine crate.
 
+pub mod address_policy;
 pub mod contracts;
 pub mod env;
 pub mod http;
