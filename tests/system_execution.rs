@@ -152,3 +152,56 @@ fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
         }
     }
 }
+
+/// A loopback server that accepts connections and never answers, for `seconds`.
+fn silent_server(seconds: u64) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        let mut held = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok((stream, _)) = listener.accept() {
+                held.push(stream);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    port
+}
+
+#[test]
+fn a_request_past_the_request_timeout_is_answered_and_the_daemon_keeps_serving() {
+    let port = silent_server(15);
+    let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
+    let default = String::from_utf8(default).unwrap();
+    assert!(default.contains("request_timeout_ms = 30000"));
+    let config = format!(
+        "{}\n[[providers]]\nname = \"http\"\n[providers.config]\nallow_http = true\ntimeout_ms = 8000\n\
+         max_response_bytes = 1024\nallowed_hosts = [\"127.0.0.1\"]\nuser_agent = \"dg-test\"\nhash_algorithm = \"sha256\"\n",
+        default.replace("request_timeout_ms = 30000", "request_timeout_ms = 400")
+    );
+    let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
+    daemon.register(2, 3);
+    let query = json!({
+        "query": {"provider_id": "http", "check_id": "status", "params": {"url": format!("http://127.0.0.1:{port}/")}},
+        "context": {"tenant_id": 2, "namespace_id": 3, "run_id": "r", "scenario_id": "s", "stage_id": "st",
+                    "trigger_id": "t", "trigger_time": {"kind": "logical", "value": 1}, "correlation_id": null}});
+    let started = std::time::Instant::now();
+    let error = daemon.tool("evidence_query", query).unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(error["code"], -32050, "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.starts_with("request timed out after 400 ms"), "{message}");
+    assert!(message.contains("may still complete"), "{message}");
+    assert!(
+        waited < std::time::Duration::from_secs(4),
+        "answered at the request timeout, not the provider's: {waited:?}"
+    );
+    // The daemon still answers, and the timeout is counted.
+    daemon.tool("providers_list", json!({})).unwrap();
+    let (status, _) = daemon.get("/readyz");
+    assert_eq!(status, 200);
+    assert_eq!(counter(&daemon, "dg_requests_total{endpoint=\"/rpc\",method=\"timeout\"}"), 1);
+}

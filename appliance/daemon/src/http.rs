@@ -397,7 +397,15 @@ impl HttpFront {
         let (reply, label) = match tokio::time::timeout(timeout, task).await {
             Ok(Ok(done)) => done,
             Ok(Err(_)) => work_failed(),
-            Err(_) => (Reply::error(&WireError::new(code::INTERNAL, "request timed out"), None), "timeout".into()),
+            // The work goes on to its end on the pool (a blocking task cannot be cancelled), so
+            // the caller must not assume it had no effect.
+            Err(_) => {
+                let message = format!(
+                    "request timed out after {} ms; its work may still complete, so read the state before retrying",
+                    timeout.as_millis()
+                );
+                (Reply::error(&WireError::new(code::INTERNAL, message), None), "timeout".into())
+            }
         };
         finish(reply, label)
     }
