@@ -186,11 +186,10 @@ fn read_limited(response: ureq::Response, max: usize) -> Result<Vec<u8>, Provide
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dg_engine::time::Timestamp;
+    use crate::test_support::context;
     use serde_json::json;
     use std::io::Write;
     use std::net::TcpListener;
-    use std::num::NonZeroU64;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
@@ -229,20 +228,6 @@ mod tests {
 
         fn connections(&self) -> usize {
             self.connections.load(Ordering::SeqCst)
-        }
-    }
-
-    fn context() -> EvidenceContext {
-        let one = NonZeroU64::MIN;
-        EvidenceContext {
-            tenant_id: one,
-            namespace_id: one,
-            run_id: "r".into(),
-            scenario_id: "s".into(),
-            stage_id: "st".into(),
-            trigger_id: "t".into(),
-            trigger_time: Timestamp::Logical(1),
-            correlation_id: None,
         }
     }
 

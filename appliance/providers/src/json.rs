@@ -294,22 +294,7 @@ fn select(document: &Value, path: &str) -> Result<Option<Value>, EvidenceProvide
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dg_engine::time::Timestamp;
-    use std::num::NonZeroU64;
-
-    fn context() -> EvidenceContext {
-        let one = NonZeroU64::MIN;
-        EvidenceContext {
-            tenant_id: one,
-            namespace_id: one,
-            run_id: "r".into(),
-            scenario_id: "s".into(),
-            stage_id: "st".into(),
-            trigger_id: "t".into(),
-            trigger_time: Timestamp::Logical(1),
-            correlation_id: None,
-        }
-    }
+    use crate::test_support::context;
 
     fn provider(root: &Path) -> JsonProvider {
         JsonProvider::new(JsonProviderConfig {

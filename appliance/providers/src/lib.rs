@@ -11,6 +11,8 @@ pub mod env;
 pub mod http;
 pub mod json;
 pub mod registry;
+#[cfg(test)]
+mod test_support;
 pub mod time;
 
 pub use registry::{BuiltinProviders, ProviderConfigError};
