@@ -97,6 +97,10 @@ pub enum StoreError {
     /// The writer thread is gone (the store is shutting down).
     #[error("store writer is not running")]
     WriterGone,
+    /// A write job panicked (a bug): its changes were rolled back and the writer goes on
+    /// serving the other jobs.
+    #[error("internal error: the write panicked and was rolled back")]
+    WritePanicked,
 }
 
 impl StoreError {

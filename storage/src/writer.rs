@@ -4,7 +4,9 @@
 //! committed returns at once. So concurrent writers share one fsync, and a lone writer
 //! commits on its own thread without any hand-off. In a group of several, each job runs
 //! in its own savepoint, so one failing job does not undo the others; every caller is answered only after the
-//! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged).
+//! COMMIT returned (WAL + `synchronous=FULL`: durable once acknowledged). A job that
+//! panics fails alone, rolled back like any failed job: the panic is not let through the
+//! connection's lock, which would otherwise stay poisoned and refuse every later write.
 
 use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -155,7 +157,7 @@ fn commit_group(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
         let outcome = match conn.execute_batch("SAVEPOINT job") {
             Err(source) => Err(StoreError::Sqlite { operation: "savepoint", source }),
             Ok(()) => {
-                let outcome = job(conn);
+                let outcome = run_job(job, conn);
                 let end = if outcome.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 match conn.execute_batch(end) {
                     Ok(()) => outcome,
@@ -203,7 +205,7 @@ fn commit_single(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
         let _ = conn.execute_batch("ROLLBACK");
         return;
     };
-    let outcome = job(conn);
+    let outcome = run_job(job, conn);
     if outcome.is_err() {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -219,6 +221,12 @@ fn commit_single(conn: &Connection, group: Vec<(WriteJob, Slot)>) {
     answer(&slot, outcome);
 }
 
+/// Runs one job; a panic becomes that job's error (its caller sees an internal error and the
+/// job's changes are rolled back by the caller of this function, as for any failed job).
+fn run_job(job: WriteJob, conn: &Connection) -> Result<i64, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))).unwrap_or(Err(StoreError::WritePanicked))
+}
+
 fn group_error(operation: &'static str, err: &rusqlite::Error) -> StoreError {
     let disk_full = matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull);
     StoreError::WriteGroup { operation, message: err.to_string(), disk_full }
@@ -232,6 +240,50 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
         Writer::start(conn).unwrap()
+    }
+
+    fn insert(value: i64) -> WriteJob {
+        Box::new(move |conn| {
+            conn.execute("INSERT INTO t VALUES (?1)", [value]).map(|n| n as i64).map_err(StoreError::sqlite("insert"))
+        })
+    }
+
+    fn values(writer: &Writer) -> Vec<i64> {
+        let guard = writer.conn.lock().expect("the connection's lock is not poisoned");
+        let conn = guard.as_ref().unwrap();
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let rows = stmt.query_map([], |row| row.get(0)).unwrap();
+        rows.map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_panicking_job_fails_alone_and_later_writes_still_commit() {
+        let writer = writer();
+        let panicking: WriteJob = Box::new(|conn| {
+            conn.execute("INSERT INTO t VALUES (666)", []).unwrap();
+            panic!("a bug in a write job");
+        });
+        assert!(matches!(writer.submit(panicking), Err(StoreError::WritePanicked)));
+        writer.submit(insert(1)).unwrap();
+        assert_eq!(values(&writer), vec![1], "the panicking job's insert was rolled back");
+        assert!(writer.idle_connection().is_some(), "the connection is lent again, outside any transaction");
+
+        // In a group, the panicking job's savepoint is rolled back and the others commit.
+        let slots: Vec<Slot> = (0..3).map(|_| Arc::new(Mutex::new(None))).collect();
+        let jobs: Vec<WriteJob> = vec![
+            insert(2),
+            Box::new(|conn| {
+                conn.execute("INSERT INTO t VALUES (667)", []).unwrap();
+                panic!("a bug in a grouped job");
+            }),
+            insert(3),
+        ];
+        let group = jobs.into_iter().zip(slots.iter().cloned()).collect();
+        commit_group(writer.conn.lock().unwrap().as_ref().unwrap(), group);
+        let answers: Vec<_> = slots.iter().map(|slot| slot.lock().unwrap().take().unwrap()).collect();
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(StoreError::WritePanicked)));
+        assert_eq!(values(&writer), vec![1, 2, 3]);
     }
 
     #[test]
