@@ -12,10 +12,10 @@ use dg_engine::evidence::{
 };
 use dg_engine::hashing::{hash_bytes, HashAlgorithm};
 use serde::Deserialize;
-
-use crate::address_policy::{resolve_public, NON_PUBLIC_ADDRESS};
 use serde_json::Value;
 use url::Url;
+
+use crate::address_policy::{resolve_public, NON_PUBLIC_ADDRESS};
 
 /// `[providers.config]` of the http provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
