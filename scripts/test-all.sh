@@ -8,8 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
+step() { echo "== [${SECONDS}s into the suite] $*"; }
+step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"
+step "cargo bench"
 cargo bench --workspace
+step "fuzzing, 60 s"
 fuzz_log="$(mktemp)"
 if ! bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1; then
     tail -n 60 "$fuzz_log"
@@ -17,7 +21,9 @@ if ! bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1; then
     exit 1
 fi
 grep -E "^Done [0-9]+ runs" "$fuzz_log" || tail -n 3 "$fuzz_log"
+step "packaging test"
 bash scripts/test-packaging.sh
+step "done"
 passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | awk '{s += $6} END {print s + 0}')
 echo "summary: ${passed} passed, ${failed} failed"

@@ -9,13 +9,13 @@ cd "$(dirname "$0")/.."
 target=x86_64-unknown-linux-gnu
 bin="target/$target/release/dg-appliance"
 
-echo "== release build"
+echo "== [${SECONDS}s into packaging] release build"
 bash scripts/release.sh >/dev/null
 file "$bin"
 sha() { sha256sum "$@" | awk '{print $1}'; }
 first_bin=$(sha "$bin"); first_deb=$(sha dist/*.deb); first_rpm=$(sha dist/*.rpm)
 
-echo "== reproducibility: rebuild the appliance crates and compare"
+echo "== [${SECONDS}s into packaging] reproducibility: rebuild the appliance crates and compare"
 RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$PWD=/build/dg-appliance --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
     cargo clean --release -p dg-appliance --target "$target"
 bash scripts/release.sh >/dev/null
@@ -24,7 +24,7 @@ bash scripts/release.sh >/dev/null
 [ "$first_rpm" = "$(sha dist/*.rpm)" ] || { echo ".rpm differs between two builds"; exit 1; }
 echo "reproducible: binary $first_bin"
 
-echo "== offline bundle signature"
+echo "== [${SECONDS}s into packaging] offline bundle signature"
 (cd dist && sha256sum -c SHA256SUMS)
 "$bin" release verify --pubkey dist/release-keyring.json dist/SHA256SUMS
 cp dist/SHA256SUMS /tmp/dg-sums-tampered && echo "x" >> /tmp/dg-sums-tampered && cp dist/SHA256SUMS.sig /tmp/dg-sums-tampered.sig
@@ -32,14 +32,14 @@ if "$bin" release verify --pubkey dist/release-keyring.json /tmp/dg-sums-tampere
     echo "a tampered SHA256SUMS verified"; exit 1
 fi
 
-echo "== unit hardening"
+echo "== [${SECONDS}s into packaging] unit hardening"
 for unit in dg-appliance.service dg-appliance-backup.service; do
     score=$(systemd-analyze security --offline=true "systemd/$unit" 2>/dev/null | awk '/Overall exposure level/ {print $(NF-2)}')
     echo "$unit: exposure $score"
     awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 1.5) }' || { echo "$unit scores above 1.5"; exit 1; }
 done
 
-echo "== rpm contents"
+echo "== [${SECONDS}s into packaging] rpm contents"
 rpm -qlp dist/*.rpm | tee /tmp/dg-rpm-files
 for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /usr/lib/sysusers.d/dg-appliance.conf \
             /usr/lib/tmpfiles.d/dg-appliance.conf /etc/dg-appliance/config.toml; do
@@ -48,7 +48,7 @@ done
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
 grep -q "systemd-sysusers" /tmp/dg-rpm-scripts || { echo "rpm scripts missing"; exit 1; }
 
-echo "== booted install test (with an upgrade to a newer package revision)"
+echo "== [${SECONDS}s into packaging] booted install test (with an upgrade to a newer package revision)"
 rm -rf target/upgrade-test && mkdir -p target/upgrade-test
 cargo deb -p dg-appliance --no-build --no-strip --target "$target" --deb-revision 2 --output target/upgrade-test/ >/dev/null
 bash scripts/nspawn-install-test.sh dist/*.deb target/upgrade-test/*.deb
