@@ -59,53 +59,6 @@ fn commit_floor_us(dir: &std::path::Path) -> f64 {
     rounds[rounds.len() / 2]
 }
 
-/// Fixed work that tells the machine's phase, printed beside each one-client round so a
-/// round's rate can be read against it in the same run. This machine has phases in which
-/// the same build serves a third fewer cycles; in them memory-bound work slows down as much,
-/// while SHA-NI hashing does not.
-struct MachineProbe {
-    /// A random cycle through 32 MiB of slots (Sattolo's shuffle): following it waits on
-    /// memory at every step.
-    cycle: Vec<u32>,
-}
-
-impl MachineProbe {
-    fn new() -> Self {
-        let len = 8usize << 20;
-        let mut cycle: Vec<u32> = (0..len as u32).collect();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for i in (1..len).rev() {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            cycle.swap(i, (state % i as u64) as usize);
-        }
-        Self { cycle }
-    }
-
-    /// (ns per dependent memory load, µs per sort of 16 Ki integers that fit in cache).
-    fn measure(&self) -> (f64, f64) {
-        const STEPS: u32 = 400_000;
-        let started = Instant::now();
-        let mut at = 0u32;
-        for _ in 0..STEPS {
-            at = self.cycle[at as usize];
-        }
-        std::hint::black_box(at);
-        let load_ns = started.elapsed().as_secs_f64() * 1e9 / f64::from(STEPS);
-        let mut data: Vec<u64> =
-            self.cycle[..16 << 10].iter().map(|&v| u64::from(v).wrapping_mul(0x2545_f491)).collect();
-        let started = Instant::now();
-        for round in 0..20u64 {
-            data.iter_mut().for_each(|v| *v ^= round);
-            data.sort_unstable();
-            data.reverse();
-        }
-        std::hint::black_box(&data);
-        (load_ns, started.elapsed().as_secs_f64() * 1e6 / 20.0)
-    }
-}
-
 /// The daemon's own request time: (sum of seconds, count) from its latency histogram.
 fn served_seconds(daemon: &Daemon) -> (f64, f64) {
     let (_, text) = daemon.get_authed("/metrics");
@@ -259,11 +212,9 @@ fn main() {
         let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);
         let served = served_seconds(&daemon);
         let in_daemon_us = (served.0 - served_before.0) * 1e6 / (served.1 - served_before.1).max(1.0) * 2.0;
-        let (load_ns, sort_us) = MachineProbe::new().measure();
         println!(
             "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, p99 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us, client {client_us:.0} us; \
-             time in the daemon's handler per cycle {in_daemon_us:.0} us; machine after it: memory load {load_ns:.0} ns, \
-             in-cache sort {sort_us:.0} us",
+             time in the daemon's handler per cycle {in_daemon_us:.0} us",
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99)
         );
@@ -282,17 +233,14 @@ fn main() {
     let plain = start_daemon(true);
     plain.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let (mut tls_rounds, mut plain_rounds) = (Rounds::default(), Rounds::default());
-    let probe = MachineProbe::new();
     for round in 0..ONE_CLIENT_ROUNDS {
-        let (load_ns, sort_us) = probe.measure();
         let floor = commit_floor_us(&daemon.data_dir());
         for (target, prefix, rounds) in [(&daemon, "c1", &mut tls_rounds), (&plain, "plain", &mut plain_rounds)] {
             let runs = ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS;
             rounds.add(phase(target, &format!("{prefix}-{round}"), 1, runs, Duration::from_secs(20)));
         }
         println!(
-            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain; machine before it: memory load {load_ns:.0} ns, \
-             in-cache sort {sort_us:.0} us, disk floor {floor:.0} us",
+            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain; disk floor just before it {floor:.0} us",
             round + 1,
             tls_rounds.rates[round],
             plain_rounds.rates[round]
