@@ -289,11 +289,7 @@ mod tests {
     #[test]
     fn an_idle_writer_lends_its_connection_and_sees_committed_writes() {
         let writer = writer();
-        writer
-            .submit(Box::new(|conn| {
-                conn.execute("INSERT INTO t VALUES (7)", []).map(|n| n as i64).map_err(StoreError::sqlite("insert"))
-            }))
-            .unwrap();
+        writer.submit(insert(7)).unwrap();
         let guard = writer.idle_connection().expect("idle");
         let conn = guard.as_ref().unwrap();
         assert_eq!(conn.query_row("SELECT v FROM t", [], |row| row.get::<_, i64>(0)).unwrap(), 7);
