@@ -6,7 +6,8 @@
 //! on a connection thread. Checked through `dg_request_executions_total` on /metrics.
 //! Also that a lone client's connection is busy-polled between its requests unless
 //! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`), and that `dg_runs` (runs by
-//! status, kept by every write) matches every run's status read back.
+//! status, kept by every write) matches every run's status read back, and that WAL
+//! checkpoints run in the background (`dg_wal_checkpoints_total`).
 
 mod support;
 
@@ -106,6 +107,12 @@ fn lone_requests_run_on_the_connection_thread_and_concurrent_ones_on_the_pool() 
     }
     assert_eq!(executions(&daemon, "connection_thread"), inline_before + 3);
     drop(other);
+
+    // Those hundreds of commits crossed the background checkpoint's cadence (every 128
+    // writes): it ran, and the writer finished it, which /metrics shows.
+    let checkpoints = |stage: &str| counter(&daemon, &format!("dg_wal_checkpoints_total{{stage=\"{stage}\"}}"));
+    assert!(checkpoints("background") >= 1 && checkpoints("finish") >= 1, "WAL checkpoints ran off the request path");
+    assert_eq!(checkpoints("failed"), 0);
 }
 
 #[test]

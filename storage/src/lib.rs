@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backup;
 pub mod bundle;
+pub mod checkpointer;
 pub mod clock;
 pub mod document;
 pub mod error;

@@ -10,6 +10,7 @@ use dg_engine::state::RunState;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpointer::{CheckpointCounts, Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
 use crate::migrations;
@@ -203,9 +204,14 @@ impl Store {
         // The writer also serves hot point reads (`read_point`): room for every cached
         // statement of both, so none is evicted and prepared again on the request path.
         conn.set_prepared_statement_cache_capacity(128);
+        // Checkpoints run off the request path (see `checkpointer.rs`); SQLite's own
+        // automatic checkpoint stays as the bound should that thread fall behind.
+        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}"))
+            .map_err(StoreError::sqlite("set checkpoint threshold"))?;
+        let checkpointer = Checkpointer::start(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            writer: Writer::start(conn)?,
+            writer: Writer::start(conn, Some(checkpointer))?,
             readers: Mutex::new(Vec::new()),
             scenarios: ScenarioCache::default(),
             registry: RegistryCache::default(),
@@ -232,6 +238,12 @@ impl Store {
     #[must_use]
     pub fn integrity_failures(&self) -> u64 {
         self.integrity_failures.load(Ordering::Relaxed)
+    }
+
+    /// How WAL checkpoints went since the store opened (for /metrics).
+    #[must_use]
+    pub fn checkpoint_counts(&self) -> CheckpointCounts {
+        self.writer.checkpoint_counts()
     }
 
     /// Changes the database size quota (writes past it fail as a full disk).

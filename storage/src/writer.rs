@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
+use crate::checkpointer::{CheckpointCounts, Checkpointer};
 use crate::error::StoreError;
 
 /// A write: runs against the writer connection inside a savepoint; returns a number
@@ -48,11 +49,12 @@ const MAX_GROUP: usize = 512;
 pub(crate) struct Writer {
     conn: Mutex<Option<Connection>>,
     queue: Mutex<Vec<(WriteJob, Slot)>>,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Writer {
-    pub(crate) fn start(conn: Connection) -> Result<Self, StoreError> {
-        Ok(Self { conn: Mutex::new(Some(conn)), queue: Mutex::new(Vec::new()) })
+    pub(crate) fn start(conn: Connection, checkpointer: Option<Checkpointer>) -> Result<Self, StoreError> {
+        Ok(Self { conn: Mutex::new(Some(conn)), queue: Mutex::new(Vec::new()), checkpointer })
     }
 
     /// Queues a job and returns once a group containing it has committed. Work attached
@@ -92,7 +94,11 @@ impl Writer {
                 let take = queue.len().min(MAX_GROUP);
                 queue.drain(..take).collect()
             };
+            let writes = batch.len() as u64;
             commit_group(conn, batch);
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.after_commit(conn, writes);
+            }
             drop(guard);
             if let Some(result) = slot.lock().map_err(|_| StoreError::WriterGone)?.take() {
                 return result;
@@ -124,8 +130,16 @@ impl Writer {
         f(guard.as_ref().ok_or(StoreError::WriterGone)?)
     }
 
+    /// How checkpoints went (all zero without a checkpoint thread).
+    pub(crate) fn checkpoint_counts(&self) -> CheckpointCounts {
+        self.checkpointer.as_ref().map(Checkpointer::counts).unwrap_or_default()
+    }
+
     /// Stops accepting writes; queued writes already committed stay committed.
     pub(crate) fn shutdown(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop();
+        }
         if let Ok(mut conn) = self.conn.lock() {
             if let Some(conn) = conn.take() {
                 let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -239,7 +253,7 @@ mod tests {
     fn writer() -> Writer {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER)").unwrap();
-        Writer::start(conn).unwrap()
+        Writer::start(conn, None).unwrap()
     }
 
     fn insert(value: i64) -> WriteJob {

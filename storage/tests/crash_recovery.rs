@@ -2,7 +2,8 @@
 //! Acceptance (issue 4, point 1): a child process writes runs and triggers as fast as it
 //! can, acknowledging each on stdout only after the store returned; it is killed with
 //! SIGKILL at random points, 20 rounds; after each kill every acknowledged write is
-//! present and the store check passes.
+//! present and the store check passes. Background WAL checkpoints run during most rounds
+//! (the test checks that), so kills also land in the middle of them.
 //!
 //! The child is this same test binary re-run with `DG_CRASH_CHILD_DB` set (see
 //! `crash_child_writer`), so the test needs no extra binary.
@@ -76,6 +77,16 @@ fn crash_child_writer() {
                     engine.trigger(&mut state, &trigger).unwrap();
                     store.update_run(&state, version).unwrap();
                     writeln!(stdout.lock().unwrap(), "ACK trigger {run_id}").unwrap();
+                    if worker == 0 {
+                        let counts = store.checkpoint_counts();
+                        writeln!(
+                            stdout.lock().unwrap(),
+                            "CHECKPOINTS {} {}",
+                            counts.background_passes,
+                            counts.writer_finishes
+                        )
+                        .unwrap();
+                    }
                 }
             })
         })
@@ -94,6 +105,9 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
     let db = dir.path().join("state.db");
     let mut rng = rand::thread_rng();
     let mut total_acks = 0usize;
+    // Rounds whose child had finished background checkpoints before the kill, so kills
+    // land while checkpoints (copying into the database file) are part of the traffic.
+    let mut rounds_with_checkpoints = 0;
     for round in 0..20 {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
@@ -105,13 +119,16 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let acks = Arc::new(Mutex::new(Vec::<String>::new()));
+        let checkpoints = Arc::new(Mutex::new(String::new()));
         let reader = {
-            let acks = acks.clone();
+            let (acks, checkpoints) = (acks.clone(), checkpoints.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     if let Some(ack) = line.strip_prefix("ACK ") {
                         acks.lock().unwrap().push(ack.to_string());
+                    } else if let Some(counts) = line.strip_prefix("CHECKPOINTS ") {
+                        *checkpoints.lock().unwrap() = counts.to_string();
                     }
                 }
             })
@@ -122,6 +139,9 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
         reader.join().unwrap();
         let acks = acks.lock().unwrap().clone();
         total_acks += acks.len();
+        if checkpoints.lock().unwrap().split(' ').all(|count| count.parse::<u64>().is_ok_and(|n| n > 0)) {
+            rounds_with_checkpoints += 1;
+        }
 
         let store = Store::open(&db, StoreLimits::default()).unwrap();
         let scope = Scope::new(7, 4);
@@ -138,4 +158,5 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
         assert!(report.ok(), "round {round}: store check failed: {report:?}");
     }
     assert!(total_acks > 100, "the child made progress ({total_acks} acknowledgements)");
+    assert!(rounds_with_checkpoints >= 5, "only {rounds_with_checkpoints} of 20 rounds checkpointed before the kill");
 }

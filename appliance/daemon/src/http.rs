@@ -267,7 +267,13 @@ impl HttpFront {
             .and_then(Result::ok)
             .unwrap_or_default();
         let inflight = self.max_inflight.saturating_sub(self.inflight.available_permits());
-        let text = self.app.metrics.render(&runs, self.app.store.integrity_failures(), inflight, &self.poll_counters);
+        let text = self.app.metrics.render(
+            &runs,
+            self.app.store.integrity_failures(),
+            &self.app.store.checkpoint_counts(),
+            inflight,
+            &self.poll_counters,
+        );
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         (response, "metrics".into(), None)

@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use dg_storage::checkpointer::CheckpointCounts;
+
 use crate::busy_poll::PollCounters;
 
 /// Latency bucket bounds in seconds.
@@ -93,6 +95,7 @@ impl Metrics {
         &self,
         runs_by_status: &[(String, u64)],
         integrity_failures: u64,
+        checkpoints: &CheckpointCounts,
         inflight: usize,
         busy_poll: &PollCounters,
     ) -> String {
@@ -148,6 +151,14 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE dg_busy_poll_reads_total counter");
         let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"caught\"}} {}", busy_poll.caught());
         let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"slept\"}} {}", busy_poll.slept());
+        let _ = writeln!(
+            out,
+            "# HELP dg_wal_checkpoints_total WAL checkpoints: background passes, the writer's finishing steps, failures."
+        );
+        let _ = writeln!(out, "# TYPE dg_wal_checkpoints_total counter");
+        let _ = writeln!(out, "dg_wal_checkpoints_total{{stage=\"background\"}} {}", checkpoints.background_passes);
+        let _ = writeln!(out, "dg_wal_checkpoints_total{{stage=\"finish\"}} {}", checkpoints.writer_finishes);
+        let _ = writeln!(out, "dg_wal_checkpoints_total{{stage=\"failed\"}} {}", checkpoints.failures);
         let _ = writeln!(out, "# HELP dg_requests_in_flight Requests being handled now.");
         let _ = writeln!(out, "# TYPE dg_requests_in_flight gauge");
         let _ = writeln!(out, "dg_requests_in_flight {inflight}");
