@@ -30,11 +30,13 @@ pub mod code {
     pub const NOT_FOUND: i64 = -32004;
     /// Conflict.
     pub const CONFLICT: i64 = -32009;
-    /// Engine errors.
+    /// Engine errors, and store errors (the contract's table, section 7: "run state store
+    /// ..." messages).
     pub const CONTROL_PLANE: i64 = -32030;
     /// Runpack errors.
     pub const RUNPACK: i64 = -32040;
-    /// Internal errors (storage failures included).
+    /// Internal errors (not storage: store errors are [`CONTROL_PLANE`], as the contract
+    /// says).
     pub const INTERNAL: i64 = -32050;
     /// Serialization errors.
     pub const SERIALIZATION: i64 = -32060;
