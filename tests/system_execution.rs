@@ -7,7 +7,9 @@
 //! Also that a lone client's connection is busy-polled between its requests unless
 //! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`), and that `dg_runs` (runs by
 //! status, kept by every write) matches every run's status read back, and that WAL
-//! checkpoints run in the background (`dg_wal_checkpoints_total`).
+//! checkpoints run in the background (`dg_wal_checkpoints_total`). And that every metric
+//! family the daemon exports is in the operators' reference (`docs/metrics.md`), and only
+//! those.
 
 mod support;
 
@@ -211,4 +213,36 @@ fn a_request_past_the_request_timeout_is_answered_and_the_daemon_keeps_serving()
     let (status, _) = daemon.get("/readyz");
     assert_eq!(status, 200);
     assert_eq!(counter(&daemon, "dg_requests_total{endpoint=\"/rpc\",method=\"timeout\"}"), 1);
+}
+
+/// Metric family names (`# TYPE <name> <kind>` lines) of a Prometheus text page.
+fn metric_families(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_metric_family_is_documented_for_operators_and_every_documented_one_exists() {
+    let daemon = Daemon::start_with(DaemonOptions::default());
+    let (status, text) = daemon.get_authed("/metrics");
+    assert_eq!(status, 200);
+    let exported = metric_families(&text);
+    assert!(exported.len() >= 10, "{exported:?}");
+    let doc_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/metrics.md");
+    let doc = std::fs::read_to_string(&doc_path).unwrap();
+    // The reference table's first column: | `dg_name` | type | ...
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| name.starts_with("dg_"))
+        .map(str::to_string)
+        .collect();
+    let undocumented: Vec<_> = exported.difference(&documented).collect();
+    let missing: Vec<_> = documented.difference(&exported).collect();
+    assert!(undocumented.is_empty(), "exported but not in docs/metrics.md: {undocumented:?}");
+    assert!(missing.is_empty(), "in docs/metrics.md but not exported: {missing:?}");
 }
