@@ -45,6 +45,12 @@ for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /
             /usr/lib/tmpfiles.d/dg-appliance.conf /etc/dg-appliance/config.toml; do
     grep -qx "$path" /tmp/dg-rpm-files || { echo "rpm lacks $path"; exit 1; }
 done
+# The operator documents the README points at ship in both packages.
+dpkg-deb -c dist/*.deb | awk '{print $NF}' | sed 's|^\./|/|' > /tmp/dg-deb-files
+for doc in README.md backup-and-restore.md identity-and-audit.md install-offline.md metrics.md; do
+    grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-rpm-files || { echo "rpm lacks the operator document $doc"; exit 1; }
+    grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-deb-files || { echo "deb lacks the operator document $doc"; exit 1; }
+done
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
 grep -q "systemd-sysusers" /tmp/dg-rpm-scripts || { echo "rpm scripts missing"; exit 1; }
 
