@@ -33,7 +33,7 @@ use crate::error::StoreError;
 const WRITES_PER_PASS: u64 = 128;
 
 /// SQLite's own threshold (pages) while this thread runs: the bound if it falls behind.
-pub(crate) const FALLBACK_AUTOCHECKPOINT_PAGES: u32 = 8_000;
+const FALLBACK_AUTOCHECKPOINT_PAGES: u32 = 8_000;
 
 /// How checkpoints went since the store opened, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,8 +71,12 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread for the database at `path`; it opens its own connection.
-    pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
+    /// Starts the thread for the database at `path` (it opens its own connection) and
+    /// raises the write connection's automatic checkpoint to the fallback bound.
+    pub(crate) fn start(path: &Path, writer: &Connection) -> Result<Self, StoreError> {
+        writer
+            .execute_batch(&format!("PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}"))
+            .map_err(StoreError::sqlite("set checkpoint threshold"))?;
         let shared = Arc::new(Shared::default());
         let thread_shared = shared.clone();
         let path = path.to_path_buf();
@@ -169,21 +173,22 @@ struct Pass {
 
 impl Pass {
     fn run(&mut self) -> Result<(), StoreError> {
-        if self.conn.is_none() {
-            let conn = Connection::open(&self.path).map_err(StoreError::sqlite("open checkpoint connection"))?;
-            conn.execute_batch("PRAGMA synchronous = FULL")
-                .map_err(StoreError::sqlite("configure checkpoint connection"))?;
-            self.conn = Some(conn);
-        }
-        if self.db_file.is_none() {
-            let file =
-                File::open(&self.path).map_err(|source| StoreError::Io { operation: "open database", source })?;
-            self.db_file = Some(file);
-        }
-        let (Some(conn), Some(db_file)) = (&self.conn, &self.db_file) else {
-            return Ok(());
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open(&self.path).map_err(StoreError::sqlite("open checkpoint connection"))?;
+                conn.execute_batch("PRAGMA synchronous = FULL")
+                    .map_err(StoreError::sqlite("configure checkpoint connection"))?;
+                self.conn.insert(conn)
+            }
         };
         conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").map_err(StoreError::sqlite("checkpoint"))?;
+        let db_file = match &mut self.db_file {
+            Some(file) => file,
+            None => self.db_file.insert(
+                File::open(&self.path).map_err(|source| StoreError::Io { operation: "open database", source })?,
+            ),
+        };
         // SQLite syncs the database file only in a checkpoint that reaches the WAL's end,
         // which a pass racing the writer never does: sync what this pass copied now, so
         // the writer's finishing checkpoint has only its own few pages left to sync.

@@ -10,7 +10,7 @@ use dg_engine::state::RunState;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpointer::{CheckpointCounts, Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES};
+use crate::checkpointer::{CheckpointCounts, Checkpointer};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
 use crate::migrations;
@@ -204,11 +204,8 @@ impl Store {
         // The writer also serves hot point reads (`read_point`): room for every cached
         // statement of both, so none is evicted and prepared again on the request path.
         conn.set_prepared_statement_cache_capacity(128);
-        // Checkpoints run off the request path (see `checkpointer.rs`); SQLite's own
-        // automatic checkpoint stays as the bound should that thread fall behind.
-        conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {FALLBACK_AUTOCHECKPOINT_PAGES}"))
-            .map_err(StoreError::sqlite("set checkpoint threshold"))?;
-        let checkpointer = Checkpointer::start(path)?;
+        // Checkpoints run off the request path (see `checkpointer.rs`).
+        let checkpointer = Checkpointer::start(path, &conn)?;
         Ok(Self {
             path: path.to_path_buf(),
             writer: Writer::start(conn, Some(checkpointer))?,
