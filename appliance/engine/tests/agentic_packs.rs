@@ -121,14 +121,16 @@ fn run_pack(pack: &Path) -> (String, String) {
         })
         .unwrap();
     let stub = uses_http.then(|| {
-        providers = std::mem::take(&mut providers).with_http(HttpProviderConfig {
-            allow_http: true,
-            timeout_ms: 2000,
-            max_response_bytes: 1 << 20,
-            allowed_hosts: Some(vec!["127.0.0.1".into()]),
-            user_agent: "dg-agentic".into(),
-            ..HttpProviderConfig::default()
-        });
+        providers = std::mem::take(&mut providers)
+            .with_http(HttpProviderConfig {
+                allow_http: true,
+                timeout_ms: 2000,
+                max_response_bytes: 1 << 20,
+                allowed_hosts: Some(vec!["127.0.0.1".into()]),
+                user_agent: "dg-agentic".into(),
+                ..HttpProviderConfig::default()
+            })
+            .unwrap();
         spawn_stub(port, raw_spec.to_string().matches("{{HTTP_BASE_URL}}").count())
     });
     let spec: ScenarioSpec = serde_json::from_value(replace_placeholder(&raw_spec, &base)).unwrap();

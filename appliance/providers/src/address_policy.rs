@@ -8,7 +8,7 @@
 //! resolves to a public address at one lookup and to an internal one at the next cannot slip
 //! through between check and connect.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Why a URL's host was refused: the message a scenario author sees (no resolved address in
 /// it, so the refusal does not map the operator's network for them).
@@ -80,13 +80,12 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     None
 }
 
-/// Resolves `netloc` (`host:port`) and refuses the whole answer when any address in it is not
-/// public: a name with one internal address is treated as internal.
+/// Checks a resolved answer: refused as a whole when any address in it is not public (a name
+/// with one internal address is treated as internal).
 ///
 /// # Errors
-/// The resolver's own error, or `PermissionDenied` carrying [`NON_PUBLIC_ADDRESS`].
-pub fn resolve_public(netloc: &str) -> std::io::Result<Vec<SocketAddr>> {
-    let addresses: Vec<SocketAddr> = netloc.to_socket_addrs()?.collect();
+/// `PermissionDenied` carrying [`NON_PUBLIC_ADDRESS`].
+pub fn only_public(addresses: Vec<SocketAddr>) -> std::io::Result<Vec<SocketAddr>> {
     if addresses.iter().any(|address| !is_public(address.ip())) {
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, NON_PUBLIC_ADDRESS));
     }
@@ -168,12 +167,13 @@ mod tests {
     }
 
     #[test]
-    fn a_name_with_any_internal_address_is_refused_with_the_policy_message() {
-        let error = resolve_public("localhost:443").unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
-        assert_eq!(error.to_string(), NON_PUBLIC_ADDRESS);
-        let error = resolve_public("[::ffff:169.254.169.254]:80").unwrap_err();
-        assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied);
-        assert_eq!(resolve_public("8.8.8.8:443").unwrap(), vec!["8.8.8.8:443".parse().unwrap()]);
+    fn an_answer_with_any_internal_address_is_refused_with_the_policy_message() {
+        let public: SocketAddr = "8.8.8.8:443".parse().unwrap();
+        for internal in ["127.0.0.1:443", "[::ffff:169.254.169.254]:80", "[fd00::1]:443"] {
+            let error = only_public(vec![public, internal.parse().unwrap()]).unwrap_err();
+            assert_eq!(error.kind(), std::io::ErrorKind::PermissionDenied, "{internal}");
+            assert_eq!(error.to_string(), NON_PUBLIC_ADDRESS);
+        }
+        assert_eq!(only_public(vec![public]).unwrap(), vec![public]);
     }
 }

@@ -4,6 +4,7 @@
 //! (`address_policy`). Every failure is a provider error (Unknown), never a value.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
 
 use dg_engine::evidence::{
@@ -15,7 +16,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use url::Url;
 
-use crate::address_policy::{resolve_public, NON_PUBLIC_ADDRESS};
+use crate::address_policy::only_public;
+use crate::host_resolver::HostResolver;
+use crate::registry::ProviderConfigError;
 
 /// `[providers.config]` of the http provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -73,16 +76,32 @@ fn normalize_host(host: &str) -> String {
 }
 
 impl HttpProvider {
-    /// Builds the provider.
+    /// Builds the provider, resolving names through the machine's hosts file and
+    /// `/etc/resolv.conf` (see `host_resolver`).
+    ///
+    /// # Errors
+    /// The resolver's runtime could not be built.
+    pub fn new(config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
+        let resolver = HostResolver::from_system(Duration::from_millis(config.timeout_ms))
+            .map_err(|err| ProviderConfigError::new("http", "timeout_ms", &format!("resolver setup failed: {err}")))?;
+        Ok(Self::with_resolver(config, resolver))
+    }
+
+    /// Builds the provider on a given resolver (tests point one at a loopback DNS server).
     #[must_use]
-    pub fn new(config: HttpProviderConfig) -> Self {
+    pub fn with_resolver(config: HttpProviderConfig, resolver: HostResolver) -> Self {
         let builder = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(config.timeout_ms))
             .redirects(0)
             .user_agent(&config.user_agent);
         // With an allowlist every host that reaches the resolver was listed by the operator.
         let reach_any_address = config.allow_private_networks || config.allowed_hosts.is_some();
-        let builder = if reach_any_address { builder } else { builder.resolver(resolve_public) };
+        let resolver = Arc::new(resolver);
+        let builder = if reach_any_address {
+            builder.resolver(move |netloc: &str| resolver.resolve(netloc))
+        } else {
+            builder.resolver(move |netloc: &str| resolver.resolve(netloc).and_then(only_public))
+        };
         Self { config, agent: builder.build() }
     }
 
@@ -120,10 +139,9 @@ impl HttpProvider {
                 }
                 Ok(response)
             }
-            Err(ureq::Error::Transport(transport)) if refused_by_address_policy(&transport) => {
-                Err(provider_error(NON_PUBLIC_ADDRESS))
-            }
-            Err(ureq::Error::Transport(_)) => Err(provider_error("http request failed")),
+            Err(ureq::Error::Transport(transport)) => Err(provider_error(
+                &resolution_failure(&transport).unwrap_or_else(|| "http request failed".to_string()),
+            )),
         }
     }
 
@@ -156,11 +174,15 @@ impl HttpProvider {
     }
 }
 
-fn refused_by_address_policy(transport: &ureq::Transport) -> bool {
-    transport.kind() == ureq::ErrorKind::Dns
-        && std::error::Error::source(transport)
-            .and_then(|source| source.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+/// What went wrong resolving the URL's host, in the resolver's own words (the address policy's
+/// refusal, a lookup timeout, no address): these name no server and no resolved address.
+fn resolution_failure(transport: &ureq::Transport) -> Option<String> {
+    if transport.kind() != ureq::ErrorKind::Dns {
+        return None;
+    }
+    std::error::Error::source(transport)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .map(std::string::ToString::to_string)
 }
 
 fn read_limited(response: ureq::Response, max: usize) -> Result<Vec<u8>, ProviderCallError> {
@@ -186,12 +208,14 @@ fn read_limited(response: ureq::Response, max: usize) -> Result<Vec<u8>, Provide
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::context;
+    use crate::address_policy::NON_PUBLIC_ADDRESS;
+    use crate::host_resolver::{LOOKUP_TIMED_OUT, NOT_RESOLVED};
+    use crate::test_support::{context, LoopbackDns};
     use serde_json::json;
     use std::io::Write;
+    use std::net::Ipv4Addr;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     use std::time::Instant;
 
     /// A loopback HTTP server answering `200 ok` to every connection for a few seconds, and
@@ -238,7 +262,7 @@ mod tests {
     }
 
     fn plain_http(config: HttpProviderConfig) -> HttpProvider {
-        HttpProvider::new(HttpProviderConfig { allow_http: true, timeout_ms: 2000, ..config })
+        HttpProvider::new(HttpProviderConfig { allow_http: true, timeout_ms: 2000, ..config }).unwrap()
     }
 
     #[test]
@@ -272,6 +296,60 @@ mod tests {
         // A host outside the allowlist is still refused by the allowlist itself.
         let other = format!("http://localhost:{}/", server.port);
         assert_eq!(status_of(&listed, &other).unwrap_err().0, "url host not allowed");
+    }
+
+    /// Plain http with its resolver pointed at `dns` instead of the machine's configuration.
+    fn resolving_through(dns: &LoopbackDns, config: HttpProviderConfig) -> HttpProvider {
+        let config = HttpProviderConfig { allow_http: true, ..config };
+        let resolver = HostResolver::with_name_server(dns.address, Duration::from_millis(config.timeout_ms)).unwrap();
+        HttpProvider::with_resolver(config, resolver)
+    }
+
+    #[test]
+    fn a_dns_answer_with_an_internal_address_is_refused_before_connecting() {
+        let server = LoopbackServer::start();
+        let dns = LoopbackDns::answering(&[("svc.internal.test", Ipv4Addr::LOCALHOST)]);
+        let provider = resolving_through(&dns, HttpProviderConfig { timeout_ms: 2000, ..Default::default() });
+        let url = format!("http://svc.internal.test:{}/", server.port);
+        assert_eq!(status_of(&provider, &url).unwrap_err().0, NON_PUBLIC_ADDRESS);
+        assert!(dns.queries() >= 1, "the name must have been looked up at the configured server");
+        assert_eq!(server.connections(), 0, "a refused answer must not be connected to");
+    }
+
+    #[test]
+    fn a_listed_name_resolves_through_the_configured_name_server() {
+        // The C library's resolver knows nothing of this name: reaching the server shows the
+        // provider's own resolver asked the configured DNS server.
+        let server = LoopbackServer::start();
+        let dns = LoopbackDns::answering(&[("svc.internal.test", Ipv4Addr::LOCALHOST)]);
+        let listed = HttpProviderConfig {
+            timeout_ms: 2000,
+            allowed_hosts: Some(vec!["svc.internal.test".into()]),
+            ..Default::default()
+        };
+        let provider = resolving_through(&dns, listed);
+        let result = status_of(&provider, &format!("http://svc.internal.test:{}/", server.port)).unwrap();
+        assert_eq!(result.value, Some(EvidenceValue::Json(json!(200))));
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[test]
+    fn a_name_without_an_address_is_reported_as_such() {
+        let dns = LoopbackDns::answering(&[("svc.internal.test", Ipv4Addr::LOCALHOST)]);
+        let provider = resolving_through(&dns, HttpProviderConfig { timeout_ms: 2000, ..Default::default() });
+        assert_eq!(status_of(&provider, "http://missing.internal.test/").unwrap_err().0, NOT_RESOLVED);
+    }
+
+    #[test]
+    fn a_silent_name_server_is_cut_off_at_the_time_limit() {
+        let dns = LoopbackDns::silent();
+        let provider = resolving_through(&dns, HttpProviderConfig { timeout_ms: 300, ..Default::default() });
+        let started = Instant::now();
+        assert_eq!(status_of(&provider, "http://slow.internal.test/").unwrap_err().0, LOOKUP_TIMED_OUT);
+        let waited = started.elapsed();
+        assert!(dns.queries() >= 1);
+        // The bound is the provider's limit; well under the resolver's own 5 s x 2 attempts.
+        assert!(waited < Duration::from_secs(3), "lookup took {waited:?}");
     }
 
     #[test]

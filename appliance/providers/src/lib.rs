@@ -8,6 +8,7 @@
 pub mod address_policy;
 pub mod contracts;
 pub mod env;
+pub mod host_resolver;
 pub mod http;
 pub mod json;
 pub mod registry;

@@ -72,10 +72,12 @@ impl BuiltinProviders {
     }
 
     /// Adds `http`.
-    #[must_use]
-    pub fn with_http(mut self, config: HttpProviderConfig) -> Self {
-        self.http = Some(HttpProvider::new(config));
-        self
+    ///
+    /// # Errors
+    /// Its resolver could not be set up.
+    pub fn with_http(mut self, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
+        self.http = Some(HttpProvider::new(config)?);
+        Ok(self)
     }
 
     /// Ids of the configured providers, sorted.

@@ -18,3 +18,69 @@ pub(crate) fn context() -> EvidenceContext {
         correlation_id: None,
     }
 }
+
+/// A DNS server on a loopback UDP port, for the http provider's resolver tests: it answers A
+/// queries for the names it was given, an empty answer for other types of those names, and
+/// NXDOMAIN for every other name; or, built `silent`, never answers. It counts the queries it
+/// received and stops by itself after a few seconds.
+pub(crate) struct LoopbackDns {
+    pub(crate) address: std::net::SocketAddr,
+    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LoopbackDns {
+    /// Answers `names` (name without the final dot, IPv4 address).
+    pub(crate) fn answering(names: &[(&str, std::net::Ipv4Addr)]) -> Self {
+        Self::start(Some(names.iter().map(|(name, ip)| (format!("{name}."), *ip)).collect()))
+    }
+
+    /// Receives queries and never answers.
+    pub(crate) fn silent() -> Self {
+        Self::start(None)
+    }
+
+    fn start(names: Option<Vec<(String, std::net::Ipv4Addr)>>) -> Self {
+        use hickory_proto::op::{Message, ResponseCode};
+        use hickory_proto::rr::rdata::A;
+        use hickory_proto::rr::{RData, Record, RecordType};
+        use std::sync::atomic::Ordering;
+        use std::time::{Duration, Instant};
+
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let address = socket.local_addr().unwrap();
+        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&queries);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut buffer = [0u8; 1500];
+            while Instant::now() < deadline {
+                let Ok((len, peer)) = socket.recv_from(&mut buffer) else { continue };
+                seen.fetch_add(1, Ordering::SeqCst);
+                let Some(names) = &names else { continue };
+                let request = Message::from_vec(&buffer[..len]).unwrap();
+                let mut response = Message::response(request.metadata.id, request.metadata.op_code);
+                response.metadata.recursion_desired = request.metadata.recursion_desired;
+                response.metadata.recursion_available = true;
+                for query in &request.queries {
+                    response.add_query(query.clone());
+                    let asked = query.name().to_ascii().to_ascii_lowercase();
+                    match names.iter().find(|(name, _)| *name == asked) {
+                        Some((_, ip)) if query.query_type() == RecordType::A => {
+                            response.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(A(*ip))));
+                        }
+                        Some(_) => {}
+                        None => response.metadata.response_code = ResponseCode::NXDomain,
+                    }
+                }
+                socket.send_to(&response.to_vec().unwrap(), peer).unwrap();
+            }
+        });
+        Self { address, queries }
+    }
+
+    /// Queries received so far.
+    pub(crate) fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

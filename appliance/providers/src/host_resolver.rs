@@ -1,0 +1,194 @@
+//! How the http provider turns a URL's host into addresses: in Rust, not through the C
+//! library, and within the provider's time limit.
+//!
+//! The release binary links glibc statically. Its `getaddrinfo` still loads NSS modules from
+//! the machine it runs on, and a module built for another glibc version can fail or crash the
+//! daemon; and the HTTP client cannot bound a `getaddrinfo` call, so a slow DNS server held a
+//! request past `timeout_ms`. Here a name is looked up in the hosts file first, then at the name
+//! servers of `/etc/resolv.conf`, both read when the provider is built (a change to either takes
+//! a restart), and every lookup is cut off at the provider's time limit. NSS sources beyond
+//! those two (LDAP, mDNS, `nss-myhostname`) are not consulted: operators list such hosts in
+//! `/etc/hosts` or in DNS.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::TokioResolver;
+
+/// What a scenario author sees when a lookup ran out of time. No server address in it.
+pub const LOOKUP_TIMED_OUT: &str = "url host lookup timed out";
+/// What a scenario author sees when a name has no address (or the lookup failed).
+pub const NOT_RESOLVED: &str = "url host did not resolve to any address";
+
+/// A resolver with its own small runtime, so the blocking http provider can use it from any
+/// thread (the daemon calls providers on its blocking pool).
+pub struct HostResolver {
+    runtime: tokio::runtime::Runtime,
+    resolver: TokioResolver,
+    limit: Duration,
+    /// Why no name server is configured, when `/etc/resolv.conf` could not be read: names
+    /// outside the hosts file then fail with this reason (an operator's problem to fix).
+    unconfigured: Option<String>,
+}
+
+impl std::fmt::Debug for HostResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostResolver").field("limit", &self.limit).field("unconfigured", &self.unconfigured).finish()
+    }
+}
+
+impl HostResolver {
+    /// The machine's hosts file and `/etc/resolv.conf`. An unreadable `resolv.conf` is not an
+    /// error here (the hosts file and address literals still work); a lookup that needs DNS
+    /// then says so.
+    ///
+    /// # Errors
+    /// The runtime could not be built (no threads or file descriptors left).
+    pub fn from_system(limit: Duration) -> io::Result<Self> {
+        match hickory_resolver::system_conf::read_system_conf() {
+            Ok((config, options)) => Self::build(config, options, limit, None),
+            Err(err) => Self::build(
+                ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+                ResolverOpts::default(),
+                limit,
+                Some(format!("no DNS server configured (/etc/resolv.conf: {err})")),
+            ),
+        }
+    }
+
+    /// One name server at `server` (UDP, then TCP for truncated answers), and the hosts file.
+    /// Tests point this at a loopback DNS server; the daemon uses [`Self::from_system`].
+    ///
+    /// # Errors
+    /// The runtime could not be built.
+    pub fn with_name_server(server: SocketAddr, limit: Duration) -> io::Result<Self> {
+        let mut udp = ConnectionConfig::udp();
+        udp.port = server.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = server.port();
+        let name_server = NameServerConfig::new(server.ip(), true, vec![udp, tcp]);
+        Self::build(
+            ResolverConfig::from_parts(None, Vec::new(), vec![name_server]),
+            ResolverOpts::default(),
+            limit,
+            None,
+        )
+    }
+
+    fn build(
+        config: ResolverConfig,
+        mut options: ResolverOpts,
+        limit: Duration,
+        unconfigured: Option<String>,
+    ) -> io::Result<Self> {
+        // Every address of a name, as getaddrinfo gives them, so the address policy sees all.
+        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        options.use_hosts_file = ResolveHosts::Always;
+        options.timeout = options.timeout.min(limit);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let resolver = {
+            let _entered = runtime.enter();
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .with_options(options)
+                .build()
+                .map_err(|err| io::Error::other(format!("resolver setup: {err}")))?
+        };
+        Ok(Self { runtime, resolver, limit, unconfigured })
+    }
+
+    /// The addresses of `netloc` (`host:port`, as the HTTP client passes it; an IPv6 literal
+    /// may be bracketed). An address literal is returned as it is, without any lookup.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a malformed `netloc`, `TimedOut` past the limit, `NotFound` when the
+    /// name has no address or no server could answer.
+    pub fn resolve(&self, netloc: &str) -> io::Result<Vec<SocketAddr>> {
+        let (host, port) = split_netloc(netloc)?;
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let lookup =
+            self.runtime.block_on(async { tokio::time::timeout(self.limit, self.resolver.lookup_ip(host)).await });
+        let found = match lookup {
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, LOOKUP_TIMED_OUT)),
+            Ok(Err(err)) => {
+                let reason = match &self.unconfigured {
+                    Some(reason) => format!("{NOT_RESOLVED}: {reason}"),
+                    None if is_timeout(&err) => return Err(io::Error::new(io::ErrorKind::TimedOut, LOOKUP_TIMED_OUT)),
+                    None => NOT_RESOLVED.to_string(),
+                };
+                return Err(io::Error::new(io::ErrorKind::NotFound, reason));
+            }
+            Ok(Ok(found)) => found,
+        };
+        let addresses: Vec<SocketAddr> = found.iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        if addresses.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, NOT_RESOLVED));
+        }
+        Ok(addresses)
+    }
+}
+
+fn is_timeout(err: &hickory_resolver::net::NetError) -> bool {
+    matches!(err, hickory_resolver::net::NetError::Timeout)
+}
+
+/// `host:port` into its parts; the host loses IPv6 brackets.
+fn split_netloc(netloc: &str) -> io::Result<(&str, u16)> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidInput, format!("not a host:port: {netloc:?}"));
+    let (host, port) = netloc.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let host = host.strip_prefix('[').and_then(|inner| inner.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(invalid());
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netlocs_split_into_host_and_port() {
+        assert_eq!(split_netloc("example.com:443").unwrap(), ("example.com", 443));
+        assert_eq!(split_netloc("[::1]:80").unwrap(), ("::1", 80));
+        assert_eq!(split_netloc("::1:80").unwrap(), ("::1", 80));
+        for bad in ["example.com", ":443", "example.com:", "example.com:99999", "[]:1"] {
+            assert_eq!(split_netloc(bad).unwrap_err().kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn address_literals_need_no_lookup() {
+        // No name server at all: a literal must still resolve, with no DNS traffic.
+        let resolver = HostResolver::build(
+            ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+            ResolverOpts::default(),
+            Duration::from_millis(200),
+            None,
+        )
+        .unwrap();
+        assert_eq!(resolver.resolve("192.0.2.7:8080").unwrap(), vec!["192.0.2.7:8080".parse().unwrap()]);
+        assert_eq!(resolver.resolve("[2001:db8::1]:443").unwrap(), vec!["[2001:db8::1]:443".parse().unwrap()]);
+    }
+
+    #[test]
+    fn an_unreadable_resolv_conf_is_named_when_a_lookup_needs_dns() {
+        let resolver = HostResolver::build(
+            ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
+            ResolverOpts::default(),
+            Duration::from_millis(500),
+            Some("no DNS server configured (/etc/resolv.conf: missing)".to_string()),
+        )
+        .unwrap();
+        let error = resolver.resolve("nothing-here.invalid:443").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains("/etc/resolv.conf: missing"), "{error}");
+    }
+}
