@@ -164,29 +164,23 @@ mod tests {
         }
     }
 
+    fn without_name_servers(unconfigured: Option<&str>) -> HostResolver {
+        let config = ResolverConfig::from_parts(None, Vec::new(), Vec::new());
+        let limit = Duration::from_millis(500);
+        HostResolver::build(config, ResolverOpts::default(), limit, unconfigured.map(str::to_string)).unwrap()
+    }
+
     #[test]
     fn address_literals_need_no_lookup() {
         // No name server at all: a literal must still resolve, with no DNS traffic.
-        let resolver = HostResolver::build(
-            ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
-            ResolverOpts::default(),
-            Duration::from_millis(200),
-            None,
-        )
-        .unwrap();
+        let resolver = without_name_servers(None);
         assert_eq!(resolver.resolve("192.0.2.7:8080").unwrap(), vec!["192.0.2.7:8080".parse().unwrap()]);
         assert_eq!(resolver.resolve("[2001:db8::1]:443").unwrap(), vec!["[2001:db8::1]:443".parse().unwrap()]);
     }
 
     #[test]
     fn an_unreadable_resolv_conf_is_named_when_a_lookup_needs_dns() {
-        let resolver = HostResolver::build(
-            ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
-            ResolverOpts::default(),
-            Duration::from_millis(500),
-            Some("no DNS server configured (/etc/resolv.conf: missing)".to_string()),
-        )
-        .unwrap();
+        let resolver = without_name_servers(Some("no DNS server configured (/etc/resolv.conf: missing)"));
         let error = resolver.resolve("nothing-here.invalid:443").unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound);
         assert!(error.to_string().contains("/etc/resolv.conf: missing"), "{error}");
