@@ -9,7 +9,7 @@
 //! status, kept by every write) matches every run's status read back, and that WAL
 //! checkpoints run in the background (`dg_wal_checkpoints_total`). And that every metric
 //! family the daemon exports is in the operators' reference (`docs/metrics.md`), and only
-//! those.
+//! those. And that the http provider's own resolver works on the daemon's pool threads.
 
 mod support;
 
@@ -162,8 +162,10 @@ fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
     }
 }
 
-/// A loopback server that accepts connections and never answers, for `seconds`.
-fn silent_server(seconds: u64) -> u16 {
+/// A loopback HTTP server for `seconds`: it accepts connections and, when `answer`, replies
+/// `200 ok` to each; otherwise it holds them and never answers.
+fn loopback_server(seconds: u64, answer: bool) -> u16 {
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -171,8 +173,14 @@ fn silent_server(seconds: u64) -> u16 {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
         let mut held = Vec::new();
         while std::time::Instant::now() < deadline {
-            if let Ok((stream, _)) = listener.accept() {
-                held.push(stream);
+            if let Ok((mut stream, _)) = listener.accept() {
+                if answer {
+                    stream.set_nonblocking(false).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                } else {
+                    held.push(stream);
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -180,23 +188,50 @@ fn silent_server(seconds: u64) -> u16 {
     port
 }
 
-#[test]
-fn a_request_past_the_request_timeout_is_answered_and_the_daemon_keeps_serving() {
-    let port = silent_server(15);
+/// A daemon whose http provider allows plain http to `allowed_host`, with the default
+/// config's request timeout replaced by `request_timeout_ms`.
+fn daemon_with_http_provider(allowed_host: &str, provider_timeout_ms: u64, request_timeout_ms: u64) -> Daemon {
     let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
     let default = String::from_utf8(default).unwrap();
     assert!(default.contains("request_timeout_ms = 30000"));
     let config = format!(
-        "{}\n[[providers]]\nname = \"http\"\n[providers.config]\nallow_http = true\ntimeout_ms = 8000\n\
-         max_response_bytes = 1024\nallowed_hosts = [\"127.0.0.1\"]\nuser_agent = \"dg-test\"\nhash_algorithm = \"sha256\"\n",
-        default.replace("request_timeout_ms = 30000", "request_timeout_ms = 400")
+        "{}\n[[providers]]\nname = \"http\"\n[providers.config]\nallow_http = true\ntimeout_ms = {provider_timeout_ms}\n\
+         max_response_bytes = 1024\nallowed_hosts = [\"{allowed_host}\"]\nuser_agent = \"dg-test\"\nhash_algorithm = \"sha256\"\n",
+        default.replace("request_timeout_ms = 30000", &format!("request_timeout_ms = {request_timeout_ms}"))
     );
     let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
     daemon.register(2, 3);
-    let query = json!({
-        "query": {"provider_id": "http", "check_id": "status", "params": {"url": format!("http://127.0.0.1:{port}/")}},
+    daemon
+}
+
+/// evidence_query arguments for the http provider's `status` of `url`.
+fn http_status_query(url: &str) -> Value {
+    json!({
+        "query": {"provider_id": "http", "check_id": "status", "params": {"url": url}},
         "context": {"tenant_id": 2, "namespace_id": 3, "run_id": "r", "scenario_id": "s", "stage_id": "st",
-                    "trigger_id": "t", "trigger_time": {"kind": "logical", "value": 1}, "correlation_id": null}});
+                    "trigger_id": "t", "trigger_time": {"kind": "logical", "value": 1}, "correlation_id": null}})
+}
+
+#[test]
+fn the_http_provider_resolves_a_host_name_inside_the_daemon() {
+    // A name, not an address: the lookup runs in the provider's own resolver, on the
+    // daemon's blocking pool (a runtime inside the daemon's runtime must not panic there).
+    let port = loopback_server(15, true);
+    let daemon = daemon_with_http_provider("localhost", 4000, 30000);
+    let url = format!("http://localhost:{port}/");
+    let result = daemon.tool("evidence_query", http_status_query(&url)).unwrap();
+    assert!(result["result"]["error"].is_null(), "{result}");
+    assert_eq!(result["result"]["evidence_ref"]["uri"], url.as_str(), "{result}");
+    assert!(result["result"]["evidence_hash"].is_object(), "{result}");
+    let (status, _) = daemon.get("/readyz");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_request_past_the_request_timeout_is_answered_and_the_daemon_keeps_serving() {
+    let port = loopback_server(15, false);
+    let daemon = daemon_with_http_provider("127.0.0.1", 8000, 400);
+    let query = http_status_query(&format!("http://127.0.0.1:{port}/"));
     let started = std::time::Instant::now();
     let error = daemon.tool("evidence_query", query).unwrap_err();
     let waited = started.elapsed();

@@ -24,6 +24,9 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
     let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
     let providers = providers_setup::build(&config.providers)?;
+    if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
+        tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
+    }
     let runpacks = dg_storage::runpack_store::RunpackStore::open(
         &data.runpacks(),
         dg_storage::runpack_store::RunpackLimits::default(),

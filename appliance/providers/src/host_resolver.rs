@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use hickory_resolver::config::{
@@ -45,20 +46,38 @@ impl std::fmt::Debug for HostResolver {
 impl HostResolver {
     /// The machine's hosts file and `/etc/resolv.conf`. An unreadable `resolv.conf` is not an
     /// error here (the hosts file and address literals still work); a lookup that needs DNS
-    /// then says so.
+    /// then says so, and so does [`Self::configuration_problem`].
     ///
     /// # Errors
     /// The runtime could not be built (no threads or file descriptors left).
     pub fn from_system(limit: Duration) -> io::Result<Self> {
-        match hickory_resolver::system_conf::read_system_conf() {
+        Self::from_resolv_conf(Path::new("/etc/resolv.conf"), limit)
+    }
+
+    /// The hosts file and the name servers of the `resolv.conf` at `path`.
+    ///
+    /// # Errors
+    /// The runtime could not be built.
+    pub fn from_resolv_conf(path: &Path, limit: Duration) -> io::Result<Self> {
+        let parsed = std::fs::read(path)
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| hickory_resolver::system_conf::parse_resolv_conf(bytes).map_err(|err| err.to_string()));
+        match parsed {
             Ok((config, options)) => Self::build(config, options, limit, None),
             Err(err) => Self::build(
                 ResolverConfig::from_parts(None, Vec::new(), Vec::new()),
                 ResolverOpts::default(),
                 limit,
-                Some(format!("no DNS server configured (/etc/resolv.conf: {err})")),
+                Some(format!("no DNS server configured ({}: {err})", path.display())),
             ),
         }
+    }
+
+    /// Why names outside the hosts file cannot resolve, if the name server configuration
+    /// was unusable: the daemon logs it at startup.
+    #[must_use]
+    pub fn configuration_problem(&self) -> Option<&str> {
+        self.unconfigured.as_deref()
     }
 
     /// One name server at `server` (UDP, then TCP for truncated answers), and the hosts file.
@@ -176,6 +195,25 @@ mod tests {
         let resolver = without_name_servers(None);
         assert_eq!(resolver.resolve("192.0.2.7:8080").unwrap(), vec!["192.0.2.7:8080".parse().unwrap()]);
         assert_eq!(resolver.resolve("[2001:db8::1]:443").unwrap(), vec!["[2001:db8::1]:443".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_resolv_conf_is_read_and_a_missing_one_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("resolv.conf");
+        std::fs::write(&conf, "nameserver 192.0.2.53\noptions timeout:1 attempts:1\n").unwrap();
+        let configured = HostResolver::from_resolv_conf(&conf, Duration::from_millis(500)).unwrap();
+        assert_eq!(configured.configuration_problem(), None);
+        std::fs::write(&conf, "search example.com\n").unwrap();
+        let no_servers = HostResolver::from_resolv_conf(&conf, Duration::from_millis(500)).unwrap();
+        let problem = no_servers.configuration_problem().unwrap();
+        assert!(problem.contains("resolv.conf") && problem.contains("no nameservers"), "{problem}");
+        let missing = HostResolver::from_resolv_conf(&dir.path().join("absent"), Duration::from_millis(500)).unwrap();
+        let problem = missing.configuration_problem().unwrap();
+        assert!(problem.starts_with("no DNS server configured (") && problem.contains("absent"), "{problem}");
+        let error = missing.resolve("nothing-here.invalid:443").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+        assert!(error.to_string().contains(problem), "{error}");
     }
 
     #[test]

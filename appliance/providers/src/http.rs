@@ -64,6 +64,7 @@ impl Default for HttpProviderConfig {
 pub struct HttpProvider {
     config: HttpProviderConfig,
     agent: ureq::Agent,
+    name_resolution_problem: Option<String>,
 }
 
 fn provider_error(message: &str) -> ProviderCallError {
@@ -96,13 +97,21 @@ impl HttpProvider {
             .user_agent(&config.user_agent);
         // With an allowlist every host that reaches the resolver was listed by the operator.
         let reach_any_address = config.allow_private_networks || config.allowed_hosts.is_some();
+        let name_resolution_problem = resolver.configuration_problem().map(str::to_string);
         let resolver = Arc::new(resolver);
         let builder = if reach_any_address {
             builder.resolver(move |netloc: &str| resolver.resolve(netloc))
         } else {
             builder.resolver(move |netloc: &str| resolver.resolve(netloc).and_then(only_public))
         };
-        Self { config, agent: builder.build() }
+        Self { config, agent: builder.build(), name_resolution_problem }
+    }
+
+    /// Why host names outside the hosts file cannot resolve (an unusable `/etc/resolv.conf`),
+    /// for the daemon to log at startup.
+    #[must_use]
+    pub fn name_resolution_problem(&self) -> Option<&str> {
+        self.name_resolution_problem.as_deref()
     }
 
     fn validate(&self, params: Option<&Value>) -> Result<Url, ProviderCallError> {
