@@ -6,6 +6,8 @@
 //! chain verifiable; concurrent quota charges never pass the quota and a replayed
 //! request id counts once.
 
+mod support;
+
 use std::sync::Arc;
 
 use dg_storage::audit::{verify_export, AuditEvent, AuditReport, AuditSigner};
@@ -22,19 +24,7 @@ struct Fixture {
 }
 
 fn event(n: u64, tenant: u64) -> AuditEvent {
-    AuditEvent {
-        principal: format!("key-{n}"),
-        role: Some("service".into()),
-        tenant_id: Some(tenant),
-        namespace_id: Some(1),
-        action: "tool_call".into(),
-        target: "scenario_next".into(),
-        outcome: "ok".into(),
-        reason: String::new(),
-        request_id: format!("req-{n}"),
-        request_sha256: Some("ab".repeat(32)),
-        response_sha256: None,
-    }
+    support::tool_call_event(n, tenant)
 }
 
 /// A log of 20 entries with checkpoints every 4 and a final one at the head.

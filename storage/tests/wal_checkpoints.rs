@@ -4,23 +4,14 @@
 //! transactions, and so the WAL keeps starting over instead of growing to SQLite's
 //! fallback threshold. What was written stays readable and verified.
 
+mod support;
+
 use dg_storage::audit::AuditEvent;
 use dg_storage::{Store, StoreLimits};
 
+/// An entry of about 3 KB, so each write adds at least one page to the WAL.
 fn event(n: u64) -> AuditEvent {
-    AuditEvent {
-        principal: format!("key-{n}"),
-        role: Some("service".into()),
-        tenant_id: Some(1),
-        namespace_id: Some(1),
-        action: "tool_call".into(),
-        target: "scenario_next".into(),
-        outcome: "ok".into(),
-        reason: "x".repeat(3000),
-        request_id: format!("req-{n}"),
-        request_sha256: Some("ab".repeat(32)),
-        response_sha256: None,
-    }
+    AuditEvent { reason: "x".repeat(3000), ..support::tool_call_event(n, 1) }
 }
 
 const WRITES: u64 = 1_500;
