@@ -217,7 +217,7 @@ fn the_http_provider_resolves_a_host_name_inside_the_daemon() {
     // A name, not an address: the lookup runs in the provider's own resolver, on the
     // daemon's blocking pool (a runtime inside the daemon's runtime must not panic there).
     let port = loopback_server(15, true);
-    let daemon = daemon_with_http_provider("localhost", 4000, 30000);
+    let mut daemon = daemon_with_http_provider("localhost", 4000, 30000);
     let url = format!("http://localhost:{port}/");
     let result = daemon.tool("evidence_query", http_status_query(&url)).unwrap();
     assert!(result["result"]["error"].is_null(), "{result}");
@@ -225,6 +225,11 @@ fn the_http_provider_resolves_a_host_name_inside_the_daemon() {
     assert!(result["result"]["evidence_hash"].is_object(), "{result}");
     let (status, _) = daemon.get("/readyz");
     assert_eq!(status, 200);
+    // Shutting down drops the provider inside the server's async task: still a clean exit.
+    let exit = daemon.terminate(std::time::Duration::from_secs(10)).expect("exits within 10 s after SIGTERM");
+    let stderr: Vec<String> = daemon.stderr.try_iter().collect();
+    assert!(exit.success(), "exit {exit:?}; stderr: {stderr:#?}");
+    assert!(!stderr.iter().any(|line| line.contains("panicked")), "{stderr:#?}");
 }
 
 #[test]

@@ -26,10 +26,23 @@ pub const LOOKUP_TIMED_OUT: &str = "url host lookup timed out";
 /// What a scenario author sees when a name has no address (or the lookup failed).
 pub const NOT_RESOLVED: &str = "url host did not resolve to any address";
 
+/// A runtime that may be dropped anywhere. The daemon's last reference to its providers can go
+/// inside one of its own async tasks (graceful shutdown), where dropping a runtime the usual
+/// way, which waits for its blocking threads, panics; this one is shut down in the background.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// A resolver with its own small runtime, so the blocking http provider can use it from any
 /// thread (the daemon calls providers on its blocking pool).
 pub struct HostResolver {
-    runtime: tokio::runtime::Runtime,
+    runtime: OwnRuntime,
     resolver: TokioResolver,
     limit: Duration,
     /// Why no name server is configured, when `/etc/resolv.conf` could not be read: names
@@ -117,7 +130,7 @@ impl HostResolver {
                 .build()
                 .map_err(|err| io::Error::other(format!("resolver setup: {err}")))?
         };
-        Ok(Self { runtime, resolver, limit, unconfigured })
+        Ok(Self { runtime: OwnRuntime(Some(runtime)), resolver, limit, unconfigured })
     }
 
     /// The addresses of `netloc` (`host:port`, as the HTTP client passes it; an IPv6 literal
@@ -131,8 +144,10 @@ impl HostResolver {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let lookup =
-            self.runtime.block_on(async { tokio::time::timeout(self.limit, self.resolver.lookup_ip(host)).await });
+        let Some(runtime) = &self.runtime.0 else {
+            return Err(io::Error::other("resolver runtime is shut down"));
+        };
+        let lookup = runtime.block_on(async { tokio::time::timeout(self.limit, self.resolver.lookup_ip(host)).await });
         let found = match lookup {
             Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, LOOKUP_TIMED_OUT)),
             Ok(Err(err)) => {
