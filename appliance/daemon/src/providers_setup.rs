@@ -39,7 +39,7 @@ fn add(providers: &mut BuiltinProviders, entry: &ProviderEntry) -> Result<(), (S
         "env" => built.with_env(parse_table::<EnvProviderConfig>(entry)?.unwrap_or_default()),
         "http" => built
             .with_http(parse_table::<HttpProviderConfig>(entry)?.unwrap_or_default())
-            .map_err(|ProviderConfigError { field, reason, .. }| (format!("config.{field}"), reason))?,
+            .map_err(|err| ("name".to_string(), format!("the http provider cannot start its name resolver: {err}")))?,
         "json" => {
             let config = parse_table::<JsonProviderConfig>(entry)?.ok_or_else(|| {
                 ("config".to_string(), "the json provider needs a config table with root and root_id".to_string())

@@ -18,7 +18,6 @@ use url::Url;
 
 use crate::address_policy::only_public;
 use crate::host_resolver::HostResolver;
-use crate::registry::ProviderConfigError;
 
 /// `[providers.config]` of the http provider.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -81,10 +80,9 @@ impl HttpProvider {
     /// `/etc/resolv.conf` (see `host_resolver`).
     ///
     /// # Errors
-    /// The resolver's runtime could not be built.
-    pub fn new(config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
-        let resolver = HostResolver::from_system(Duration::from_millis(config.timeout_ms))
-            .map_err(|err| ProviderConfigError::new("http", "timeout_ms", &format!("resolver setup failed: {err}")))?;
+    /// The resolver's runtime could not be built (no file descriptors or threads left).
+    pub fn new(config: HttpProviderConfig) -> std::io::Result<Self> {
+        let resolver = HostResolver::from_system(Duration::from_millis(config.timeout_ms))?;
         Ok(Self::with_resolver(config, resolver))
     }
 

@@ -74,8 +74,8 @@ impl BuiltinProviders {
     /// Adds `http`.
     ///
     /// # Errors
-    /// Its resolver could not be set up.
-    pub fn with_http(mut self, config: HttpProviderConfig) -> Result<Self, ProviderConfigError> {
+    /// Its name resolver could not be started (no file descriptors or threads left).
+    pub fn with_http(mut self, config: HttpProviderConfig) -> std::io::Result<Self> {
         self.http = Some(HttpProvider::new(config)?);
         Ok(self)
     }
