@@ -63,7 +63,8 @@ impl Default for HttpProviderConfig {
 pub struct HttpProvider {
     config: HttpProviderConfig,
     agent: ureq::Agent,
-    name_resolution_problem: Option<String>,
+    /// Shared with the agent's resolver hook; kept here for its configuration problem.
+    resolver: Arc<HostResolver>,
 }
 
 fn provider_error(message: &str) -> ProviderCallError {
@@ -95,21 +96,21 @@ impl HttpProvider {
             .user_agent(&config.user_agent);
         // With an allowlist every host that reaches the resolver was listed by the operator.
         let reach_any_address = config.allow_private_networks || config.allowed_hosts.is_some();
-        let name_resolution_problem = resolver.configuration_problem().map(str::to_string);
         let resolver = Arc::new(resolver);
+        let hook = Arc::clone(&resolver);
         let builder = if reach_any_address {
-            builder.resolver(move |netloc: &str| resolver.resolve(netloc))
+            builder.resolver(move |netloc: &str| hook.resolve(netloc))
         } else {
-            builder.resolver(move |netloc: &str| resolver.resolve(netloc).and_then(only_public))
+            builder.resolver(move |netloc: &str| hook.resolve(netloc).and_then(only_public))
         };
-        Self { config, agent: builder.build(), name_resolution_problem }
+        Self { config, agent: builder.build(), resolver }
     }
 
     /// Why host names outside the hosts file cannot resolve (an unusable `/etc/resolv.conf`),
     /// for the daemon to log at startup.
     #[must_use]
     pub fn name_resolution_problem(&self) -> Option<&str> {
-        self.name_resolution_problem.as_deref()
+        self.resolver.configuration_problem()
     }
 
     fn validate(&self, params: Option<&Value>) -> Result<Url, ProviderCallError> {
