@@ -2,7 +2,14 @@
 
 use dg_engine::evidence::EvidenceContext;
 use dg_engine::time::Timestamp;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// An evidence context for a provider call outside any real run.
 pub(crate) fn context() -> EvidenceContext {
@@ -24,13 +31,13 @@ pub(crate) fn context() -> EvidenceContext {
 /// NXDOMAIN for every other name; or, built `silent`, never answers. It counts the queries it
 /// received and stops by itself after a few seconds.
 pub(crate) struct LoopbackDns {
-    pub(crate) address: std::net::SocketAddr,
-    queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) address: SocketAddr,
+    queries: Arc<AtomicUsize>,
 }
 
 impl LoopbackDns {
     /// Answers `names` (name without the final dot, IPv4 address).
-    pub(crate) fn answering(names: &[(&str, std::net::Ipv4Addr)]) -> Self {
+    pub(crate) fn answering(names: &[(&str, Ipv4Addr)]) -> Self {
         Self::start(Some(names.iter().map(|(name, ip)| (format!("{name}."), *ip)).collect()))
     }
 
@@ -39,18 +46,12 @@ impl LoopbackDns {
         Self::start(None)
     }
 
-    fn start(names: Option<Vec<(String, std::net::Ipv4Addr)>>) -> Self {
-        use hickory_proto::op::{Message, ResponseCode};
-        use hickory_proto::rr::rdata::A;
-        use hickory_proto::rr::{RData, Record, RecordType};
-        use std::sync::atomic::Ordering;
-        use std::time::{Duration, Instant};
-
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn start(names: Option<Vec<(String, Ipv4Addr)>>) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let address = socket.local_addr().unwrap();
-        let queries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let seen = std::sync::Arc::clone(&queries);
+        let queries = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&queries);
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(10);
             let mut buffer = [0u8; 1500];
@@ -81,6 +82,6 @@ impl LoopbackDns {
 
     /// Queries received so far.
     pub(crate) fn queries(&self) -> usize {
-        self.queries.load(std::sync::atomic::Ordering::SeqCst)
+        self.queries.load(Ordering::SeqCst)
     }
 }
