@@ -7,7 +7,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::{binary, Daemon, DaemonOptions};
@@ -281,6 +281,11 @@ fn call_with(daemon: &Daemon, token: &str, name: &str, args: Value) -> (u16, Val
     (status, serde_json::from_str(&text).unwrap())
 }
 
+/// Sleeps until `deadline` (at once if it has passed).
+fn sleep_until(deadline: Instant) {
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+}
+
 fn works(daemon: &Daemon, token: &str) -> bool {
     let (status, reply) = call_with(daemon, token, "scenarios_list", json!({"tenant_id": 2, "namespace_id": 3}));
     match status {
@@ -322,12 +327,15 @@ fn key_lifecycle_issue_rotate_revoke_expire_and_no_secret_leaks() {
     assert!(first.starts_with("dgk_") && first.contains(&first_id));
     assert!(works(&daemon, &first));
 
-    // Rotate with a short overlap: both work, then only the new one.
-    let rotated = daemon.admin("key_rotate", json!({"key_id": first_id, "overlap_ms": 1500})).unwrap();
+    // Rotate with a short overlap: both work, then only the new one. (The overlap is
+    // long enough that a slow CI machine still checks inside it; the wait is measured
+    // from before the rotation, so it always ends after the overlap.)
+    let rotating = Instant::now();
+    let rotated = daemon.admin("key_rotate", json!({"key_id": first_id, "overlap_ms": 3000})).unwrap();
     let second = rotated["token"].as_str().unwrap().to_string();
     let second_id = rotated["key"]["key_id"].as_str().unwrap().to_string();
     assert!(works(&daemon, &first) && works(&daemon, &second));
-    std::thread::sleep(Duration::from_millis(1700));
+    sleep_until(rotating + Duration::from_millis(3200));
     assert!(!works(&daemon, &first), "the old key fails after the overlap");
     assert!(works(&daemon, &second));
 
@@ -337,9 +345,10 @@ fn key_lifecycle_issue_rotate_revoke_expire_and_no_secret_leaks() {
     assert!(!works(&daemon, &second), "a revoked key fails at once");
 
     // Expire.
-    let (_, third) = issue(&daemon, json!({"role": "service", "tenant_id": 2, "expires_in_ms": 800}));
+    let issuing = Instant::now();
+    let (_, third) = issue(&daemon, json!({"role": "service", "tenant_id": 2, "expires_in_ms": 3000}));
     assert!(works(&daemon, &third));
-    std::thread::sleep(Duration::from_millis(1000));
+    sleep_until(issuing + Duration::from_millis(3200));
     assert!(!works(&daemon, &third), "an expired key fails");
 
     // A listed key never carries a secret.
