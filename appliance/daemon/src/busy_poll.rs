@@ -278,6 +278,16 @@ mod tests {
         panic!("failed in all three tries: {failures:#?}");
     }
 
+    /// Whether the polled reads ended as expected: `want` is (caught, slept).
+    fn polled_reads(counters: &PollCounters, want: (u64, u64), meaning: &str) -> Result<(), String> {
+        let got = (counters.caught(), counters.slept());
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("(caught, slept) = {got:?}: want {want:?}, {meaning}"))
+        }
+    }
+
     /// The server's read of the client's next 4-byte request (bounded, so a lost wake-up
     /// fails the test instead of hanging it).
     async fn next_request(server: &mut BusyPollStream) -> [u8; 4] {
@@ -294,10 +304,7 @@ mod tests {
             server.write_all(b"answer").await.unwrap();
             assert_eq!(&next_request(&mut server).await, b"next");
             drop(peer.join().unwrap());
-            match (counters.caught(), counters.slept()) {
-                (1, 0) => Ok(()),
-                other => Err(format!("(caught, slept) = {other:?}: want (1, 0), read by polling, not after sleeping")),
-            }
+            polled_reads(&counters, (1, 0), "read by polling, not after sleeping")
         })
         .await;
     }
@@ -310,12 +317,7 @@ mod tests {
             server.write_all(b"answer").await.unwrap();
             assert_eq!(&next_request(&mut server).await, b"late");
             drop(peer.join().unwrap());
-            match (counters.caught(), counters.slept()) {
-                (0, 1) => Ok(()),
-                other => {
-                    Err(format!("(caught, slept) = {other:?}: want (0, 1), the poll gave up and the reader slept"))
-                }
-            }
+            polled_reads(&counters, (0, 1), "the poll gave up and the reader slept")
         })
         .await;
     }
@@ -400,10 +402,7 @@ mod tests {
             server.read_to_end(&mut rest).await.unwrap();
             assert!(rest.is_empty());
             peer.join().unwrap();
-            match (counters.caught(), counters.slept()) {
-                (1, 0) => Ok(()),
-                other => Err(format!("(caught, slept) = {other:?}: want (1, 0), end of stream found by the poll")),
-            }
+            polled_reads(&counters, (1, 0), "end of stream found by the poll")
         })
         .await;
     }
