@@ -36,7 +36,19 @@ fn stub_port(scenario_id: &str) -> u16 {
 /// A minimal HTTP/1.1 stub serving the two documents the packs fetch; it answers a
 /// bounded number of requests and stops.
 fn spawn_stub(port: u16, max_requests: usize) -> thread::JoinHandle<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind deterministic stub port");
+    // The port is fixed (the expected hashes contain the URL), so it cannot move when
+    // another process holds it for a moment: retry for up to 5 s.
+    let mut attempts = 0;
+    let listener = loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => break listener,
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempts < 50 => {
+                attempts += 1;
+                thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(err) => panic!("bind the reference stub port {port}: {err}"),
+        }
+    };
     thread::spawn(move || {
         for stream in listener.incoming().take(max_requests) {
             let mut stream = stream.unwrap();
