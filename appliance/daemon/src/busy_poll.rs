@@ -288,6 +288,22 @@ mod tests {
         }
     }
 
+    /// One exchange on a lone connection with `budget`: the server answers, the client
+    /// reads the answer, waits `pause_ms` and sends `request`, which the server reads.
+    /// Returns how the server's polled reads ended.
+    async fn answer_then_next_request(
+        budget: Duration,
+        pause_ms: &'static [u64; 1],
+        request: &'static [u8; 4],
+    ) -> Arc<PollCounters> {
+        let (mut server, client, counters) = pair(budget, true).await;
+        let peer = client_sends(client, true, pause_ms, request);
+        server.write_all(b"answer").await.unwrap();
+        assert_eq!(&next_request(&mut server).await, request);
+        drop(peer.join().unwrap());
+        counters
+    }
+
     /// The server's read of the client's next 4-byte request (bounded, so a lost wake-up
     /// fails the test instead of hanging it).
     async fn next_request(server: &mut BusyPollStream) -> [u8; 4] {
@@ -299,11 +315,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn after_an_answer_a_lone_connection_catches_the_next_request_by_polling() {
         in_one_of_three_tries(|| async {
-            let (mut server, client, counters) = pair(Duration::from_secs(5), true).await;
-            let peer = client_sends(client, true, &[20], b"next");
-            server.write_all(b"answer").await.unwrap();
-            assert_eq!(&next_request(&mut server).await, b"next");
-            drop(peer.join().unwrap());
+            let counters = answer_then_next_request(Duration::from_secs(5), &[20], b"next").await;
             polled_reads(&counters, (1, 0), "read by polling, not after sleeping")
         })
         .await;
@@ -312,11 +324,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_request_arriving_after_the_budget_still_wakes_the_reader() {
         in_one_of_three_tries(|| async {
-            let (mut server, client, counters) = pair(Duration::from_micros(200), true).await;
-            let peer = client_sends(client, true, &[50], b"late");
-            server.write_all(b"answer").await.unwrap();
-            assert_eq!(&next_request(&mut server).await, b"late");
-            drop(peer.join().unwrap());
+            let counters = answer_then_next_request(Duration::from_micros(200), &[50], b"late").await;
             polled_reads(&counters, (0, 1), "the poll gave up and the reader slept")
         })
         .await;

@@ -84,4 +84,14 @@ impl LoopbackDns {
     pub(crate) fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
     }
+
+    /// Queries received, after waiting up to `within` for the first: the server's thread
+    /// counts a query only once it has read it, which a silent server's caller cannot await.
+    pub(crate) fn queries_within(&self, within: Duration) -> usize {
+        let waiting = Instant::now();
+        while self.queries() == 0 && waiting.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.queries()
+    }
 }
