@@ -9,9 +9,9 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks; each prints its figures.
+# Benchmarks, built with the release settings (the shipped binary); each prints its figures.
 bench:
-    cargo bench --workspace
+    bash -c 'source scripts/release-env.sh && cargo bench --workspace --target "$DG_RELEASE_TARGET"'
 
 # Everything CI does, on this checkout.
 ci:

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+bash scripts/install-tools.sh cargo-fuzz
 corpus="$PWD/fuzz/corpus/bundle_reader"
 mkdir -p "$corpus"
 DG_WRITE_FUZZ_SEEDS="$corpus" cargo test -q -p dg-storage --test bundle_hostile -- --exact write_fuzz_seeds

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Booted install test of a .deb: Debian bookworm (debootstrap; the root is cached as a
-# tarball in $DG_ROOTFS_CACHE, default ~/.cache/dg-appliance), dpkg -i, systemd booted with
+# Booted install test of a .deb: Debian bookworm (scripts/debian-root.sh: debootstrap,
+# cached as a tarball in $DG_ROOTFS_CACHE, default ~/.cache/dg-appliance), dpkg -i, systemd booted with
 # systemd-nspawn, then the real unit is exercised from the host over loopback (the
 # container shares the host's network). Stops by itself; cleans up on every exit.
 # Usage: scripts/nspawn-install-test.sh path/to/dg-appliance.deb [path/to/newer.deb]
@@ -9,9 +9,6 @@
 set -euo pipefail
 deb="$(realpath "$1")"
 upgrade="${2:+$(realpath "$2")}"
-cache="${DG_ROOTFS_CACHE:-$HOME/.cache/dg-appliance}"
-mkdir -p "$cache"
-tarball="$cache/bookworm-systemd-rootfs.tar"
 work="$(mktemp -d /var/tmp/dg-nspawn.XXXXXX)"
 root="$work/root"
 host_bin="$(dirname "$0")/../target/x86_64-unknown-linux-gnu/release/dg-appliance"
@@ -27,14 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ ! -f "$tarball" ]; then
-    echo "-- debootstrap bookworm (cached afterwards at $tarball)"
-    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,util-linux,passwd,adduser \
-        bookworm "$work/bootstrap" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
-        || { tail -n 30 "$work/debootstrap.log"; exit 1; }
-    tar -C "$work/bootstrap" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-    rm -rf "$work/bootstrap"
-fi
+tarball="$(bash "$(dirname "$0")/debian-root.sh")"
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 echo "dg-test" > "$root/etc/hostname"

@@ -9,18 +9,11 @@
 #                                       created with a new key when empty; keep a real one offline)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="$PWD"
-target=x86_64-unknown-linux-gnu
-# The packaging tools are built for this machine, before (and without) the release
-# flags: +crt-static cannot build their proc-macros.
-for tool in cargo-deb cargo-generate-rpm; do
-    command -v "$tool" >/dev/null 2>&1 || env -u RUSTFLAGS cargo install "$tool" --locked
-done
+bash scripts/install-tools.sh cargo-deb cargo-generate-rpm
 
-export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
-export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${root}=/build/dg-appliance --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-export CARGO_PROFILE_RELEASE_STRIP=symbols
-export CARGO_PROFILE_RELEASE_DEBUG=false
+# shellcheck source=scripts/release-env.sh
+source scripts/release-env.sh
+target="$DG_RELEASE_TARGET"
 
 echo "== static release build (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
 cargo build --release --locked -p dg-appliance --target "$target"

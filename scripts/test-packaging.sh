@@ -15,9 +15,23 @@ file "$bin"
 sha() { sha256sum "$@" | awk '{print $1}'; }
 first_bin=$(sha "$bin"); first_deb=$(sha dist/*.deb); first_rpm=$(sha dist/*.rpm)
 
+echo "== [${SECONDS}s into packaging] the shipped binary parses numbers as the open-source server does"
+# 604.02102123842989 is nearest to the double printed 604.0210212384299; serde_json without
+# float_roundtrip parses it one ulp off (604.02102123843), which changes canonical JSON and
+# every hash over it. The test builds cannot show this: a dev-dependency (serde_jcs) turns
+# the feature on there, so the shipped binary, built without dev-dependencies, is checked.
+float_dir="$(mktemp -d)"
+frame() { printf 'Content-Length: %d\r\n\r\n%s' "${#1}" "$1"; }
+register='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"schemas_register","arguments":{"record":{"created_at":{"kind":"unix_millis","value":1710000000000},"description":null,"namespace_id":1,"schema":{"type":"number","maximum":604.02102123842989},"schema_id":"float-check","tenant_id":1,"version":"v1"}}}}'
+fetch='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"schemas_get","arguments":{"namespace_id":1,"schema_id":"float-check","tenant_id":1,"version":"v1"}}}'
+stored=$( (frame "$register"; frame "$fetch") | timeout 20 "$bin" stdio --data-dir "$float_dir/data" 2>/dev/null \
+    | grep -o '"maximum":[-0-9.eE+]*' | tail -n 1 || true)
+rm -rf "$float_dir"
+echo "stored as ${stored:-nothing}"
+[ "$stored" = '"maximum":604.0210212384299' ] || { echo "the shipped binary stored 604.02102123842989 as ${stored:-nothing}, not 604.0210212384299"; exit 1; }
+
 echo "== [${SECONDS}s into packaging] reproducibility: rebuild the appliance crates and compare"
-RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$PWD=/build/dg-appliance --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo" \
-    cargo clean --release -p dg-appliance --target "$target"
+(source scripts/release-env.sh && cargo clean --release -p dg-appliance --target "$target")
 bash scripts/release.sh >/dev/null
 [ "$first_bin" = "$(sha "$bin")" ] || { echo "binary differs between two builds"; exit 1; }
 [ "$first_deb" = "$(sha dist/*.deb)" ] || { echo ".deb differs between two builds"; exit 1; }
