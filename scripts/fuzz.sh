@@ -3,10 +3,14 @@
 # and the Authorization header / API key parser and policy decision (one third). The toolchain here is
 # stable, so cargo-fuzz runs with RUSTC_BOOTSTRAP=1 and without a sanitizer.
 # Usage: scripts/fuzz.sh [seconds]   (default 60)
+#        scripts/fuzz.sh --build     (only compile the targets, as a run would)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-60}"
 bash scripts/install-tools.sh cargo-fuzz
+if [ "${1:-}" = "--build" ]; then
+    cd fuzz && RUSTC_BOOTSTRAP=1 exec cargo fuzz build --sanitizer none
+fi
+seconds="${1:-60}"
 corpus="$PWD/fuzz/corpus/bundle_reader"
 mkdir -p "$corpus"
 DG_WRITE_FUZZ_SEEDS="$corpus" cargo test -q -p dg-storage --test bundle_hostile -- --exact write_fuzz_seeds

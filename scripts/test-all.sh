@@ -5,25 +5,29 @@
 # (static reproducible release, .deb/.rpm, unit hardening score, booted install under
 # systemd-nspawn). Ends with one summary line over all cargo tests.
 #
-# Order, for time: everything is compiled first, while the cargo tools install and the
-# Debian root for the install test downloads in the background (they fill the cores'
-# idle time: downloads, single-threaded links). Nothing runs in the background once the
-# tests and benchmarks run, so their timings meet a quiet machine.
+# Order, for time: everything is compiled first, while in the background the cargo tools
+# install, the fuzz targets compile and the Debian root for the install test downloads
+# (they fill the cores' idle time: downloads, single-threaded codegen and links). Nothing
+# else runs while the tests and benchmarks run, so their timings meet a quiet machine.
+# Then fuzzing and the packaging test run side by side: neither measures time (libFuzzer
+# runs one process for a fixed time, and the second core builds and boots the package).
 set -euo pipefail
+# Job control: each background job is its own process group, so an early exit stops all of it.
+set -m
 cd "$(dirname "$0")/.."
 log="$(mktemp)"
 prep_dir="$(mktemp -d)"
 background=()
 cleanup() {
-    for pid in "${background[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${background[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
     rm -rf "$log" "$prep_dir"
 }
 trap cleanup EXIT
 step() { echo "== [${SECONDS}s into the suite] $*"; }
 bench() { (source scripts/release-env.sh && cargo bench --workspace --target "$DG_RELEASE_TARGET" "$@"); }
 
-step "in the background: cargo tools (scripts/install-tools.sh), Debian root (scripts/debian-root.sh)"
-bash scripts/install-tools.sh >"$prep_dir/tools.log" 2>&1 &
+step "in the background: cargo tools and the fuzz build (scripts/install-tools.sh, scripts/fuzz.sh --build), Debian root (scripts/debian-root.sh)"
+{ bash scripts/install-tools.sh && bash scripts/fuzz.sh --build; } >"$prep_dir/tools.log" 2>&1 &
 background+=("$!")
 bash scripts/debian-root.sh >"$prep_dir/root.log" 2>&1 &
 background+=("$!")
@@ -41,16 +45,25 @@ step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"
 step "cargo bench"
 bench
-step "fuzzing, 60 s"
-fuzz_log="$(mktemp)"
-if ! bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1; then
+step "fuzzing, 60 s (its output follows the packaging test's), beside the packaging test"
+fuzz_log="$prep_dir/fuzz.log"
+bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+background+=("$fuzz_pid")
+packaging=0
+bash scripts/test-packaging.sh || packaging=$?
+step "fuzzing: waiting for it to end"
+fuzzing=0
+wait "$fuzz_pid" || fuzzing=$?
+background=()
+if [ "$fuzzing" -ne 0 ]; then
     tail -n 60 "$fuzz_log"
     echo "fuzzing found a failure"
-    exit 1
+else
+    grep -E "^Done [0-9]+ runs" "$fuzz_log" || tail -n 3 "$fuzz_log"
 fi
-grep -E "^Done [0-9]+ runs" "$fuzz_log" || tail -n 3 "$fuzz_log"
-step "packaging test"
-bash scripts/test-packaging.sh
+[ "$packaging" -eq 0 ] || echo "the packaging test failed (exit $packaging; its output is above)"
+[ "$fuzzing" -eq 0 ] && [ "$packaging" -eq 0 ] || exit 1
 step "done"
 passed=$(grep -E '^test result:' "$log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -E '^test result:' "$log" | awk '{s += $6} END {print s + 0}')
