@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: unit, property, fixture-replay and black-box system tests (the
-# real binary on loopback), every benchmark once so its figures are in the log, 60 s of
+# real binary on loopback; the system tests run twice, against the test build and against
+# the shipped release binary), every benchmark once so its figures are in the log, 60 s of
 # fuzzing (bundle reader, Authorization header and key parser), and the packaging test
 # (static reproducible release, .deb/.rpm, unit hardening score, booted install under
 # systemd-nspawn). Ends with one summary line over all cargo tests.
@@ -47,6 +48,11 @@ background=()
 
 step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"
+# The system tests once more, against the binary that ships (static, release settings,
+# built without dev-dependencies, which can change what a dependency compiles in).
+shipped_bin="$PWD/target/$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
+step "system tests against the shipped binary ($shipped_bin)"
+DG_APPLIANCE_BIN="$shipped_bin" cargo test --workspace --test 'system_*' 2>&1 | tee -a "$log"
 step "cargo bench"
 bench
 step "fuzzing, 60 s (its output follows the packaging test's), beside the packaging test"
