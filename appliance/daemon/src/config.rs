@@ -25,6 +25,12 @@ io_threads = 1
 # microseconds per request. Costs at most this much CPU per request, and only while one
 # client keeps the daemon busy; 0 turns it off.
 busy_poll_us = 250
+# While requests arrive, keep the CPUs from halting when they wait (Linux PM QoS,
+# /dev/cpu_dma_latency, needs write access to it): each wake-up from halt costs a
+# virtual machine tens of microseconds, several times per request. Released this many
+# milliseconds after the last request, so an idle appliance lets its CPUs sleep; costs
+# CPU time (idle CPUs poll) only while busy. 0 turns it off.
+wake_latency_hold_ms = 1000
 
 [server.rate_limit]
 requests_per_second = 500
@@ -124,6 +130,10 @@ pub struct ServerConfig {
     /// How long a lone client's connection is polled for its next request (`busy_poll.rs`).
     #[serde(default = "default_busy_poll_us")]
     pub busy_poll_us: u64,
+    /// How long after the last request the CPU wake-up latency hold is kept
+    /// (`wake_latency.rs`); 0 turns it off.
+    #[serde(default = "default_wake_latency_hold_ms")]
+    pub wake_latency_hold_ms: u64,
     /// Per-key token bucket.
     pub rate_limit: RateLimitConfig,
     /// Per-tenant token bucket (shared by all of a tenant's keys).
@@ -137,6 +147,10 @@ fn default_io_threads() -> usize {
 
 fn default_busy_poll_us() -> u64 {
     250
+}
+
+fn default_wake_latency_hold_ms() -> u64 {
+    1000
 }
 
 fn default_tenant_rate() -> RateLimitConfig {
@@ -348,6 +362,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     if server.busy_poll_us > 10_000 {
         problems.push(problem("server.busy_poll_us", "must be at most 10000 (10 ms)"));
     }
+    if server.wake_latency_hold_ms > 60_000 {
+        problems.push(problem("server.wake_latency_hold_ms", "must be at most 60000 (a minute)"));
+    }
     if server.header_read_timeout_ms == 0 {
         problems.push(problem("server.header_read_timeout_ms", "must be at least 1"));
     }
@@ -441,6 +458,18 @@ mod tests {
         assert_eq!(parse(&without, "").unwrap().server.io_threads, 1);
         let message = parse(&DEFAULT_CONFIG.replace("io_threads = 1", "io_threads = 0"), "").unwrap_err().to_string();
         assert!(message.contains("server.io_threads"), "{message}");
+    }
+
+    #[test]
+    fn wake_latency_hold_defaults_to_a_second_and_is_bounded() {
+        let without = DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000\n", "");
+        assert_eq!(parse(&without, "").unwrap().server.wake_latency_hold_ms, 1000);
+        let off = DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000", "wake_latency_hold_ms = 0");
+        assert_eq!(parse(&off, "").unwrap().server.wake_latency_hold_ms, 0);
+        let message = parse(&DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000", "wake_latency_hold_ms = 60001"), "")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("server.wake_latency_hold_ms"), "{message}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::busy_poll::{PollControl, PollCounters};
 use crate::limits::{valid_correlation_id, RateLimiter};
 use crate::metrics::Executor;
 use crate::rpc::{self, Dialect, Reply};
+use crate::wake_latency::WakeLatencyHold;
 use crate::wire::{code, WireError};
 use dg_identity::Operation;
 
@@ -35,6 +36,8 @@ pub struct HttpFront {
     providers_local: bool,
     activity: RecentActivity,
     poll_counters: Arc<PollCounters>,
+    /// Keeps the CPUs out of halt while requests arrive (`wake_latency.rs`).
+    wake_latency: Arc<WakeLatencyHold>,
     connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
@@ -62,6 +65,7 @@ impl HttpFront {
     /// Builds the front end.
     #[must_use]
     pub fn new(app: Arc<App>) -> Self {
+        let wake_latency = WakeLatencyHold::open(Duration::from_millis(app.config.server.wake_latency_hold_ms));
         let max_inflight = app.config.server.max_inflight;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         let providers_local = crate::providers_setup::all_local(&app.config.providers);
@@ -73,6 +77,7 @@ impl HttpFront {
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
             poll_counters: Arc::new(PollCounters::default()),
+            wake_latency,
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
@@ -118,6 +123,11 @@ impl HttpFront {
         let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        // Probes (a monitor every few seconds) must not keep the CPUs polling.
+        let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+        if !probe {
+            self.wake_latency.busy(started);
+        }
         let request_id = match &client_correlation {
             Some(Ok(value)) if valid_correlation_id(value) => value.trim().to_string(),
             _ => server_correlation.clone(),
@@ -141,6 +151,9 @@ impl HttpFront {
                     headers.insert("x-correlation-id", value);
                 }
             }
+        }
+        if !probe {
+            self.wake_latency.busy(Instant::now());
         }
         self.app.metrics.record_request(&path_label(&path), &label, error_code, started.elapsed());
         Ok(response)
@@ -273,6 +286,7 @@ impl HttpFront {
             &self.app.store.checkpoint_counts(),
             inflight,
             &self.poll_counters,
+            &self.wake_latency,
         );
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -26,4 +26,5 @@ pub mod server;
 pub mod stdio;
 pub mod store_cli;
 pub mod tools;
+pub mod wake_latency;
 pub mod wire;
