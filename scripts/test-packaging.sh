@@ -56,7 +56,7 @@ done
 echo "== [${SECONDS}s into packaging] rpm contents"
 rpm -qlp dist/*.rpm | tee /tmp/dg-rpm-files
 for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /usr/lib/sysusers.d/dg-appliance.conf \
-            /usr/lib/tmpfiles.d/dg-appliance.conf /etc/dg-appliance/config.toml; do
+            /usr/lib/tmpfiles.d/dg-appliance.conf /usr/lib/udev/rules.d/60-dg-appliance.rules /etc/dg-appliance/config.toml; do
     grep -qx "$path" /tmp/dg-rpm-files || { echo "rpm lacks $path"; exit 1; }
 done
 # The operator documents the README points at ship in both packages.
