@@ -6,7 +6,7 @@
 # service leaving a verified backup, then dpkg -r keeping data and dpkg --purge removing it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=x86_64-unknown-linux-gnu
+target="$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")"
 bin="target/$target/release/dg-appliance"
 
 echo "== [${SECONDS}s into packaging] release build"
