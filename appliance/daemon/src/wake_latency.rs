@@ -4,8 +4,8 @@
 //! Why: every request waits twice for something outside the daemon (the disk's `fdatasync`
 //! and the client's next bytes). On a virtual machine an idle vCPU halts, and the wake-up
 //! that ends the wait costs tens of microseconds per event, several times per request:
-//! a lone client's start+next cycle rose from about 640–900 to 1,140–1,520 per second on
-//! the project's 2-core VM when the CPUs were kept out of halt (A/B with the load bench).
+//! on the project's 2-core VM a lone client's start+next cycles went from 880 to 1,317 per
+//! second (plain HTTP, medians of five rounds, A/B in one run of the load bench).
 //! Linux offers this through PM QoS: while a process holds `/dev/cpu_dma_latency` open with
 //! a written target of 0 µs, the cpuidle governor uses only the polling idle state. Closing
 //! the file (or exiting, even by SIGKILL) drops the request.
