@@ -3,14 +3,15 @@
 //! a tool call takes it (the kernel's effective target, read from `/dev/cpu_dma_latency`,
 //! drops to 0 µs), health probes do not, it is released after
 //! `server.wake_latency_hold_ms` without requests, a SIGKILLed daemon leaves no request
-//! behind, and `wake_latency_hold_ms = 0` never takes it. One test in its own binary: the
+//! behind, a stdio session holds it while it runs, and `wake_latency_hold_ms = 0` never
+//! takes it. One test in its own binary: the
 //! effective target is the minimum over every process on the machine, so no other daemon
 //! of this suite may run beside it.
 //! Reading the device needs root (as in CI); elsewhere only `/metrics` is checked.
 
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -101,6 +102,27 @@ fn the_hold_follows_requests_is_released_when_idle_and_dies_with_the_daemon() {
     assert_eq!(effective_target(), Some(0));
     drop(daemon);
     eventually("the killed daemon's request to go", || effective_target() == Some(RELEASED));
+
+    // A stdio session holds it too, and lets go when it ends.
+    let dir = tempfile::tempdir().unwrap();
+    let mut session = std::process::Command::new(binary())
+        .args(["stdio", "--framing", "ndjson", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(session.stdout.take().unwrap());
+    writeln!(stdin, "{}", json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("scenario_define"), "{line}");
+    assert_eq!(effective_target(), Some(0), "a stdio message holds the CPUs out of halt");
+    drop(stdin);
+    assert!(session.wait().unwrap().success());
+    assert_eq!(effective_target(), Some(RELEASED), "the ended session left no request behind");
 
     let off = daemon_with_hold_ms(0);
     off.tool("providers_list", json!({})).unwrap();

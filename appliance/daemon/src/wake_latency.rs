@@ -12,7 +12,8 @@
 //!
 //! The cost is CPU time spent polling while idle, so the hold is taken on a request and
 //! given back `server.wake_latency_hold_ms` after the last one (a tick thread checks);
-//! an idle appliance lets its CPUs sleep. Health and metrics probes do not take it.
+//! an idle appliance lets its CPUs sleep. Health and metrics probes do not take it; a
+//! `stdio` session takes its own for its messages.
 //! Without write access to the device (an unprivileged user, a container, the packaged
 //! systemd unit with `PrivateDevices=yes`) the daemon runs as before and `/metrics` says
 //! `unavailable`: this is a speed setting, never a reason to refuse to start.
