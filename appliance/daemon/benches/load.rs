@@ -154,18 +154,23 @@ fn effective_wake_target() -> Option<i32> {
 }
 
 /// Waits until no daemon holds the CPUs out of halt (their hold ends a second after their
-/// last request), so a phase without the hold meets CPUs that halt; at most 3 s.
-fn wait_for_wake_release() {
+/// last request), so a phase without the hold meets CPUs that halt; at most 3 s. Returns
+/// how the wait ended, printed with the round: "released", "still held" (another process
+/// holds it, so that round's hold-off figure is not one) or "unread" (not root: waited 1.5 s).
+fn wait_for_wake_release() -> &'static str {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match effective_wake_target() {
-            Some(target) if target < 2_000_000_000 && Instant::now() < deadline => {
+            Some(target) if target < 2_000_000_000 => {
+                if Instant::now() >= deadline {
+                    return "still held";
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Some(_) => return,
+            Some(_) => return "released",
             None => {
                 std::thread::sleep(Duration::from_millis(1500));
-                return;
+                return "unread";
             }
         }
     }
@@ -289,7 +294,7 @@ fn main() {
         (Rounds::default(), Rounds::default(), Rounds::default());
     let mut hold_states = Vec::new();
     for round in 0..ONE_CLIENT_ROUNDS {
-        wait_for_wake_release();
+        let before_unheld = wait_for_wake_release();
         let floor = commit_floor_us(&daemon.data_dir());
         for (target, prefix, rounds) in [
             (&unheld, "unheld", &mut unheld_rounds),
@@ -301,7 +306,7 @@ fn main() {
         }
         hold_states.push(wake_hold_state(&plain));
         println!(
-            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain, {:.0} plain without the wake-up hold; disk floor just before it {floor:.0} us",
+            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain, {:.0} plain without the wake-up hold (machine's hold before it: {before_unheld}); disk floor just before it {floor:.0} us",
             round + 1,
             tls_rounds.rates[round],
             plain_rounds.rates[round],
