@@ -14,12 +14,7 @@ root="$work/root"
 host_bin="$(dirname "$0")/../target/$(source "$(dirname "$0")/release-env.sh" && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
 host_bin="$(realpath "$host_bin")"
 nspawn_pid=""
-latency_dev=/dev/cpu_dma_latency
-latency_saved=""
 cleanup() {
-    if [ -n "$latency_saved" ]; then
-        chown "${latency_saved% *}" "$latency_dev" && chmod "${latency_saved#* }" "$latency_dev" || true
-    fi
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
         kill -TERM "$nspawn_pid" 2>/dev/null || true
         for _ in $(seq 1 30); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 1; done
@@ -44,24 +39,8 @@ run_in systemd-analyze verify --man=no /lib/systemd/system/dg-appliance.service 
 stat -c '%a %U:%G %n' "$root/etc/dg-appliance/config.toml" "$root/var/lib/dg-appliance" | tee "$work/modes"
 grep -q "^640 root:" "$work/modes" && grep -q "^700 " "$work/modes"
 
-# The CPU wake-up latency node (PM QoS), bound into the container. No udev runs in a
-# container, so the host's node gets what the package's udev rule gives it (group and mode
-# read from the installed rule, the group the container's dg-appliance group), and its
-# owner and mode are put back on exit.
-latency_bind=()
-if [ -c "$latency_dev" ]; then
-    rule="$root/lib/udev/rules.d/60-dg-appliance.rules"
-    rule_group="$(grep -o 'GROUP="[^"]*"' "$rule" | cut -d'"' -f2)"
-    rule_mode="$(grep -o 'MODE="[0-7]*"' "$rule" | cut -d'"' -f2)"
-    gid="$(run_in getent group "$rule_group" | cut -d: -f3)"
-    latency_saved="$(stat -c '%u:%g %a' "$latency_dev")"
-    chown "0:$gid" "$latency_dev" && chmod "$rule_mode" "$latency_dev"
-    latency_bind=(--bind="$latency_dev")
-    echo "-- $latency_dev bound in with the udev rule's group $rule_group ($gid) and mode $rule_mode"
-fi
-
 echo "-- boot"
-systemd-nspawn -q --register=no --keep-unit -b -D "$root" --console=passive "${latency_bind[@]}" >"$work/boot.log" 2>&1 &
+systemd-nspawn -q --register=no --keep-unit -b -D "$root" --console=passive >"$work/boot.log" 2>&1 &
 nspawn_pid=$!
 leader=""
 for _ in $(seq 1 60); do
@@ -106,14 +85,9 @@ rpc '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"runpack_exp
 curl -sS --fail --cacert "$cacert" -H "authorization: Bearer $key" -o "$work/r1.tar.zst" "$base/runpacks/1/1/r1.tar.zst"
 "$host_bin" runpack verify "$work/r1.tar.zst" --pubkey "$data/keys/keyring.json"
 
-if [ ${#latency_bind[@]} -gt 0 ]; then
-    echo "-- the unit may hold the CPU wake-up latency (one device allowed, PrivateDevices kept)"
-    metrics="$(curl -sS --fail --cacert "$cacert" -H "authorization: Bearer $key" "$base/metrics")"
-    echo "$metrics" | grep '^dg_cpu_wake_latency_hold'
-    echo "$metrics" | grep -qx 'dg_cpu_wake_latency_hold{state="unavailable"} 0' || { echo "the service could not open $latency_dev"; exit 1; }
-    holds="$(echo "$metrics" | awk '/^dg_cpu_wake_latency_holds_total/ {print $2}')"
-    [ "${holds:-0}" -ge 1 ] || { echo "the service never took the hold"; exit 1; }
-fi
+echo "-- the installed service changes no device (no udev rule, no device allowed)"
+! ls "$root"/lib/udev/rules.d/*dg-appliance* >/dev/null 2>&1 || { echo "the package ships a udev rule"; exit 1; }
+! grep -q '^DeviceAllow=' "$root/lib/systemd/system/dg-appliance.service" || { echo "the unit allows a device"; exit 1; }
 
 echo "-- systemctl restart"
 inside systemctl restart dg-appliance.service

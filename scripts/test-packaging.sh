@@ -56,7 +56,7 @@ done
 echo "== [${SECONDS}s into packaging] rpm contents"
 rpm -qlp dist/*.rpm | tee /tmp/dg-rpm-files
 for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /usr/lib/sysusers.d/dg-appliance.conf \
-            /usr/lib/tmpfiles.d/dg-appliance.conf /usr/lib/udev/rules.d/60-dg-appliance.rules /etc/dg-appliance/config.toml; do
+            /usr/lib/tmpfiles.d/dg-appliance.conf /etc/dg-appliance/config.toml; do
     grep -qx "$path" /tmp/dg-rpm-files || { echo "rpm lacks $path"; exit 1; }
 done
 # The operator documents the README points at ship in both packages.
@@ -65,6 +65,8 @@ for doc in README.md backup-and-restore.md identity-and-audit.md install-offline
     grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-rpm-files || { echo "rpm lacks the operator document $doc"; exit 1; }
     grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-deb-files || { echo "deb lacks the operator document $doc"; exit 1; }
 done
+# The default package changes no device: no udev rule in either package.
+! grep -q udev /tmp/dg-rpm-files /tmp/dg-deb-files || { echo "a package ships a udev rule"; exit 1; }
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
 grep -q "systemd-sysusers" /tmp/dg-rpm-scripts || { echo "rpm scripts missing"; exit 1; }
 

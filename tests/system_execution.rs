@@ -4,8 +4,7 @@
 //! commit, an idle keep-alive connection does not stop a lone client's requests running
 //! inline, and a daemon with a provider that waits on the network never runs tool work
 //! on a connection thread. Checked through `dg_request_executions_total` on /metrics.
-//! Also that a lone client's connection is busy-polled between its requests unless
-//! `server.busy_poll_us = 0` (`dg_busy_poll_reads_total`), and that `dg_runs` (runs by
+//! Also that `dg_runs` (runs by
 //! status, kept by every write) matches every run's status read back, and that WAL
 //! checkpoints run in the background (`dg_wal_checkpoints_total`). And that every metric
 //! family the daemon exports is in the operators' reference (`docs/metrics.md`), and only
@@ -127,39 +126,6 @@ fn a_network_provider_keeps_all_tool_work_on_the_pool() {
     }
     assert_eq!(executions(&daemon, "connection_thread"), 0);
     assert!(executions(&daemon, "blocking_pool") >= 5);
-}
-
-/// Polled reads of a daemon so far: (caught the next request, gave up and slept).
-fn polled_reads(daemon: &Daemon) -> (u64, u64) {
-    let outcome = |name: &str| counter(daemon, &format!("dg_busy_poll_reads_total{{outcome=\"{name}\"}}"));
-    (outcome("caught"), outcome("slept"))
-}
-
-#[test]
-fn a_lone_clients_connection_is_polled_between_requests_unless_turned_off() {
-    let default = std::process::Command::new(binary()).args(["config", "default"]).output().unwrap().stdout;
-    let default = String::from_utf8(default).unwrap();
-    assert!(default.contains("busy_poll_us = 250"), "the embedded default polls");
-    // The longest budget, so that this test's client (a debug build, maybe on a loaded
-    // machine) counts as quick: only a client that asks again within the budget is polled for.
-    for budget in [10_000, 0] {
-        let config = default.replace("busy_poll_us = 250", &format!("busy_poll_us = {budget}"));
-        let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
-        let before = polled_reads(&daemon);
-        for _ in 0..20 {
-            daemon.tool("providers_list", json!({})).unwrap();
-        }
-        let after = polled_reads(&daemon);
-        let (caught, slept) = (after.0 - before.0, after.1 - before.1);
-        if budget == 0 {
-            assert_eq!((caught, slept), (0, 0), "busy_poll_us = 0 never polls");
-        } else {
-            assert!(
-                caught >= 15,
-                "a quick lone client's requests are caught by polling: caught {caught}, slept {slept}"
-            );
-        }
-    }
 }
 
 /// A loopback HTTP server for `seconds`: it accepts connections and, when `answer`, replies

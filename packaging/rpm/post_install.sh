@@ -3,12 +3,11 @@ systemd-tmpfiles --create dg-appliance.conf
 chown root:dg-appliance /etc/dg-appliance /etc/dg-appliance/config.toml
 chmod 0750 /etc/dg-appliance
 chmod 0640 /etc/dg-appliance/config.toml
-# The udev rule makes the CPU wake-up latency node group-writable; udev applies it at
-# boot, this applies it to the node that exists now.
-if command -v udevadm >/dev/null 2>&1 && [ -S /run/udev/control ]; then
-    udevadm control --reload-rules || true
-    udevadm trigger --action=change --sysname-match=cpu_dma_latency || true
-    udevadm settle --timeout=10 || true
+# Earlier releases made the CPU wake-up latency node group-writable through a udev
+# rule; this release changes no device. Put a node such a release changed back to the
+# kernel's root-only mode.
+if [ -c /dev/cpu_dma_latency ] && [ "$(stat -c %G /dev/cpu_dma_latency)" = dg-appliance ]; then
+    chown root:root /dev/cpu_dma_latency && chmod 0600 /dev/cpu_dma_latency || true
 fi
 systemctl enable dg-appliance.service dg-appliance-backup.timer >/dev/null 2>&1 || true
 if [ -d /run/systemd/system ]; then

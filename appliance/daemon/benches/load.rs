@@ -1,8 +1,9 @@
-//! Load benchmark against the real daemon over TLS on loopback: scenario_start +
-//! scenario_next cycles per second and p50/p99 latency with 1 and 32 keep-alive
-//! clients, one client again over plain HTTP on loopback (the transport of the
-//! reference figure), and once more there with the CPU wake-up latency hold off (what the
-//! hold adds), and the daemon's RSS after 10,000, 50,000 and 100,000 runs.
+//! Load benchmark against the real daemon on its default configuration (no tuning: the
+//! daemon changes nothing machine-wide and does not busy-poll), over TLS on loopback:
+//! scenario_start + scenario_next cycles per second, p50/p99 latency and the daemon's CPU
+//! time per cycle with 1, 8 and 32 keep-alive clients; one client again over plain HTTP
+//! on loopback (the transport of the reference figure); and the daemon's RSS after
+//! 10,000, 50,000 and 100,000 runs.
 //! Bounded: each phase stops at its run count or its time budget. Prints figures only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -125,66 +126,31 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
-/// A daemon on loopback (HTTPS, or plain HTTP with `plaintext`) with the per-key rate
-/// limit lifted: one admin key drives every client here.
+/// A daemon on loopback (HTTPS, or plain HTTP with `plaintext`) on the default
+/// configuration, with only the per-key rate limit lifted: one admin key drives every
+/// client here.
 fn start_daemon(plaintext: bool) -> Daemon {
-    start_daemon_with(plaintext, true)
-}
-
-/// As [`start_daemon`]; `wake_hold` false sets `server.wake_latency_hold_ms = 0`.
-fn start_daemon_with(plaintext: bool, wake_hold: bool) -> Daemon {
     let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
-    let mut config = String::from_utf8(default)
+    let config = String::from_utf8(default)
         .unwrap()
         .replace("requests_per_second = 500", "requests_per_second = 1000000")
         .replace("burst = 1000", "burst = 1000000");
-    if !wake_hold {
-        config = config.replace("wake_latency_hold_ms = 1000", "wake_latency_hold_ms = 0");
-        assert!(config.contains("wake_latency_hold_ms = 0"));
-    }
     Daemon::start_with(support::DaemonOptions { config: Some(config), plaintext, ..Default::default() })
 }
 
-/// The kernel's effective CPU wake-up latency target (µs), when readable (root).
-fn effective_wake_target() -> Option<i32> {
-    use std::io::Read;
-    let mut bytes = [0u8; 4];
-    std::fs::File::open("/dev/cpu_dma_latency").ok()?.read_exact(&mut bytes).ok()?;
-    Some(i32::from_ne_bytes(bytes))
-}
-
-/// Waits until no daemon holds the CPUs out of halt (their hold ends a second after their
-/// last request), so a phase without the hold meets CPUs that halt; at most 3 s. Returns
-/// how the wait ended, printed with the round: "released", "still held" (another process
-/// holds it, so that round's hold-off figure is not one) or "unread" (not root: waited 1.5 s).
-fn wait_for_wake_release() -> &'static str {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match effective_wake_target() {
-            Some(target) if target < 2_000_000_000 => {
-                if Instant::now() >= deadline {
-                    return "still held";
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Some(_) => return "released",
-            None => {
-                std::thread::sleep(Duration::from_millis(1500));
-                return "unread";
-            }
-        }
-    }
-}
-
-/// Where a daemon's wake-up latency hold stands, from its /metrics.
-fn wake_hold_state(daemon: &Daemon) -> &'static str {
-    let (_, text) = daemon.get_authed("/metrics");
-    ["held", "released", "unavailable", "off"]
-        .into_iter()
-        .find(|state| {
-            support::metric_value(&text, &format!("dg_cpu_wake_latency_hold{{state=\"{state}\"}}")) == Some(1.0)
-        })
-        .unwrap_or("missing")
+/// A phase as [`phase`], with the daemon's CPU time per cycle in milliseconds.
+fn measured_phase(
+    daemon: &Daemon,
+    prefix: &str,
+    clients: usize,
+    runs: usize,
+    budget: Duration,
+) -> (f64, Vec<Duration>, f64) {
+    let before = cpu_ticks(daemon.child.id());
+    let (rate, latencies) = phase(daemon, prefix, clients, runs, budget);
+    let ticks = cpu_ticks(daemon.child.id()) - before;
+    let cpu_ms = ticks as f64 * 10.0 / latencies.len().max(1) as f64;
+    (rate, latencies, cpu_ms)
 }
 
 /// One-client cycles on each daemon (the first 10,000 runs on the TLS daemon include them),
@@ -236,8 +202,7 @@ fn main() {
     // benches) left dirty first, so the figures are the daemon's, not the page cache's.
     let _ = std::process::Command::new("sync").status();
     let plaintext = std::env::var("DG_LOAD_PLAINTEXT").is_ok();
-    // DG_LOAD_NO_WAKE_HOLD runs the main daemon with `server.wake_latency_hold_ms = 0`.
-    let daemon = start_daemon_with(plaintext, std::env::var("DG_LOAD_NO_WAKE_HOLD").is_err());
+    let daemon = start_daemon(plaintext);
     daemon.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let pid = daemon.child.id();
     // DG_LOAD_PROFILE=N runs only one phase of N cycles, after a warm-up, for profiling
@@ -283,46 +248,35 @@ fn main() {
     // The open-source server serves HTTP without TLS unless `[server.tls]` is set: the
     // plain phase (`--plaintext-loopback`, bearer auth still on, its own daemon so the
     // memory phase's run counts stay as they are) is like for like with the reference.
-    // A third daemon, plain HTTP with `server.wake_latency_hold_ms = 0`, shows what the
-    // CPU wake-up latency hold (`wake_latency.rs`) adds: each round starts with it, once
-    // the other daemons' holds have lapsed.
     let plain = start_daemon(true);
     plain.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
-    let unheld = start_daemon_with(true, false);
-    unheld.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
-    let (mut tls_rounds, mut plain_rounds, mut unheld_rounds) =
-        (Rounds::default(), Rounds::default(), Rounds::default());
-    let mut hold_states = Vec::new();
+    let (mut tls_rounds, mut plain_rounds) = (Rounds::default(), Rounds::default());
     for round in 0..ONE_CLIENT_ROUNDS {
-        let before_unheld = wait_for_wake_release();
         let floor = commit_floor_us(&daemon.data_dir());
-        for (target, prefix, rounds) in [
-            (&unheld, "unheld", &mut unheld_rounds),
-            (&daemon, "c1", &mut tls_rounds),
-            (&plain, "plain", &mut plain_rounds),
-        ] {
+        for (target, prefix, rounds) in [(&daemon, "c1", &mut tls_rounds), (&plain, "plain", &mut plain_rounds)] {
             let runs = ONE_CLIENT_RUNS / ONE_CLIENT_ROUNDS;
             rounds.add(phase(target, &format!("{prefix}-{round}"), 1, runs, Duration::from_secs(20)));
         }
-        hold_states.push(wake_hold_state(&plain));
         println!(
-            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain, {:.0} plain without the wake-up hold (machine's hold before it: {before_unheld}); disk floor just before it {floor:.0} us",
+            "daemon/load round {}: one client {:.0} cycles/s TLS, {:.0} plain; disk floor just before it {floor:.0} us",
             round + 1,
             tls_rounds.rates[round],
             plain_rounds.rates[round],
-            unheld_rounds.rates[round]
         );
     }
-    drop((plain, unheld));
+    drop(plain);
     tls_rounds.report("clients=1");
     plain_rounds.report("clients=1 plain-http-loopback");
-    unheld_rounds.report("clients=1 plain-http-loopback, wake-latency hold off");
-    println!(
-        "daemon/load wake-up latency hold after each round: {} (held: idle CPUs polled; unavailable: /dev/cpu_dma_latency not writable, CPUs halted)",
-        hold_states.join(", ")
-    );
-    let (rate, latencies) = phase(&daemon, "c32", 32, 10_000 - ONE_CLIENT_RUNS, Duration::from_secs(60));
-    report("clients=32", rate, "", &latencies);
+    // Concurrency, each phase with the daemon's CPU time per cycle (all of it: TLS, HTTP,
+    // the engine, the store and its audit and usage rows).
+    let mut cpu_lines = Vec::new();
+    for (clients, runs) in [(8usize, 2_000usize), (32, 3_000)] {
+        let (rate, latencies, cpu_ms) =
+            measured_phase(&daemon, &format!("c{clients}"), clients, runs, Duration::from_secs(60));
+        report(&format!("clients={clients}"), rate, "", &latencies);
+        cpu_lines.push(format!("{cpu_ms:.3} ms at {clients} clients"));
+    }
+    println!("daemon/load server CPU per start+next cycle: {}", cpu_lines.join(", "));
     let rss_10k = rss_kib(pid);
     // The bulk runs in two halves with a reading between them: after 10,000 runs the
     // daemon's caches and allocator are still filling (that reading varied from 120 to

@@ -95,6 +95,13 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         app.config.server.plaintext_loopback = true;
     }
     let server = &app.config.server;
+    for setting in server.retired_settings() {
+        tracing::warn!(
+            setting,
+            "retired setting ignored: the daemon no longer busy-polls or holds CPU wake-up latency (docs/tuning.md)"
+        );
+        eprintln!("warning: {setting} is retired and ignored (see docs/tuning.md)");
+    }
     if server.plaintext_loopback && !server.listen.ip().is_loopback() {
         return Err(format!("plain HTTP is only allowed on a loopback address, not {}", server.listen));
     }

@@ -20,17 +20,6 @@ header_read_timeout_ms = 5000
 # go to a blocking pool. One thread is fastest here: more only add cross-thread wake-ups
 # (measured with the load bench).
 io_threads = 1
-# After answering a lone client, poll its connection this long (microseconds) for the
-# next request before sleeping: waking a sleeping thread costs a virtual machine tens of
-# microseconds per request. Costs at most this much CPU per request, and only while one
-# client keeps the daemon busy; 0 turns it off.
-busy_poll_us = 250
-# While requests arrive, keep the CPUs from halting when they wait (Linux PM QoS,
-# /dev/cpu_dma_latency, needs write access to it): each wake-up from halt costs a
-# virtual machine tens of microseconds, several times per request. Released this many
-# milliseconds after the last request, so an idle appliance lets its CPUs sleep; costs
-# CPU time (idle CPUs poll) only while busy. 0 turns it off.
-wake_latency_hold_ms = 1000
 
 [server.rate_limit]
 requests_per_second = 500
@@ -127,13 +116,13 @@ pub struct ServerConfig {
     /// Async threads for TLS and HTTP (the tools run on a separate blocking pool).
     #[serde(default = "default_io_threads")]
     pub io_threads: usize,
-    /// How long a lone client's connection is polled for its next request (`busy_poll.rs`).
-    #[serde(default = "default_busy_poll_us")]
-    pub busy_poll_us: u64,
-    /// How long after the last request the CPU wake-up latency hold is kept
-    /// (`wake_latency.rs`); 0 turns it off.
-    #[serde(default = "default_wake_latency_hold_ms")]
-    pub wake_latency_hold_ms: u64,
+    /// Retired (busy polling was removed): still accepted so a config from an earlier
+    /// release loads, and ignored with a warning at start (`docs/tuning.md`).
+    #[serde(default)]
+    pub busy_poll_us: Option<u64>,
+    /// Retired (the CPU wake-up latency hold was removed): accepted and ignored, as above.
+    #[serde(default)]
+    pub wake_latency_hold_ms: Option<u64>,
     /// Per-key token bucket.
     pub rate_limit: RateLimitConfig,
     /// Per-tenant token bucket (shared by all of a tenant's keys).
@@ -141,16 +130,24 @@ pub struct ServerConfig {
     pub tenant_rate_limit: RateLimitConfig,
 }
 
+impl ServerConfig {
+    /// Settings of earlier releases that are accepted but no longer do anything (the
+    /// daemon warns about each at start).
+    #[must_use]
+    pub fn retired_settings(&self) -> Vec<&'static str> {
+        let mut retired = Vec::new();
+        if self.busy_poll_us.is_some() {
+            retired.push("server.busy_poll_us");
+        }
+        if self.wake_latency_hold_ms.is_some() {
+            retired.push("server.wake_latency_hold_ms");
+        }
+        retired
+    }
+}
+
 fn default_io_threads() -> usize {
     1
-}
-
-fn default_busy_poll_us() -> u64 {
-    250
-}
-
-fn default_wake_latency_hold_ms() -> u64 {
-    1000
 }
 
 fn default_tenant_rate() -> RateLimitConfig {
@@ -359,12 +356,6 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     if !(1..=64).contains(&server.io_threads) {
         problems.push(problem("server.io_threads", "must be between 1 and 64"));
     }
-    if server.busy_poll_us > 10_000 {
-        problems.push(problem("server.busy_poll_us", "must be at most 10000 (10 ms)"));
-    }
-    if server.wake_latency_hold_ms > 60_000 {
-        problems.push(problem("server.wake_latency_hold_ms", "must be at most 60000 (a minute)"));
-    }
     if server.header_read_timeout_ms == 0 {
         problems.push(problem("server.header_read_timeout_ms", "must be at least 1"));
     }
@@ -461,28 +452,14 @@ mod tests {
     }
 
     #[test]
-    fn wake_latency_hold_defaults_to_a_second_and_is_bounded() {
-        let without = DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000\n", "");
-        assert_eq!(parse(&without, "").unwrap().server.wake_latency_hold_ms, 1000);
-        let off = DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000", "wake_latency_hold_ms = 0");
-        assert_eq!(parse(&off, "").unwrap().server.wake_latency_hold_ms, 0);
-        let message = parse(&DEFAULT_CONFIG.replace("wake_latency_hold_ms = 1000", "wake_latency_hold_ms = 60001"), "")
-            .unwrap_err()
-            .to_string();
-        assert!(message.contains("server.wake_latency_hold_ms"), "{message}");
-    }
-
-    #[test]
-    fn busy_polling_defaults_on_and_is_bounded() {
-        let without = DEFAULT_CONFIG.replace("busy_poll_us = 250\n", "");
-        assert_eq!(parse(&without, "").unwrap().server.busy_poll_us, 250);
-        assert_eq!(
-            parse(&DEFAULT_CONFIG.replace("busy_poll_us = 250", "busy_poll_us = 0"), "").unwrap().server.busy_poll_us,
-            0
-        );
-        let message =
-            parse(&DEFAULT_CONFIG.replace("busy_poll_us = 250", "busy_poll_us = 10001"), "").unwrap_err().to_string();
-        assert!(message.contains("server.busy_poll_us"), "{message}");
+    fn machine_wide_tuning_is_off_by_default_and_its_old_settings_still_load() {
+        assert!(!DEFAULT_CONFIG.contains("busy_poll_us") && !DEFAULT_CONFIG.contains("wake_latency_hold_ms"));
+        let config = parse(DEFAULT_CONFIG, "").unwrap();
+        assert!(config.server.retired_settings().is_empty());
+        // A config written for an earlier release loads; the settings are only reported.
+        let old = DEFAULT_CONFIG.replace("[server]\n", "[server]\nbusy_poll_us = 250\nwake_latency_hold_ms = 1000\n");
+        let config = parse(&old, "").unwrap();
+        assert_eq!(config.server.retired_settings(), ["server.busy_poll_us", "server.wake_latency_hold_ms"]);
     }
 
     #[test]

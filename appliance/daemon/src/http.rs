@@ -16,11 +16,9 @@ use tokio::sync::Semaphore;
 use crate::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::app::App;
 use crate::auth::{authenticate, Principal};
-use crate::busy_poll::{PollControl, PollCounters};
 use crate::limits::{valid_correlation_id, RateLimiter};
 use crate::metrics::Executor;
 use crate::rpc::{self, Dialect, Reply};
-use crate::wake_latency::WakeLatencyHold;
 use crate::wire::{code, WireError};
 use dg_identity::Operation;
 
@@ -35,9 +33,6 @@ pub struct HttpFront {
     /// bounded by CPU and disk: a condition for running it on its connection's thread.
     providers_local: bool,
     activity: RecentActivity,
-    poll_counters: Arc<PollCounters>,
-    /// Keeps the CPUs out of halt while requests arrive (`wake_latency.rs`).
-    wake_latency: Arc<WakeLatencyHold>,
     connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
@@ -50,8 +45,6 @@ type HttpResponse = Response<Full<Bytes>>;
 pub struct Connection {
     /// Its id (from 1), for telling connections apart in `activity.rs`.
     pub id: u64,
-    /// Its stream's busy-polling switch (`busy_poll.rs`).
-    pub poll: PollControl,
 }
 
 fn json_response(status: u16, body: &Value) -> HttpResponse {
@@ -65,7 +58,6 @@ impl HttpFront {
     /// Builds the front end.
     #[must_use]
     pub fn new(app: Arc<App>) -> Self {
-        let wake_latency = WakeLatencyHold::open(Duration::from_millis(app.config.server.wake_latency_hold_ms));
         let max_inflight = app.config.server.max_inflight;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         let providers_local = crate::providers_setup::all_local(&app.config.providers);
@@ -76,8 +68,6 @@ impl HttpFront {
             limiter,
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
-            poll_counters: Arc::new(PollCounters::default()),
-            wake_latency,
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
@@ -85,14 +75,10 @@ impl HttpFront {
     }
 
     /// A new connection's identity (ids from 1), which its requests carry to
-    /// [`Self::serve`], and its busy-polling switch for its stream.
+    /// [`Self::serve`].
     #[must_use]
     pub fn connection(&self) -> Connection {
-        let budget = Duration::from_micros(self.app.config.server.busy_poll_us);
-        Connection {
-            id: self.connections.fetch_add(1, Ordering::Relaxed) + 1,
-            poll: PollControl::new(self.poll_counters.clone(), budget),
-        }
+        Connection { id: self.connections.fetch_add(1, Ordering::Relaxed) + 1 }
     }
 
     /// Whether a request may run on its connection's thread: every provider is local,
@@ -115,19 +101,11 @@ impl HttpFront {
     ) -> Result<HttpResponse, Infallible> {
         let started = Instant::now();
         let others_active = self.activity.begin(connection.id, started);
-        // Poll for this client's next request only while it has the daemon to itself, and
-        // only on HTTP/1 (one request at a time, so the next bytes are the next request).
-        connection.poll.set_lone(!others_active && request.version() < Version::HTTP_2);
         let server_correlation =
             format!("dg-{:016x}-{:016x}", self.boot_id, self.counter.fetch_add(1, Ordering::Relaxed));
         let client_correlation = request.headers().get("x-correlation-id").map(|v| v.to_str().map(str::to_string));
         let path = request.uri().path().to_string();
         let method = request.method().clone();
-        // Probes (a monitor every few seconds) must not keep the CPUs polling.
-        let probe = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
-        if !probe {
-            self.wake_latency.busy(started);
-        }
         let request_id = match &client_correlation {
             Some(Ok(value)) if valid_correlation_id(value) => value.trim().to_string(),
             _ => server_correlation.clone(),
@@ -151,9 +129,6 @@ impl HttpFront {
                     headers.insert("x-correlation-id", value);
                 }
             }
-        }
-        if !probe {
-            self.wake_latency.busy(Instant::now());
         }
         self.app.metrics.record_request(&path_label(&path), &label, error_code, started.elapsed());
         Ok(response)
@@ -285,8 +260,6 @@ impl HttpFront {
             self.app.store.integrity_failures(),
             &self.app.store.checkpoint_counts(),
             inflight,
-            &self.poll_counters,
-            &self.wake_latency,
         );
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

@@ -8,9 +8,6 @@ use std::time::Duration;
 
 use dg_storage::checkpointer::CheckpointCounts;
 
-use crate::busy_poll::PollCounters;
-use crate::wake_latency::{HoldState, WakeLatencyHold};
-
 /// Latency bucket bounds in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -98,8 +95,6 @@ impl Metrics {
         integrity_failures: u64,
         checkpoints: &CheckpointCounts,
         inflight: usize,
-        busy_poll: &PollCounters,
-        wake_latency: &WakeLatencyHold,
     ) -> String {
         let mut out = String::new();
         let Ok(inner) = self.inner.lock() else { return out };
@@ -146,30 +141,6 @@ impl Metrics {
             let count = inner.executed[executor as usize];
             let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
         }
-        let _ = writeln!(
-            out,
-            "# HELP dg_busy_poll_reads_total Reads that polled a lone client's connection, by whether its next request came within the budget."
-        );
-        let _ = writeln!(out, "# TYPE dg_busy_poll_reads_total counter");
-        let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"caught\"}} {}", busy_poll.caught());
-        let _ = writeln!(out, "dg_busy_poll_reads_total{{outcome=\"slept\"}} {}", busy_poll.slept());
-        let _ = writeln!(
-            out,
-            "# HELP dg_cpu_wake_latency_hold Where the CPU wake-up latency hold stands (1 on the current state)."
-        );
-        let _ = writeln!(out, "# TYPE dg_cpu_wake_latency_hold gauge");
-        let state = wake_latency.state();
-        for candidate in HoldState::ALL {
-            let _ = writeln!(
-                out,
-                "dg_cpu_wake_latency_hold{{state=\"{}\"}} {}",
-                candidate.label(),
-                u8::from(candidate == state)
-            );
-        }
-        let _ = writeln!(out, "# HELP dg_cpu_wake_latency_holds_total Times the hold was taken after being released.");
-        let _ = writeln!(out, "# TYPE dg_cpu_wake_latency_holds_total counter");
-        let _ = writeln!(out, "dg_cpu_wake_latency_holds_total {}", wake_latency.engagements());
         let _ = writeln!(
             out,
             "# HELP dg_wal_checkpoints_total WAL checkpoints: background passes, the writer's finishing steps, failures."

@@ -13,12 +13,11 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use dg_identity::Principal;
 
-use crate::busy_poll::BusyPollStream;
 use crate::config::ClientAuthConfig;
 use crate::http::HttpFront;
 
@@ -107,7 +106,7 @@ fn common_name(der: &[u8]) -> Option<String> {
 /// Maps a connection's verified client certificate to a principal (`None` when there is
 /// no certificate or its subject is not configured).
 fn certificate_principal(
-    tls: &tokio_rustls::server::TlsStream<BusyPollStream>,
+    tls: &tokio_rustls::server::TlsStream<TcpStream>,
     client: Option<&ClientAuthConfig>,
 ) -> Option<Principal> {
     let client = client?;
@@ -174,7 +173,6 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let connection = front.connection();
-        let stream = BusyPollStream::new(stream, connection.poll.clone());
         let front = front.clone();
         let builder = builder.clone();
         match &acceptor {
@@ -215,12 +213,12 @@ pub async fn run(
 
 async fn handshake(
     acceptor: TlsAcceptor,
-    stream: BusyPollStream,
+    stream: TcpStream,
     peer: SocketAddr,
     timeout: Duration,
-) -> Option<tokio_rustls::server::TlsStream<BusyPollStream>> {
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let mut peek = [0u8; 4];
-    if let Ok(Ok(n)) = tokio::time::timeout(timeout, stream.get_ref().peek(&mut peek)).await {
+    if let Ok(Ok(n)) = tokio::time::timeout(timeout, stream.peek(&mut peek)).await {
         if looks_like_plain_http(&peek[..n]) {
             let mut stream = stream;
             let _ = stream.write_all(PLAINTEXT_TO_TLS).await;

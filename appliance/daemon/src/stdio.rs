@@ -3,13 +3,11 @@
 //! local operator (whoever may run the binary against the data directory).
 
 use std::io::{BufRead, Write};
-use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::auth::Principal;
 use crate::cli::Framing;
 use crate::rpc::{self, Dialect, Reply};
-use crate::wake_latency::WakeLatencyHold;
 use crate::wire::{code, WireError};
 
 /// Reads one Content-Length framed message; `Ok(None)` at end of input.
@@ -64,8 +62,6 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
     let boot: u64 = rand::random();
     let mut sequence: u64 = 0;
     let max = app.config.server.max_body_bytes;
-    // As over HTTP: the CPUs stay out of halt while messages arrive (`wake_latency.rs`).
-    let hold = WakeLatencyHold::open(Duration::from_millis(app.config.server.wake_latency_hold_ms));
     loop {
         let message = match framing {
             Framing::ContentLength => match read_framed(&mut input, max)? {
@@ -87,7 +83,6 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
                 }
             }
         };
-        hold.busy(Instant::now());
         let reply = match message.and_then(|body| rpc::parse(&body, dialect)) {
             Ok(request) => {
                 sequence += 1;
@@ -99,6 +94,5 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
         if let Reply::Response { body, .. } = reply {
             write_message(&mut output, framing, &body)?;
         }
-        hold.busy(Instant::now());
     }
 }
