@@ -176,15 +176,10 @@ fn send(daemon: &Daemon, name: &str, args: Value, token: &str, correlation: &str
     }
 }
 
+/// Whether `name` is a tool (`tools/call`) or an admin operation (`admin/<name>`): the
+/// operation table says.
 fn support_is_tool(name: &str) -> bool {
-    !name.contains('_')
-        || name.starts_with("scenario")
-        || name.starts_with("schemas")
-        || name.starts_with("provider")
-        || matches!(
-            name,
-            "evidence_query" | "runpack_export" | "runpack_verify" | "precheck" | "decision_gate_docs_search"
-        )
+    dg_identity::Operation::tool(name).is_some()
 }
 
 fn issue(daemon: &Daemon, args: Value) -> (String, String) {

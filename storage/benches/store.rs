@@ -70,7 +70,7 @@ fn writes(store: &Arc<Store>, threads: usize, budget: Duration, prefix: &str) ->
                 while started.elapsed() < budget {
                     let mut state = template.clone();
                     state.run_id = format!("{prefix}-{t}-{n}");
-                    store.create_run(&state).unwrap();
+                    store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
                     counter.fetch_add(1, Ordering::Relaxed);
                     n += 1;
                 }

@@ -52,6 +52,31 @@ pub struct AuditEvent {
     pub response_sha256: Option<String>,
 }
 
+/// What a mutation commits beside its own rows: its audit entries and usage records. Built
+/// by the request path as a value and handed to the store's mutation, which commits all of
+/// it in one transaction (a backend implements that once, in its write path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditBatch {
+    /// Entries appended to the chain, in order.
+    pub events: Vec<AuditEvent>,
+    /// Usage rows recorded with them.
+    pub usage: Vec<UsageRecord>,
+}
+
+impl AuditBatch {
+    /// Nothing to record (imports, restores and the store's own tests).
+    #[must_use]
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether there is nothing to record.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.usage.is_empty()
+    }
+}
+
 /// An entry as stored: the event plus its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -333,23 +358,36 @@ impl Store {
         Ok(to_u64(seq))
     }
 
-    /// Attaches audit entries to the next write this thread makes: they are appended in
-    /// the same transaction, so a mutation and its audit entry share one durable commit
-    /// (and one fails with the other). `build` runs inside that transaction (it may read
-    /// state the caller fills in just before writing, such as the response hash). If the
-    /// write fails the attachment stays for the next write; [`Store::detach_audit`] ends it.
-    pub fn attach_audit(&self, build: Arc<dyn Fn() -> (Vec<AuditEvent>, Vec<UsageRecord>) + Send + Sync>) {
+    /// Runs a mutation and appends `audit` (its entries and usage rows) in the same
+    /// transaction: the mutation is durable exactly when its audit entries are, and one
+    /// fails with the other. The one write path of every audited mutation.
+    ///
+    /// # Errors
+    /// The mutation's error, or storage errors of the append.
+    pub(crate) fn submit_with_audit(
+        &self,
+        audit: AuditBatch,
+        mutation: impl FnOnce(&Connection) -> Result<i64, StoreError> + Send + 'static,
+    ) -> Result<i64, StoreError> {
+        if audit.is_empty() {
+            return self.writer.submit(Box::new(mutation));
+        }
         let signer = self.audit_signer.read().ok().and_then(|slot| slot.clone());
-        crate::writer::attach(Arc::new(move |conn: &Connection| {
-            let (events, usage) = build();
-            append_in(conn, events, &usage, signer.as_ref()).map(|_| ())
-        }));
-    }
-
-    /// Ends this thread's attachment; returns whether a write carried it to a commit.
-    #[must_use]
-    pub fn detach_audit(&self) -> bool {
-        crate::writer::detach()
+        let checkpoint = Arc::new(std::sync::Mutex::new(None));
+        let made = checkpoint.clone();
+        let value = self.writer.submit(Box::new(move |conn| {
+            let value = mutation(conn)?;
+            let (_, signed) = append_in(conn, audit.events, &audit.usage, signer.as_ref())?;
+            if let (Some(signed), Ok(mut slot)) = (signed, made.lock()) {
+                *slot = Some(signed);
+            }
+            Ok(value)
+        }))?;
+        let made = checkpoint.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(made) = made {
+            self.write_witness(&made);
+        }
+        Ok(value)
     }
 
     /// Signs a checkpoint at the current head if entries were added since the last one

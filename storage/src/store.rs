@@ -10,6 +10,7 @@ use dg_engine::state::RunState;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditBatch;
 use crate::checkpointer::{CheckpointCounts, Checkpointer};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
@@ -316,8 +317,8 @@ impl Store {
     ///
     /// # Errors
     /// Conflict, size limit, SQLite errors.
-    pub fn create_run(&self, state: &RunState) -> Result<u64, StoreError> {
-        self.save_run(state, None)
+    pub fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
+        self.save_run(state, None, audit)
     }
 
     /// Saves a run whose stored version is `expected_version` (optimistic concurrency:
@@ -325,11 +326,11 @@ impl Store {
     ///
     /// # Errors
     /// Conflict, size limit, SQLite errors.
-    pub fn update_run(&self, state: &RunState, expected_version: u64) -> Result<u64, StoreError> {
-        self.save_run(state, Some(expected_version))
+    pub fn update_run(&self, state: &RunState, expected_version: u64, audit: AuditBatch) -> Result<u64, StoreError> {
+        self.save_run(state, Some(expected_version), audit)
     }
 
-    fn save_run(&self, state: &RunState, expected: Option<u64>) -> Result<u64, StoreError> {
+    fn save_run(&self, state: &RunState, expected: Option<u64>, audit: AuditBatch) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let tenant = to_sql(state.tenant_id.get());
         let namespace = to_sql(state.namespace_id.get());
@@ -340,7 +341,7 @@ impl Store {
         let saved_at = now_ms();
         let tenant_limit = self.limits.max_tenant_run_bytes;
         let new_len = i64::try_from(doc.bytes.len()).unwrap_or(i64::MAX);
-        let version = self.writer.submit(Box::new(move |conn| {
+        let version = self.submit_with_audit(audit, move |conn| {
             // Per-tenant bound and runs by status, kept exact in the same transaction as the write.
             let old: Option<(i64, String)> = query_one(
                 conn,
@@ -394,7 +395,7 @@ impl Store {
             )
             .map_err(StoreError::sqlite("update tenant usage"))?;
             Ok(expected.map_or(1, |v| i64::try_from(v).unwrap_or(i64::MAX) + 1))
-        }))?;
+        })?;
         Ok(u64::try_from(version).unwrap_or(0))
     }
 
@@ -482,11 +483,11 @@ impl Store {
     ///
     /// # Errors
     /// Conflict, size limit, SQLite errors.
-    pub fn put_scenario(&self, scope: Scope, spec: &ScenarioSpec) -> Result<bool, StoreError> {
+    pub fn put_scenario(&self, scope: Scope, spec: &ScenarioSpec, audit: AuditBatch) -> Result<bool, StoreError> {
         let doc = encode(spec, "scenario spec", self.limits.max_spec_bytes)?;
         let scenario_id = spec.scenario_id.clone();
         let created = now_ms();
-        let inserted = self.writer.submit(Box::new(move |conn| {
+        let inserted = self.submit_with_audit(audit, move |conn| {
             let existing: Option<String> = query_one(conn,
                     "SELECT spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
                     params![to_sql(scope.tenant_id), to_sql(scope.namespace_id), scenario_id],
@@ -506,7 +507,7 @@ impl Store {
                     Ok(1)
                 }
             }
-        }))?;
+        })?;
         Ok(inserted == 1)
     }
 
@@ -603,11 +604,11 @@ impl Store {
     ///
     /// # Errors
     /// Conflict, size limit, SQLite errors.
-    pub fn put_shape(&self, record: &DataShapeRecord) -> Result<(), StoreError> {
+    pub fn put_shape(&self, record: &DataShapeRecord, audit: AuditBatch) -> Result<(), StoreError> {
         let doc = encode(record, "data shape", self.limits.max_shape_bytes)?;
         let scope = Scope::new(record.tenant_id.get(), record.namespace_id.get());
         let (schema_id, version) = (record.schema_id.clone(), record.version.clone());
-        self.writer.submit(Box::new(move |conn| {
+        self.submit_with_audit(audit, move |conn| {
             let rows = exec(
                 conn,
                 "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, record_sha256)
@@ -619,7 +620,7 @@ impl Store {
                 return Err(StoreError::Conflict("schema already registered".to_string()));
             }
             Ok(1)
-        }))?;
+        })?;
         Ok(())
     }
 

@@ -8,7 +8,6 @@
 //! panics fails alone, rolled back like any failed job: the panic is not let through the
 //! connection's lock, which would otherwise stay poisoned and refuse every later write.
 
-use std::cell::{Cell, RefCell};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
@@ -21,26 +20,6 @@ use crate::error::StoreError;
 pub(crate) type WriteJob = Box<dyn FnOnce(&Connection) -> Result<i64, StoreError> + Send>;
 
 type Slot = Arc<Mutex<Option<Result<i64, StoreError>>>>;
-
-/// Work that rides along with a thread's next write, in the same savepoint.
-pub(crate) type Companion = Arc<dyn Fn(&Connection) -> Result<(), StoreError> + Send + Sync>;
-
-thread_local! {
-    static COMPANION: RefCell<Option<Companion>> = const { RefCell::new(None) };
-    static COMPANION_COMMITTED: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Attaches work to this thread's next write (see `Store::attach_audit`).
-pub(crate) fn attach(companion: Companion) {
-    COMPANION.with(|slot| *slot.borrow_mut() = Some(companion));
-    COMPANION_COMMITTED.with(|flag| flag.set(false));
-}
-
-/// Ends the attachment; returns whether a write committed it.
-pub(crate) fn detach() -> bool {
-    COMPANION.with(|slot| slot.borrow_mut().take());
-    COMPANION_COMMITTED.with(|flag| flag.replace(false))
-}
 
 /// Most jobs committed in one transaction.
 const MAX_GROUP: usize = 512;
@@ -57,28 +36,10 @@ impl Writer {
         Ok(Self { conn: Mutex::new(Some(conn)), queue: Mutex::new(Vec::new()), checkpointer })
     }
 
-    /// Queues a job and returns once a group containing it has committed. Work attached
-    /// to this thread runs after the job in the same savepoint; it stays attached if the
-    /// write fails.
+    /// Queues a job and returns once a group containing it has committed. Everything a
+    /// write commits is in its job (a mutation carries its audit entries and usage rows
+    /// as values: `Store::submit_with_audit`); no state of the calling thread rides along.
     pub(crate) fn submit(&self, job: WriteJob) -> Result<i64, StoreError> {
-        let Some(companion) = COMPANION.with(|slot| slot.borrow_mut().take()) else {
-            return self.submit_job(job);
-        };
-        let carried = companion.clone();
-        let result = self.submit_job(Box::new(move |conn| {
-            let value = job(conn)?;
-            carried(conn)?;
-            Ok(value)
-        }));
-        if result.is_ok() {
-            COMPANION_COMMITTED.with(|flag| flag.set(true));
-        } else {
-            COMPANION.with(|slot| *slot.borrow_mut() = Some(companion));
-        }
-        result
-    }
-
-    fn submit_job(&self, job: WriteJob) -> Result<i64, StoreError> {
         let slot: Slot = Arc::new(Mutex::new(None));
         self.queue.lock().map_err(|_| StoreError::WriterGone)?.push((job, slot.clone()));
         loop {

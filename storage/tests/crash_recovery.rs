@@ -61,7 +61,7 @@ fn crash_child_writer() {
                         policy_tags: vec![],
                     };
                     let mut state = engine.start_run(run_config, Timestamp::Logical(0), false).unwrap();
-                    let version = store.create_run(&state).unwrap();
+                    let version = store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
                     writeln!(stdout.lock().unwrap(), "ACK run {run_id}").unwrap();
                     let trigger = TriggerEvent {
                         trigger_id: "t1".into(),
@@ -75,7 +75,7 @@ fn crash_child_writer() {
                         correlation_id: None,
                     };
                     engine.trigger(&mut state, &trigger).unwrap();
-                    store.update_run(&state, version).unwrap();
+                    store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();
                     writeln!(stdout.lock().unwrap(), "ACK trigger {run_id}").unwrap();
                     if worker == 0 {
                         let counts = store.checkpoint_counts();

@@ -46,7 +46,7 @@ fn fill(store: &Store, prefix: &str) -> (Vec<String>, StoreError) {
     let mut written = Vec::new();
     for n in 0..100_000 {
         let id = format!("{prefix}-{n}");
-        match store.create_run(&state(&id, 16 * 1024)) {
+        match store.create_run(&state(&id, 16 * 1024), dg_storage::audit::AuditBatch::none()) {
             Ok(_) => written.push(id),
             Err(err) => return (written, err),
         }
@@ -72,7 +72,7 @@ fn page_limit_full_fails_cleanly_and_recovers() {
     assert!(!written.is_empty());
     assert_consistent(&store, &written);
     store.set_max_database_bytes(Some(64 * 1024 * 1024)).unwrap();
-    store.create_run(&state("after-space-returned", 16 * 1024)).unwrap();
+    store.create_run(&state("after-space-returned", 16 * 1024), dg_storage::audit::AuditBatch::none()).unwrap();
     assert_consistent(&store, &written);
 }
 
@@ -93,7 +93,7 @@ fn real_full_filesystem_fails_cleanly_and_recovers() {
         assert_consistent(&store, &written);
         let grown = Command::new("mount").args(["-o", "remount,size=16m"]).arg(&mount).status().unwrap();
         assert!(grown.success());
-        store.create_run(&state("after-space-returned", 16 * 1024)).unwrap();
+        store.create_run(&state("after-space-returned", 16 * 1024), dg_storage::audit::AuditBatch::none()).unwrap();
         assert_consistent(&store, &written);
         drop(store);
     });

@@ -53,8 +53,8 @@ fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let state = run(1, 2, "r1");
-    store.create_run(&state).unwrap();
-    store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap();
+    store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
+    store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap();
     let len: usize = {
         let raw = Connection::open(dir.path().join("state.db")).unwrap();
         raw.query_row("SELECT length(state_json) FROM runs", [], |r| r.get(0)).unwrap()
@@ -87,7 +87,7 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
     // another tenant's key: the payload's own ids must match the row key.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store.create_run(&run(1, 2, "mine")).unwrap();
+    store.create_run(&run(1, 2, "mine"), dg_storage::audit::AuditBatch::none()).unwrap();
     let foreign = run(9, 2, "mine");
     let bytes = dg_engine::canonical_json_bytes(&foreign).unwrap();
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
@@ -103,11 +103,14 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
 fn scenario_define_is_idempotent_and_conflicts_on_change() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    assert!(store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap());
-    assert!(!store.put_scenario(Scope::new(1, 2), &spec("sc", 2)).unwrap());
+    assert!(store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap());
+    assert!(!store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap());
     let mut changed = spec("sc", 2);
     changed.spec_version = "2".into();
-    assert!(matches!(store.put_scenario(Scope::new(1, 2), &changed).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(
+        store.put_scenario(Scope::new(1, 2), &changed, dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
 }
 
 #[test]
@@ -118,7 +121,7 @@ fn scenario_specs_are_served_once_verified_and_later_definitions_are_found() {
     assert!(store.scenario_spec(scope, "sc").unwrap().is_none());
     // Defined by another process after a miss: a miss is never remembered.
     let other = open(&dir);
-    other.put_scenario(scope, &spec("sc", 2)).unwrap();
+    other.put_scenario(scope, &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap();
     let first = store.scenario_spec(scope, "sc").unwrap().expect("defined later, found");
     assert_eq!(*first, spec("sc", 2));
     // Tampering after the first verified read: this store keeps serving the verified
@@ -140,10 +143,16 @@ fn concurrent_update_of_the_same_version_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let state = run(1, 2, "r");
-    assert_eq!(store.create_run(&state).unwrap(), 1);
-    assert!(matches!(store.create_run(&state).unwrap_err(), StoreError::Conflict(_)));
-    assert_eq!(store.update_run(&state, 1).unwrap(), 2);
-    assert!(matches!(store.update_run(&state, 1).unwrap_err(), StoreError::Conflict(_)));
+    assert_eq!(store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap(), 1);
+    assert!(matches!(
+        store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    assert_eq!(store.update_run(&state, 1, dg_storage::audit::AuditBatch::none()).unwrap(), 2);
+    assert!(matches!(
+        store.update_run(&state, 1, dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
 }
 
 #[test]
@@ -170,7 +179,7 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
         // A run written by this build, copied into the old table as its documents are stored.
         let other = tempfile::tempdir().unwrap();
         let donor = open(&other);
-        donor.create_run(&run(1, 1, "before-migration")).unwrap();
+        donor.create_run(&run(1, 1, "before-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
         drop(donor);
         let donor = Connection::open(other.path().join("state.db")).unwrap();
         let (doc, sha): (Vec<u8>, String) =
@@ -185,8 +194,11 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
     assert_eq!(store.instance_id(), "old");
     let (migrated, version) = store.get_run(Scope::new(1, 1), "before-migration").unwrap().expect("run kept");
     assert_eq!((migrated, version), (run(1, 1, "before-migration"), 1));
-    store.create_run(&run(1, 1, "after-migration")).unwrap();
-    assert!(matches!(store.create_run(&run(1, 1, "after-migration")).unwrap_err(), StoreError::Conflict(_)));
+    store.create_run(&run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
+    assert!(matches!(
+        store.create_run(&run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
     let report = store.check().unwrap();
     assert!(report.ok() && report.documents_checked >= 2, "{report:?}");
     drop(store);
@@ -239,20 +251,26 @@ fn runs_by_status_are_kept_by_every_write_and_checked_against_a_recount() {
     let store = open(&dir);
     assert_eq!(by_status(&store), [("active", 0), ("completed", 0), ("failed", 0)]);
     for (tenant, n) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)] {
-        store.create_run(&run(tenant, 3, &format!("r{n}"))).unwrap();
+        store.create_run(&run(tenant, 3, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
     }
     // A second create of the same run and a stale update both fail and count nothing.
-    assert!(matches!(store.create_run(&run(1, 3, "r0")).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(
+        store.create_run(&run(1, 3, "r0"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
     let (mut state, version) = store.get_run(Scope::new(1, 3), "r0").unwrap().unwrap();
     state.status = RunStatus::Completed;
-    store.update_run(&state, version).unwrap();
-    assert!(matches!(store.update_run(&state, version).unwrap_err(), StoreError::Conflict(_)));
+    store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();
+    assert!(matches!(
+        store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
     let (mut state, version) = store.get_run(Scope::new(2, 3), "r1").unwrap().unwrap();
     state.status = RunStatus::Failed;
-    store.update_run(&state, version).unwrap();
+    store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();
     // Rewriting a run in the status it has moves nothing.
     let (state, version) = store.get_run(Scope::new(1, 3), "r1").unwrap().unwrap();
-    store.update_run(&state, version).unwrap();
+    store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();
     assert_eq!(by_status(&store), [("active", 3), ("completed", 1), ("failed", 1)]);
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
     let recount: Vec<(String, u64)> = raw
@@ -302,7 +320,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::PutRun { tenant, run: n } => {
-                    let _ = store.create_run(&run(tenant, 3, &format!("run-{n}")));
+                    let _ = store.create_run(&run(tenant, 3, &format!("run-{n}")), dg_storage::audit::AuditBatch::none());
                 }
                 Op::GetRun { tenant, run: n } => {
                     if let Some((state, _)) = store.get_run(Scope::new(tenant, 3), &format!("run-{n}")).unwrap() {
@@ -312,7 +330,7 @@ proptest! {
                 Op::PutScenario { tenant, id } => {
                     let mut s = spec(&format!("s{id}-t{tenant}"), 3);
                     s.default_tenant_id = NonZeroU64::new(tenant);
-                    store.put_scenario(Scope::new(tenant, 3), &s).unwrap();
+                    store.put_scenario(Scope::new(tenant, 3), &s, dg_storage::audit::AuditBatch::none()).unwrap();
                 }
                 Op::ListScenarios { tenant } => {
                     for record in store.list_scenarios(tenant, 3, None, 100).unwrap() {
@@ -339,14 +357,14 @@ fn tenant_run_storage_is_bounded_and_other_tenants_are_unaffected() {
     let limits = StoreLimits { max_tenant_run_bytes: size * 3 + size / 2, ..StoreLimits::default() };
     let store = Store::open(&dir.path().join("state.db"), limits).unwrap();
     for n in 0..3 {
-        store.create_run(&run(1, 2, &format!("r{n}"))).unwrap();
+        store.create_run(&run(1, 2, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
     }
-    let err = store.create_run(&run(1, 2, "r3")).unwrap_err();
+    let err = store.create_run(&run(1, 2, "r3"), dg_storage::audit::AuditBatch::none()).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { what: "tenant run state storage", .. }), "{err}");
-    store.create_run(&run(2, 2, "other-tenant")).unwrap();
+    store.create_run(&run(2, 2, "other-tenant"), dg_storage::audit::AuditBatch::none()).unwrap();
     // Rewriting an existing run at the same size stays allowed at the limit.
     let (state, version) = store.get_run(Scope::new(1, 2), "r0").unwrap().unwrap();
-    store.update_run(&state, version).unwrap();
+    store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();
 }
 
 #[test]
@@ -357,7 +375,7 @@ fn tampering_with_shapes_and_keys_is_detected_too() {
         "tenant_id": 1, "namespace_id": 2, "schema_id": "s", "version": "1", "schema": {"type": "object"},
         "description": null, "created_at": {"kind": "logical", "value": 1}}))
     .unwrap();
-    store.put_shape(&record).unwrap();
+    store.put_shape(&record, dg_storage::audit::AuditBatch::none()).unwrap();
     let key = dg_storage::ApiKeyRecord {
         key_id: "k1".into(),
         label: "l".into(),

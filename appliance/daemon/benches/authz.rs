@@ -52,7 +52,7 @@ fn main() {
         "define".into(),
         Operation::ScenarioDefine,
         json!({"spec": support::sample_spec("bench")}),
-        |ctx, args| call_tool(ctx, "scenario_define", args),
+        call_tool,
     )
     .unwrap();
     let issued = keys::issue();
@@ -83,8 +83,7 @@ fn main() {
                 (Operation::ScenarioNext, "scenario_next", next_args(&run_id)),
             ] {
                 let principal = authenticate(&app.store, Some(&header), 0).unwrap();
-                call(&app, &principal, format!("{name}-{run}"), operation, args, |ctx, a| call_tool(ctx, name, a))
-                    .unwrap();
+                call(&app, &principal, format!("{name}-{run}"), operation, args, call_tool).unwrap();
             }
         }
         cycle_us.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(cycles));

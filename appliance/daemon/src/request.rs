@@ -3,14 +3,21 @@
 //! names its target through [`RequestCtx::authorize`] before touching storage), then
 //! the audit entry and usage record in one durable commit. If that commit fails the
 //! request fails: nothing is acknowledged without its audit entry.
+//!
+//! The write path is explicit: a tool's mutation goes through [`RequestCtx::commit`],
+//! which builds the request's audit entries and usage rows as a value
+//! ([`AuditBatch`]) and hands it to the store's mutation, which commits both in one
+//! transaction. Nothing rides on thread state, so a request that dies (a panic, caught
+//! here) leaves nothing behind for the next request on its thread. The path fails
+//! closed: a write attempted before an authorization decision is refused, and a
+//! non-public operation that finishes without one is answered as an internal error;
+//! both are audited.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::cell::{Cell, RefCell};
 
 use dg_identity::policy::ScopeKind;
-use dg_identity::{decide, Decision, Operation, Principal, Target};
-use dg_storage::audit::AuditEvent;
+use dg_identity::{decide, Decision, Operation, Principal, Target, UsageCounter};
+use dg_storage::audit::{AuditBatch, AuditEvent};
 use dg_storage::usage::UsageRecord;
 use dg_storage::StoreError;
 use serde_json::Value;
@@ -19,22 +26,15 @@ use sha2::{Digest, Sha256};
 use crate::app::App;
 use crate::wire::{code, WireError};
 
-/// The usage counter an operation adds to, besides `tool_calls`.
-#[must_use]
-pub fn counter_of(operation: Operation) -> Option<&'static str> {
-    match operation {
-        Operation::ScenarioStart => Some("runs_started"),
-        Operation::EvidenceQuery => Some("evidence_queries"),
-        Operation::RunpackExport | Operation::RunpackDownload => Some("runpack_exports"),
-        Operation::SchemasRegister => Some("schemas_written"),
-        Operation::ScenarioDefine => Some("registry_entries"),
-        _ => None,
-    }
-}
-
-/// Whether an operation is one of the 18 Decision Gate tools.
-fn is_tool(operation: Operation) -> bool {
-    crate::tools::is_known_tool(operation.name())
+/// What of this request's audit record a committed write already carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recorded {
+    /// Nothing yet.
+    Nothing,
+    /// The authorization decisions (a failed step whose state change was saved).
+    Decisions,
+    /// The decisions and the call itself with its response hash.
+    Call,
 }
 
 /// What one request carries through its operation.
@@ -50,10 +50,9 @@ pub struct RequestCtx<'a> {
     decisions: RefCell<Vec<(Decision, Target)>>,
     charged: RefCell<Option<(u64, Vec<String>)>>,
     request_sha256: Option<String>,
-    /// The response's hash, declared by the tool just before its final write.
-    response_sha256: Arc<Mutex<Option<String>>>,
-    /// Whether the entries that rode on a write included the tool call itself.
-    call_recorded: Arc<AtomicBool>,
+    recorded: Cell<Recorded>,
+    /// A write was attempted before any authorization decision (refused).
+    unauthorized_write: Cell<bool>,
 }
 
 impl<'a> RequestCtx<'a> {
@@ -68,43 +67,75 @@ impl<'a> RequestCtx<'a> {
             decisions: RefCell::new(Vec::new()),
             charged: RefCell::new(None),
             request_sha256: None,
-            response_sha256: Arc::new(Mutex::new(None)),
-            call_recorded: Arc::new(AtomicBool::new(false)),
+            recorded: Cell::new(Recorded::Nothing),
+            unauthorized_write: Cell::new(false),
         }
     }
 
-    /// Declares the response before the tool's final write, so the audit entry of the
-    /// call (with the response hash) commits in the same transaction as the write.
-    pub fn responding(&self, output: &Value) {
-        if let Ok(mut slot) = self.response_sha256.lock() {
-            *slot = sha256_of(output);
+    /// Commits a tool's mutation together with this request's audit record: `write` gets
+    /// the [`AuditBatch`] (the authorization decisions, and with `response` the call
+    /// itself with the response's hash and its usage rows) and must hand it to the
+    /// store's mutation, which commits both in one transaction.
+    ///
+    /// # Errors
+    /// `-32603` when no authorization allowed this request (nothing is written); else
+    /// `write`'s error.
+    pub fn commit<T>(
+        &self,
+        response: Option<&Value>,
+        write: impl FnOnce(AuditBatch) -> Result<T, WireError>,
+    ) -> Result<T, WireError> {
+        let allowed = {
+            let decisions = self.decisions.borrow();
+            !decisions.is_empty() && decisions.iter().all(|(decision, _)| decision.allowed)
+        };
+        if !allowed {
+            self.unauthorized_write.set(true);
+            tracing::error!(operation = self.operation.name(), request_id = %self.request_id,
+                "write refused: the operation wrote before it was authorized");
+            return Err(WireError::new(code::INTERNAL, "internal error: write before authorization"));
         }
+        let batch = self.audit_batch(response);
+        let value = write(batch)?;
+        self.recorded.set(if response.is_some() { Recorded::Call } else { Recorded::Decisions });
+        Ok(value)
     }
 
-    /// Attaches this request's audit entries to its next write (tools only): the
-    /// decisions so far, and the call itself once the tool has declared its response.
-    fn attach_audit(&self, tenant: u64) {
-        let decisions = self.decision_events();
+    /// This request's audit record so far, for [`Self::commit`].
+    fn audit_batch(&self, response: Option<&Value>) -> AuditBatch {
+        let mut batch = AuditBatch { events: self.decision_events(), usage: Vec::new() };
+        let Some(response) = response else { return batch };
         let target = self.decisions.borrow().last().map(|(_, target)| *target).unwrap_or_default();
-        let mut call = self.event("tool_call", target, "ok", String::new());
+        let mut call = self.event(self.action(), target, "ok", String::new());
         call.request_sha256.clone_from(&self.request_sha256);
-        let mut usage = vec![self.usage(tenant, "tool_calls")];
-        usage.extend(counter_of(self.operation).map(|counter| self.usage(tenant, counter)));
-        let (response, recorded) = (self.response_sha256.clone(), self.call_recorded.clone());
-        self.app.store.attach_audit(Arc::new(move || {
-            let mut events = decisions.clone();
-            let declared = response.lock().ok().and_then(|slot| slot.clone());
-            recorded.store(declared.is_some(), Ordering::SeqCst);
-            match declared {
-                Some(hash) => {
-                    let mut call = call.clone();
-                    call.response_sha256 = Some(hash);
-                    events.push(call);
-                    (events, usage.clone())
-                }
-                None => (events, Vec::new()),
-            }
-        }));
+        call.response_sha256 = sha256_of(response);
+        batch.events.push(call);
+        if let Some(tenant) = target.tenant.or(self.principal.tenant) {
+            batch.usage = self.metered(tenant, true);
+        }
+        batch
+    }
+
+    /// The audit action of this operation.
+    fn action(&self) -> &'static str {
+        if self.operation.is_tool() {
+            "tool_call"
+        } else {
+            "admin"
+        }
+    }
+
+    /// The usage rows of a tool call (`tool_calls`, and its counter when it succeeded);
+    /// none for other operations.
+    fn metered(&self, tenant: u64, succeeded: bool) -> Vec<UsageRecord> {
+        if !self.operation.is_tool() {
+            return Vec::new();
+        }
+        let mut usage = vec![self.usage(tenant, UsageCounter::ToolCalls.as_str())];
+        if let (true, Some(counter)) = (succeeded, self.operation.counter()) {
+            usage.push(self.usage(tenant, counter.as_str()));
+        }
+        usage
     }
 
     /// The authorization decision for `target`: the policy table, then the registry
@@ -140,9 +171,6 @@ impl<'a> RequestCtx<'a> {
         }
         if let Some((tenant, overrides)) = quotas {
             self.charge_quota(tenant, &overrides)?;
-            if is_tool(self.operation) {
-                self.attach_audit(tenant);
-            }
         }
         Ok(())
     }
@@ -160,16 +188,18 @@ impl<'a> RequestCtx<'a> {
     /// Charges the counters that have a quota, before the work (one transaction, so
     /// concurrent requests never pass a quota); a replayed request id is not charged again.
     fn charge_quota(&self, tenant: u64, overrides: &std::collections::BTreeMap<String, u64>) -> Result<(), WireError> {
-        if !is_tool(self.operation) {
+        if !self.operation.is_tool() {
             return Ok(());
         }
         let limit_of =
             |counter: &str| overrides.get(counter).copied().or_else(|| self.app.config.quotas.get(counter).copied());
-        let mut counters = vec!["tool_calls"];
-        counters.extend(counter_of(self.operation));
+        let mut counters = vec![UsageCounter::ToolCalls];
+        counters.extend(self.operation.counter());
         let charges: Vec<(UsageRecord, Option<u64>)> = counters
             .iter()
-            .filter_map(|counter| limit_of(counter).map(|limit| (self.usage(tenant, counter), Some(limit))))
+            .filter_map(|counter| {
+                limit_of(counter.as_str()).map(|limit| (self.usage(tenant, counter.as_str()), Some(limit)))
+            })
             .collect();
         if charges.is_empty() {
             return Ok(());
@@ -232,11 +262,31 @@ fn sha256_of(value: &Value) -> Option<String> {
     dg_engine::canonical_json_bytes(value).ok().map(|bytes| hex::encode(Sha256::digest(bytes)))
 }
 
+/// Runs the operation, answering a panic as an internal error (logged): the request's
+/// context is dropped with it, so nothing of it reaches a later request.
+fn run_guarded(
+    ctx: &RequestCtx<'_>,
+    args: Value,
+    run: impl FnOnce(&RequestCtx<'_>, Value) -> Result<Value, WireError>,
+) -> Result<Value, WireError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(ctx, args))).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(operation = ctx.operation.name(), request_id = %ctx.request_id, panic = %message,
+            "the operation panicked; answered as an internal error");
+        Err(WireError::new(code::INTERNAL, "internal error"))
+    })
+}
+
 /// Runs one operation for `principal` with policy, quota and audit around it.
 ///
 /// # Errors
-/// The operation's error, `-32003` when denied, or `-32050` when the audit entry could
-/// not be written (the operation's effect may then be durable, but it is not
+/// The operation's error, `-32003` when denied, `-32603` when the operation panicked or
+/// wrote or finished without an authorization decision, or `-32050` when the audit entry
+/// could not be written (the operation's effect may then be durable, but it is not
 /// acknowledged; retrying with the same request id is counted once).
 pub fn call(
     app: &App,
@@ -249,18 +299,26 @@ pub fn call(
     let mut ctx = RequestCtx::new(app, principal, operation, request_id);
     ctx.request_sha256 = sha256_of(&args);
     let row = operation.row();
-    let outcome = if !row.roles.contains(&principal.role) {
+    let mut outcome = if !row.roles.contains(&principal.role) {
         // The role gate needs no target: decided before the arguments are even read.
         ctx.decisions.borrow_mut().push((decide(principal, operation, Target::default()), Target::default()));
         Err(WireError::new(code::UNAUTHORIZED, "unauthorized"))
     } else if row.scope == ScopeKind::Public {
-        ctx.authorize(Target::default()).and_then(|()| run(&ctx, args))
+        ctx.authorize(Target::default()).and_then(|()| run_guarded(&ctx, args, run))
     } else {
-        run(&ctx, args)
+        run_guarded(&ctx, args, run)
     };
-    // Whatever rode on the tool's write is committed with it; the rest is written now.
-    let rode_along = app.store.detach_audit();
-    let call_recorded = rode_along && ctx.call_recorded.load(Ordering::SeqCst);
+    // Fail closed: a non-public operation that finished (or tried to write) without an
+    // authorization decision is a bug in its handler, never an answer.
+    let undecided = ctx.decisions.borrow().is_empty();
+    let mut reason_override = None;
+    if undecided && (outcome.is_ok() || ctx.unauthorized_write.get()) {
+        tracing::error!(operation = operation.name(), request_id = %ctx.request_id,
+            "the operation recorded no authorization decision; refused");
+        reason_override = Some("the operation recorded no authorization decision".to_string());
+        outcome = Err(WireError::new(code::INTERNAL, "internal error: no authorization decision"));
+    }
+    let recorded = ctx.recorded.get();
     if outcome.is_err() {
         if let Some((tenant, counters)) = ctx.charged.borrow_mut().take() {
             if let Err(err) = app.store.refund_usage(tenant, &ctx.request_id, counters) {
@@ -268,30 +326,26 @@ pub fn call(
             }
         }
     }
-    if call_recorded && outcome.is_ok() {
+    if recorded == Recorded::Call && outcome.is_ok() {
         return outcome;
     }
     let decisions = ctx.decisions.borrow().clone();
     let denied = decisions.iter().any(|(decision, _)| !decision.allowed);
     let target = decisions.last().map(|(_, target)| *target).unwrap_or_default();
-    let mut events: Vec<AuditEvent> = if rode_along { Vec::new() } else { ctx.decision_events() };
+    let mut events: Vec<AuditEvent> = if recorded == Recorded::Nothing { ctx.decision_events() } else { Vec::new() };
     let mut usage = Vec::new();
     if !denied {
-        let action = if is_tool(operation) { "tool_call" } else { "admin" };
         let (result, reason) = match &outcome {
             Ok(_) => ("ok", String::new()),
-            Err(err) => ("error", format!("{} {}", err.code, err.message)),
+            Err(err) => ("error", reason_override.unwrap_or_else(|| format!("{} {}", err.code, err.message))),
         };
-        let mut event = ctx.event(action, target, result, reason);
+        let mut event = ctx.event(ctx.action(), target, result, reason);
         event.request_sha256.clone_from(&ctx.request_sha256);
         event.response_sha256 = outcome.as_ref().ok().and_then(sha256_of);
         events.push(event);
         // The ledger counts tool calls; admin operations are audited but not metered.
-        if let Some(tenant) = target.tenant.or(principal.tenant).filter(|_| is_tool(operation)) {
-            usage.push(ctx.usage(tenant, "tool_calls"));
-            if let (Ok(_), Some(counter)) = (&outcome, counter_of(operation)) {
-                usage.push(ctx.usage(tenant, counter));
-            }
+        if let Some(tenant) = target.tenant.or(principal.tenant) {
+            usage = ctx.metered(tenant, outcome.is_ok());
         }
     }
     if let Err(err) = app.store.append_audit(events, usage) {

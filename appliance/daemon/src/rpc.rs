@@ -131,16 +131,11 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
             if dialect == Dialect::DecisionGate && !params.contains_key("arguments") {
                 return Reply::error(&WireError::invalid_params("invalid tool params"), Some(&id));
             }
-            if !tools::is_known_tool(name) {
-                return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
-            }
-            let Some(operation) = Operation::from_name(name) else {
+            let Some(operation) = Operation::tool(name) else {
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
             };
             let outcome =
-                crate::request::call(app, principal, request_id.to_string(), operation, arguments, |ctx, args| {
-                    tools::call_tool(ctx, name, args)
-                });
+                crate::request::call(app, principal, request_id.to_string(), operation, arguments, tools::call_tool);
             match (outcome, dialect) {
                 (Ok(output), Dialect::DecisionGate) => {
                     let content = object([("type", Value::from("json")), ("json", output)]);
@@ -187,9 +182,7 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
         }
         ("ping", Dialect::Mcp) => Reply::result(&id, json!({})),
         (method, _) if method.starts_with("admin/") => {
-            let operation =
-                Operation::from_name(&method["admin/".len()..]).filter(|op| !tools::is_known_tool(op.name()));
-            let Some(operation) = operation.filter(|op| *op != Operation::RunpackDownload) else {
+            let Some(operation) = Operation::admin(&method["admin/".len()..]) else {
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "method not found"), Some(&id));
             };
             match crate::request::call(

@@ -7,5 +7,5 @@ pub mod keys;
 pub mod policy;
 pub mod principal;
 
-pub use policy::{decide, Decision, Operation, Target};
+pub use policy::{decide, Decision, Operation, OperationKind, PolicyRow, ScopeKind, Target, UsageCounter, POLICY};
 pub use principal::{Principal, Role};

@@ -22,14 +22,71 @@ pub enum ScopeKind {
     Org,
 }
 
+/// What kind of operation a row is: how it is reached and how it is metered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// A Decision Gate tool (`tools/call`, listed by `tools/list` in table order): audited
+    /// as `tool_call` and metered (`tool_calls` plus the row's counter).
+    Tool,
+    /// An admin operation (`admin/<name>`, the CLI): audited as `admin`, not metered.
+    Admin,
+    /// The runpack bundle download (`GET /runpacks/...`).
+    Download,
+}
+
+/// The usage counters of the ledger (`usage_ledger.counter`); a tool adds to `tool_calls`
+/// and to its row's counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageCounter {
+    /// Every tool call.
+    ToolCalls,
+    /// `scenario_start`.
+    RunsStarted,
+    /// `evidence_query`.
+    EvidenceQueries,
+    /// `runpack_export` and bundle downloads.
+    RunpackExports,
+    /// `schemas_register`.
+    SchemasWritten,
+    /// `scenario_define`.
+    RegistryEntries,
+}
+
+impl UsageCounter {
+    /// Every counter, in the ledger's order.
+    pub const ALL: [Self; 6] = [
+        Self::ToolCalls,
+        Self::RunsStarted,
+        Self::EvidenceQueries,
+        Self::RunpackExports,
+        Self::SchemasWritten,
+        Self::RegistryEntries,
+    ];
+
+    /// Its name in the ledger, quotas and reports.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ToolCalls => "tool_calls",
+            Self::RunsStarted => "runs_started",
+            Self::EvidenceQueries => "evidence_queries",
+            Self::RunpackExports => "runpack_exports",
+            Self::SchemasWritten => "schemas_written",
+            Self::RegistryEntries => "registry_entries",
+        }
+    }
+}
+
 macro_rules! operations {
-    ($( $variant:ident => $name:literal, $scope:ident, $writes:literal, [$($role:ident),*]; )*) => {
+    ($( $variant:ident => $name:literal, $kind:ident, $scope:ident, $writes:literal, $counter:expr, [$($role:ident),*]; )*) => {
         /// Every operation a caller can ask for: the 18 Decision Gate tools, the runpack
         /// download, and the admin operations.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
         pub enum Operation { $( #[doc = $name] $variant, )* }
 
-        /// One row of the policy table.
+        /// One row of the operation table.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
         pub struct PolicyRow {
             /// The operation.
@@ -37,56 +94,63 @@ macro_rules! operations {
             pub operation: Operation,
             /// Its wire name (tool name, or admin method without the `admin/` prefix).
             pub name: &'static str,
+            /// Tool, admin operation or download.
+            pub kind: OperationKind,
             /// Target scope.
             pub scope: ScopeKind,
             /// Whether it changes state (quota-checked and audited as a mutation).
             pub writes: bool,
+            /// The usage counter it adds to besides `tool_calls` (tools and the download).
+            pub counter: Option<UsageCounter>,
             /// Roles that may perform it.
             pub roles: &'static [Role],
         }
 
-        /// The policy table, one row per operation.
+        /// The operation table, one row per operation: the one place an operation is
+        /// declared. The tool catalogue's order, the policy, the dispatch (an exhaustive
+        /// `match` on [`Operation`] in the daemon), the usage counters and the audit
+        /// action all derive from it.
         pub const POLICY: &[PolicyRow] = &[
-            $( PolicyRow { operation: Operation::$variant, name: $name, scope: ScopeKind::$scope, writes: $writes, roles: &[$(Role::$role),*] }, )*
+            $( PolicyRow { operation: Operation::$variant, name: $name, kind: OperationKind::$kind, scope: ScopeKind::$scope, writes: $writes, counter: $counter, roles: &[$(Role::$role),*] }, )*
         ];
     };
 }
 
 operations! {
-    ScenarioDefine => "scenario_define", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    ScenarioStart => "scenario_start", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    ScenarioStatus => "scenario_status", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    ScenarioNext => "scenario_next", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    ScenarioSubmit => "scenario_submit", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    ScenarioTrigger => "scenario_trigger", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    EvidenceQuery => "evidence_query", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    RunpackExport => "runpack_export", Namespace, true, [OrgAdmin, TenantAdmin, Auditor, Service];
-    RunpackVerify => "runpack_verify", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    ProvidersList => "providers_list", Public, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    ProviderContractGet => "provider_contract_get", Public, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    ProviderCheckSchemaGet => "provider_check_schema_get", Public, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    SchemasRegister => "schemas_register", Namespace, true, [OrgAdmin, TenantAdmin, Service];
-    SchemasList => "schemas_list", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    SchemasGet => "schemas_get", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    ScenariosList => "scenarios_list", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    Precheck => "precheck", Namespace, false, [OrgAdmin, TenantAdmin, Service];
-    DocsSearch => "decision_gate_docs_search", Public, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    RunpackDownload => "runpack_download", Namespace, false, [OrgAdmin, TenantAdmin, Auditor, Service];
-    TenantCreate => "tenant_create", Org, true, [OrgAdmin];
-    TenantList => "tenant_list", Org, false, [OrgAdmin];
-    TenantDisable => "tenant_disable", Org, true, [OrgAdmin];
-    TenantDelete => "tenant_delete", Org, true, [OrgAdmin];
-    NamespaceCreate => "namespace_create", Tenant, true, [OrgAdmin, TenantAdmin];
-    NamespaceList => "namespace_list", Tenant, false, [OrgAdmin, TenantAdmin, Auditor];
-    NamespaceDisable => "namespace_disable", Tenant, true, [OrgAdmin, TenantAdmin];
-    NamespaceDelete => "namespace_delete", Tenant, true, [OrgAdmin, TenantAdmin];
-    KeyIssue => "key_issue", Tenant, true, [OrgAdmin, TenantAdmin];
-    KeyList => "key_list", Tenant, false, [OrgAdmin, TenantAdmin, Auditor];
-    KeyRevoke => "key_revoke", Tenant, true, [OrgAdmin, TenantAdmin];
-    KeyRotate => "key_rotate", Tenant, true, [OrgAdmin, TenantAdmin];
-    AuditVerify => "audit_verify", Org, false, [OrgAdmin, Auditor];
-    AuditExport => "audit_export", Org, false, [OrgAdmin, Auditor];
-    UsageReport => "usage_report", Tenant, false, [OrgAdmin, TenantAdmin, Auditor];
+    ScenarioDefine => "scenario_define", Tool, Namespace, true, Some(UsageCounter::RegistryEntries), [OrgAdmin, TenantAdmin, Service];
+    ScenarioStart => "scenario_start", Tool, Namespace, true, Some(UsageCounter::RunsStarted), [OrgAdmin, TenantAdmin, Service];
+    ScenarioStatus => "scenario_status", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    ScenarioNext => "scenario_next", Tool, Namespace, true, None, [OrgAdmin, TenantAdmin, Service];
+    ScenarioSubmit => "scenario_submit", Tool, Namespace, true, None, [OrgAdmin, TenantAdmin, Service];
+    ScenarioTrigger => "scenario_trigger", Tool, Namespace, true, None, [OrgAdmin, TenantAdmin, Service];
+    EvidenceQuery => "evidence_query", Tool, Namespace, true, Some(UsageCounter::EvidenceQueries), [OrgAdmin, TenantAdmin, Service];
+    RunpackExport => "runpack_export", Tool, Namespace, true, Some(UsageCounter::RunpackExports), [OrgAdmin, TenantAdmin, Auditor, Service];
+    RunpackVerify => "runpack_verify", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    ProvidersList => "providers_list", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    ProviderContractGet => "provider_contract_get", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    ProviderCheckSchemaGet => "provider_check_schema_get", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    SchemasRegister => "schemas_register", Tool, Namespace, true, Some(UsageCounter::SchemasWritten), [OrgAdmin, TenantAdmin, Service];
+    SchemasList => "schemas_list", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    SchemasGet => "schemas_get", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    ScenariosList => "scenarios_list", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    Precheck => "precheck", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Service];
+    DocsSearch => "decision_gate_docs_search", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
+    RunpackDownload => "runpack_download", Download, Namespace, false, Some(UsageCounter::RunpackExports), [OrgAdmin, TenantAdmin, Auditor, Service];
+    TenantCreate => "tenant_create", Admin, Org, true, None, [OrgAdmin];
+    TenantList => "tenant_list", Admin, Org, false, None, [OrgAdmin];
+    TenantDisable => "tenant_disable", Admin, Org, true, None, [OrgAdmin];
+    TenantDelete => "tenant_delete", Admin, Org, true, None, [OrgAdmin];
+    NamespaceCreate => "namespace_create", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    NamespaceList => "namespace_list", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    NamespaceDisable => "namespace_disable", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    NamespaceDelete => "namespace_delete", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    KeyIssue => "key_issue", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    KeyList => "key_list", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    KeyRevoke => "key_revoke", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    KeyRotate => "key_rotate", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    AuditVerify => "audit_verify", Admin, Org, false, None, [OrgAdmin, Auditor];
+    AuditExport => "audit_export", Admin, Org, false, None, [OrgAdmin, Auditor];
+    UsageReport => "usage_report", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
 }
 
 impl Operation {
@@ -114,6 +178,36 @@ impl Operation {
     #[must_use]
     pub fn writes(self) -> bool {
         self.row().writes
+    }
+
+    /// Whether it is one of the Decision Gate tools.
+    #[must_use]
+    pub fn is_tool(self) -> bool {
+        self.row().kind == OperationKind::Tool
+    }
+
+    /// The usage counter it adds to besides `tool_calls`.
+    #[must_use]
+    pub fn counter(self) -> Option<UsageCounter> {
+        self.row().counter
+    }
+
+    /// The tools, in the catalogue's order (`tools/list`).
+    pub fn tools() -> impl Iterator<Item = Self> {
+        POLICY.iter().filter(|row| row.kind == OperationKind::Tool).map(|row| row.operation)
+    }
+
+    /// Looks a tool up by name (`tools/call`): `None` for an unknown name and for every
+    /// operation that is not a tool.
+    #[must_use]
+    pub fn tool(name: &str) -> Option<Self> {
+        Self::from_name(name).filter(|operation| operation.is_tool())
+    }
+
+    /// Looks an admin operation up by name (`admin/<name>`).
+    #[must_use]
+    pub fn admin(name: &str) -> Option<Self> {
+        Self::from_name(name).filter(|operation| operation.row().kind == OperationKind::Admin)
     }
 }
 
@@ -216,7 +310,14 @@ mod tests {
             assert_eq!(Operation::from_name(row.name), Some(row.operation));
             assert!(row.roles.contains(&Role::OrgAdmin), "org_admin may do everything: {}", row.name);
         }
-        assert_eq!(POLICY.iter().filter(|r| r.operation as usize <= Operation::DocsSearch as usize).count(), 18);
+        assert_eq!(Operation::tools().count(), 18);
+        for row in POLICY {
+            assert!(
+                !(row.counter.is_some() && row.kind == OperationKind::Admin),
+                "admin rows are not metered: {}",
+                row.name
+            );
+        }
     }
 
     #[test]

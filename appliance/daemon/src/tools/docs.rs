@@ -106,3 +106,11 @@ pub(super) fn search(args: Value) -> Result<Value, WireError> {
         "suggested_followups": ["How do trust lanes affect gate outcomes?", "How do I export and verify a runpack?"],
     }))
 }
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::DocsSearch => |_, args| search(args),
+        _ => return None,
+    })
+}

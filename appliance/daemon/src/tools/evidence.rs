@@ -51,3 +51,11 @@ pub(super) fn query(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErro
     }
     Ok(json!({"result": to_output(&result)?}))
 }
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::EvidenceQuery => query,
+        _ => return None,
+    })
+}

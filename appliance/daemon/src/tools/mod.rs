@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use dg_identity::Operation;
+
 use crate::request::RequestCtx;
 use crate::wire::{code, WireError};
 
@@ -30,35 +32,35 @@ pub struct ToolInfo {
     pub input_schema: Value,
 }
 
-/// The tool catalogue in canonical order: names, descriptions and input schemas of the
-/// Decision Gate contract (`catalog.json`, checked against the reference by a test).
+/// One tool's handler: names its target through [`RequestCtx::authorize`] before it
+/// touches storage, and writes through [`RequestCtx::commit`].
+pub(crate) type Handler = fn(&RequestCtx<'_>, Value) -> Result<Value, WireError>;
+
+/// The handler of a tool operation: each family file lists its own tools. `None` for an
+/// operation that is not a tool (and, if the table gained a tool without a handler, for
+/// that one: a unit test checks every tool of the table has one).
+#[must_use]
+pub(crate) fn handler(operation: Operation) -> Option<Handler> {
+    scenario::handler(operation)
+        .or_else(|| evidence::handler(operation))
+        .or_else(|| runpack::handler(operation))
+        .or_else(|| providers::handler(operation))
+        .or_else(|| registry::handler(operation))
+        .or_else(|| precheck::handler(operation))
+        .or_else(|| docs::handler(operation))
+}
+
+/// The tool catalogue in the operation table's order: names, descriptions and input
+/// schemas of the Decision Gate contract (`catalog.json`, checked against the reference
+/// by a test; a unit test checks it holds exactly the table's tools).
 #[must_use]
 pub fn catalog() -> &'static [ToolInfo] {
     static CATALOG: OnceLock<Vec<ToolInfo>> = OnceLock::new();
     CATALOG.get_or_init(|| {
-        let mut tools: Vec<ToolInfo> = serde_json::from_str(include_str!("catalog.json")).unwrap_or_default();
-        let order = [
-            "scenario_define",
-            "scenario_start",
-            "scenario_status",
-            "scenario_next",
-            "scenario_submit",
-            "scenario_trigger",
-            "evidence_query",
-            "runpack_export",
-            "runpack_verify",
-            "providers_list",
-            "provider_contract_get",
-            "provider_check_schema_get",
-            "schemas_register",
-            "schemas_list",
-            "schemas_get",
-            "scenarios_list",
-            "precheck",
-            "decision_gate_docs_search",
-        ];
-        tools.sort_by_key(|tool| order.iter().position(|name| *name == tool.name).unwrap_or(order.len()));
-        tools
+        let described: Vec<ToolInfo> = serde_json::from_str(include_str!("catalog.json")).unwrap_or_default();
+        Operation::tools()
+            .filter_map(|operation| described.iter().find(|tool| tool.name == operation.name()).cloned())
+            .collect()
     })
 }
 
@@ -79,39 +81,47 @@ pub(crate) fn to_output<T: serde::Serialize>(value: &T) -> Result<Value, WireErr
     serde_json::to_value(value).map_err(|err| WireError::new(code::SERIALIZATION, err.to_string()))
 }
 
-/// Runs one tool. Blocking: call from a blocking-capable thread. Each tool names its
-/// target through [`RequestCtx::authorize`] before it touches storage.
+/// Runs the tool named by `ctx.operation`. Blocking: call from a blocking-capable thread.
 ///
 /// # Errors
-/// The tool's wire error.
-pub fn call_tool(ctx: &RequestCtx<'_>, name: &str, args: Value) -> Result<Value, WireError> {
+/// The tool's wire error; `-32601` when the operation is not a tool.
+pub fn call_tool(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     let args = if args.is_null() { Value::Object(serde_json::Map::new()) } else { args };
-    let app = ctx.app;
-    match name {
-        "scenario_define" => scenario::define(ctx, args),
-        "scenario_start" => scenario::start(ctx, args),
-        "scenario_status" => scenario::status(ctx, args),
-        "scenario_next" => scenario::next(ctx, args),
-        "scenario_submit" => scenario::submit(ctx, args),
-        "scenario_trigger" => scenario::trigger(ctx, args),
-        "evidence_query" => evidence::query(ctx, args),
-        "runpack_export" => runpack::export(ctx, args),
-        "runpack_verify" => runpack::verify(ctx, args),
-        "providers_list" => providers::list(app, args),
-        "provider_contract_get" => providers::contract_get(app, args),
-        "provider_check_schema_get" => providers::check_schema_get(app, args),
-        "schemas_register" => registry::schemas_register(ctx, args),
-        "schemas_list" => registry::schemas_list(ctx, args),
-        "schemas_get" => registry::schemas_get(ctx, args),
-        "scenarios_list" => registry::scenarios_list(ctx, args),
-        "precheck" => precheck::precheck(ctx, args),
-        "decision_gate_docs_search" => docs::search(args),
-        _ => Err(WireError::new(code::METHOD_NOT_FOUND, "unknown tool")),
+    match handler(ctx.operation) {
+        Some(run) => run(ctx, args),
+        None => Err(WireError::new(code::METHOD_NOT_FOUND, "unknown tool")),
     }
 }
 
-/// Whether `name` is one of the 18 tools of the catalogue.
-#[must_use]
-pub fn is_known_tool(name: &str) -> bool {
-    catalog().iter().any(|tool| tool.name == name)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_catalogue_the_policy_and_the_dispatch_derive_from_one_table_and_agree() {
+        let table: Vec<&str> = Operation::tools().map(Operation::name).collect();
+        let listed: Vec<&str> = catalog().iter().map(|tool| tool.name.as_str()).collect();
+        assert_eq!(listed, table, "tools/list is the table's tools in the table's order");
+        let described: Vec<ToolInfo> = serde_json::from_str(include_str!("catalog.json")).unwrap();
+        assert_eq!(described.len(), table.len(), "catalog.json describes exactly the table's tools");
+        for operation in Operation::tools() {
+            assert!(handler(operation).is_some(), "{} has no handler", operation.name());
+            assert!(
+                operation.row().roles.contains(&dg_identity::Role::OrgAdmin),
+                "{} has a policy row",
+                operation.name()
+            );
+            assert_eq!(Operation::tool(operation.name()), Some(operation));
+        }
+        for row in dg_identity::POLICY.iter().filter(|row| !row.operation.is_tool()) {
+            assert!(handler(row.operation).is_none(), "{} is not a tool but has a tool handler", row.name);
+            assert_eq!(Operation::tool(row.name), None);
+        }
+        // Every counter a tool adds to is one the ledger knows.
+        for operation in Operation::tools() {
+            if let Some(counter) = operation.counter() {
+                assert!(dg_storage::usage::COUNTERS.contains(&counter.as_str()), "{}", counter.as_str());
+            }
+        }
+    }
 }

@@ -135,3 +135,11 @@ pub(super) fn precheck(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireE
     let result = engine.precheck(args.stage_id.as_deref(), &evidence).map_err(engine_error)?;
     to_output(&result)
 }
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::Precheck => precheck,
+        _ => return None,
+    })
+}

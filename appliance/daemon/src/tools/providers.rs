@@ -76,3 +76,13 @@ pub(super) fn check_schema_get(app: &App, args: Value) -> Result<Value, WireErro
         "contract_hash": contract_hash(contract),
     }))
 }
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::ProvidersList => |ctx, args| list(ctx.app, args),
+        dg_identity::Operation::ProviderContractGet => |ctx, args| contract_get(ctx.app, args),
+        dg_identity::Operation::ProviderCheckSchemaGet => |ctx, args| check_schema_get(ctx.app, args),
+        _ => return None,
+    })
+}

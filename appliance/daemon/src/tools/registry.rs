@@ -30,12 +30,11 @@ pub(super) fn schemas_register(ctx: &RequestCtx<'_>, args: Value) -> Result<Valu
     jsonschema::draft202012::new(&record.schema)
         .map_err(|err| WireError::invalid_params(format!("invalid schema: {err}")))?;
     let output = json!({"record": to_output(&record)?});
-    ctx.responding(&output);
-    match app.store.put_shape(&record) {
-        Ok(()) => {}
-        Err(StoreError::Conflict(_)) => return Err(WireError::new(code::CONFLICT, "schema already registered")),
-        Err(err) => return Err(err.into()),
-    }
+    ctx.commit(Some(&output), |audit| match app.store.put_shape(&record, audit) {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict(_)) => Err(WireError::new(code::CONFLICT, "schema already registered")),
+        Err(err) => Err(err.into()),
+    })?;
     Ok(output)
 }
 
@@ -125,4 +124,15 @@ pub(super) fn scenarios_list(ctx: &RequestCtx<'_>, args: Value) -> Result<Value,
         .collect();
     let next_token = records.last().map(|record| record.spec.scenario_id.clone());
     Ok(json!({"items": items, "next_token": next_token}))
+}
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::SchemasRegister => schemas_register,
+        dg_identity::Operation::SchemasList => schemas_list,
+        dg_identity::Operation::SchemasGet => schemas_get,
+        dg_identity::Operation::ScenariosList => scenarios_list,
+        _ => return None,
+    })
 }

@@ -128,3 +128,12 @@ pub fn bundle_for_download(
     dg_storage::bundle::build_bundle("manifest.json", &manifest, &files, &key)
         .map_err(|err| WireError::new(code::RUNPACK, err.to_string()))
 }
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::RunpackExport => export,
+        dg_identity::Operation::RunpackVerify => verify,
+        _ => return None,
+    })
+}

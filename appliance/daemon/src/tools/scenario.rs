@@ -72,14 +72,13 @@ pub(super) fn define(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
     let scope = Scope::new(tenant.unwrap_or(0), spec.namespace_id.get());
     let hash = spec.canonical_hash().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
     let output = json!({"scenario_id": spec.scenario_id, "spec_hash": hash});
-    ctx.responding(&output);
-    match app.store.put_scenario(scope, &spec) {
-        Ok(_) => {}
+    ctx.commit(Some(&output), |audit| match app.store.put_scenario(scope, &spec, audit) {
+        Ok(_) => Ok(()),
         Err(StoreError::Conflict(_)) => {
-            return Err(WireError::new(code::CONFLICT, format!("scenario already defined: {}", spec.scenario_id)))
+            Err(WireError::new(code::CONFLICT, format!("scenario already defined: {}", spec.scenario_id)))
         }
-        Err(err) => return Err(err.into()),
-    }
+        Err(err) => Err(err.into()),
+    })?;
     Ok(output)
 }
 
@@ -120,14 +119,13 @@ pub(super) fn start(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErro
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
     let state = engine.start_run(args.run_config, args.started_at, args.issue_entry_packets).map_err(engine_error)?;
     let output = to_output(&state)?;
-    ctx.responding(&output);
-    match app.store.create_run(&state) {
-        Ok(_) => {}
+    ctx.commit(Some(&output), |audit| match app.store.create_run(&state, audit) {
+        Ok(_) => Ok(()),
         Err(StoreError::Conflict(_)) => {
-            return Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", state.run_id)))
+            Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", state.run_id)))
         }
-        Err(err) => return Err(err.into()),
-    }
+        Err(err) => Err(err.into()),
+    })?;
     app.metrics.run_started();
     Ok(output)
 }
@@ -162,17 +160,20 @@ fn with_run<R>(
             Err(failed) => Err(failed),
         };
         let must_save = match &outcome {
-            Ok(output) => {
-                ctx.responding(output);
-                true
-            }
+            Ok(_) => true,
             Err((state_changed, _)) => *state_changed,
         };
         if must_save {
-            match app.store.update_run(&state, version) {
-                Ok(_) => {}
-                Err(StoreError::Conflict(_)) => continue,
-                Err(err) => return Err(err.into()),
+            // A failed step's changed state is saved too, with the decisions only: the
+            // call's own entry (an error) follows from the request path.
+            let response = outcome.as_ref().ok();
+            let saved = ctx.commit(response, |audit| match app.store.update_run(&state, version, audit) {
+                Ok(_) => Ok(true),
+                Err(StoreError::Conflict(_)) => Ok(false),
+                Err(err) => Err(err.into()),
+            })?;
+            if !saved {
+                continue;
             }
         }
         return outcome.map_err(|(_, err)| err);
@@ -322,4 +323,17 @@ pub(super) fn trigger(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireEr
         |engine, state| engine.trigger(state, t),
         to_output,
     )
+}
+
+/// This family's handler of `operation`, when it is one of its tools (`super::handler`).
+pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
+    Some(match operation {
+        dg_identity::Operation::ScenarioDefine => define,
+        dg_identity::Operation::ScenarioStart => start,
+        dg_identity::Operation::ScenarioStatus => status,
+        dg_identity::Operation::ScenarioNext => next,
+        dg_identity::Operation::ScenarioSubmit => submit,
+        dg_identity::Operation::ScenarioTrigger => trigger,
+        _ => return None,
+    })
 }
