@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use dg_appliance::auth::authenticate;
+use dg_appliance::ops::auth::authenticate;
 use dg_appliance::cli::DataDirArgs;
-use dg_appliance::request::{call, RequestCtx};
-use dg_appliance::tools::call_tool;
+use dg_appliance::ops::request::{call, RequestCtx};
+use dg_appliance::ops::tools::call_tool;
 use dg_identity::{keys, Operation, Principal, Target};
 use dg_storage::ApiKeyRecord;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (app, _, _) =
-        dg_appliance::commands::build_app(&DataDirArgs { data_dir: Some(dir.path().join("data")), config: None })
+        dg_appliance::cli::bootstrap::build_app(&DataDirArgs { data_dir: Some(dir.path().join("data")), config: None })
             .unwrap();
     app.store.create_tenant(2, "bench", &Default::default()).unwrap();
     app.store.create_namespace(2, 3, "bench").unwrap();

@@ -1,6 +1,7 @@
 //! The appliance configuration (TOML). Unknown keys are errors; `config check` reports
 //! every problem it can find, each with its key path, instead of stopping at the first.
 
+pub use crate::providers_setup::ProviderEntry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -237,16 +238,6 @@ impl Default for ValidationSection {
 pub struct EvidenceSection {
     /// Return raw evidence values from `evidence_query` and feedback.
     pub allow_raw_values: bool,
-}
-
-/// One `[[providers]]` entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProviderEntry {
-    /// Built-in provider id: time, env, json or http.
-    pub name: String,
-    /// The provider's config table.
-    #[serde(default)]
-    pub config: Option<toml::Value>,
 }
 
 /// One configuration problem.

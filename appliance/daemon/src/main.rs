@@ -44,7 +44,7 @@ fn exit_quietly_on_broken_pipe() {
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     init_logging();
-    match dg_appliance::commands::run(Cli::parse()) {
+    match dg_appliance::cli::commands::run(Cli::parse()) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("dg-appliance: {message}");

@@ -9,7 +9,17 @@ use dg_providers::time::TimeProviderConfig;
 use dg_providers::{BuiltinProviders, ProviderConfigError};
 use serde::de::DeserializeOwned;
 
-use crate::config::ProviderEntry;
+use serde::{Deserialize, Serialize};
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    /// Built-in provider id: time, env, json or http.
+    pub name: String,
+    /// The provider's config table.
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+}
 
 fn parse_table<T: DeserializeOwned>(entry: &ProviderEntry) -> Result<Option<T>, (String, String)> {
     match &entry.config {

@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 
 use dg_appliance::app::App;
 use dg_appliance::cli::DataDirArgs;
-use dg_appliance::request;
+use dg_appliance::ops::request;
 use dg_identity::{Operation, Principal, Target};
 use serde_json::{json, Value};
 
 fn app(dir: &tempfile::TempDir) -> App {
     let (app, _, _) =
-        dg_appliance::commands::build_app(&DataDirArgs { data_dir: Some(dir.path().join("data")), config: None })
+        dg_appliance::cli::bootstrap::build_app(&DataDirArgs { data_dir: Some(dir.path().join("data")), config: None })
             .unwrap();
     app.store.create_tenant(2, "t", &BTreeMap::new()).unwrap();
     app.store.create_namespace(2, 3, "n").unwrap();
@@ -70,12 +70,12 @@ fn a_panicking_tool_is_audited_as_an_internal_error_and_later_requests_keep_thei
         "admin-after".into(),
         Operation::NamespaceCreate,
         json!({"tenant_id": 2, "namespace_id": 4, "name": "four"}),
-        dg_appliance::admin::call,
+        dg_appliance::ops::admin::call,
     );
     assert!(created.is_ok(), "{created:?}");
     let defined =
         request::call(&app, &admin, "tool-after".into(), Operation::ScenarioDefine, spec("after"), |ctx, args| {
-            dg_appliance::tools::call_tool(ctx, args)
+            dg_appliance::ops::tools::call_tool(ctx, args)
         });
     assert!(defined.is_ok(), "{defined:?}");
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::scenario::load_scenario;
 use super::{parse_args, to_output};
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::{code, WireError};
 use dg_identity::Target;
 

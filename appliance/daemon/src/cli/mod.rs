@@ -1,9 +1,19 @@
 //! Command-line interface: every subcommand and flag, with `--help` on each.
 
+pub mod admin;
+pub mod backup;
+pub mod bootstrap;
+pub mod commands;
+pub mod release;
+pub mod runpack;
+pub mod store;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use crate::rpc::stdio::Framing;
 
 /// Decision Gate Appliance: the enterprise Decision Gate control plane in one daemon.
 #[derive(Debug, Parser)]
@@ -489,15 +499,6 @@ pub struct ServeArgs {
     /// Serve plain HTTP instead of TLS. Only allowed on a loopback address.
     #[arg(long)]
     pub plaintext_loopback: bool,
-}
-
-/// Message framing on stdio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Framing {
-    /// `Content-Length: N` headers (Decision Gate clients).
-    ContentLength,
-    /// One JSON message per line (standard MCP stdio clients).
-    Ndjson,
 }
 
 /// `stdio` flags.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use super::{parse_args, to_output};
 use crate::app::App;
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::{code, WireError};
 use dg_identity::Target;
 

@@ -2,11 +2,13 @@
 //! standard MCP (`/mcp`, stdio with `--protocol mcp`). Parsing and error shapes are here;
 //! tool behaviour is in `tools`.
 
+pub mod stdio;
+
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::auth::Principal;
-use crate::tools;
+use crate::ops::auth::Principal;
+use crate::ops::tools;
 use crate::wire::{code, WireError};
 use dg_identity::Operation;
 
@@ -135,7 +137,7 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
             };
             let outcome =
-                crate::request::call(app, principal, request_id.to_string(), operation, arguments, tools::call_tool);
+                crate::ops::request::call(app, principal, request_id.to_string(), operation, arguments, tools::call_tool);
             match (outcome, dialect) {
                 (Ok(output), Dialect::DecisionGate) => {
                     let content = object([("type", Value::from("json")), ("json", output)]);
@@ -185,13 +187,13 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
             let Some(operation) = Operation::admin(&method["admin/".len()..]) else {
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "method not found"), Some(&id));
             };
-            match crate::request::call(
+            match crate::ops::request::call(
                 app,
                 principal,
                 request_id.to_string(),
                 operation,
                 request.params,
-                crate::admin::call,
+                crate::ops::admin::call,
             ) {
                 Ok(result) => Reply::result(&id, result),
                 Err(err) => Reply::error(&err, Some(&id)),

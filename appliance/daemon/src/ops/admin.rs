@@ -11,8 +11,8 @@ use dg_storage::ApiKeyRecord;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::request::RequestCtx;
-use crate::tools::{parse_args, to_output};
+use crate::ops::request::RequestCtx;
+use crate::ops::tools::{parse_args, to_output};
 use crate::wire::{code, WireError};
 
 /// Runs the admin operation named by `ctx.operation`.
@@ -290,7 +290,7 @@ fn key_rotate(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     let args: RotateArgs = parse_args(args)?;
     let mut old = authorized_key(ctx, &args.key_id)?;
     let now = crate::clock::now_ms();
-    if !crate::auth::key_usable(&old, now) {
+    if !crate::ops::auth::key_usable(&old, now) {
         return Err(WireError::new(code::CONFLICT, format!("api key {} is revoked or expired", old.key_id)));
     }
     let template = ApiKeyRecord {

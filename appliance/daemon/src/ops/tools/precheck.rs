@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::scenario::{engine_error, load_scenario, validate_spec};
 use super::{parse_args, to_output};
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::{code, WireError};
 use dg_identity::Target;
 

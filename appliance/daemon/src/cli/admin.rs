@@ -6,45 +6,22 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use dg_identity::{Operation, Principal};
+use dg_identity::Operation;
 use dg_storage::audit::AuditEvent;
 use dg_storage::signing::PublicKeyRing;
 use serde_json::{json, Value};
 
+use crate::cli::bootstrap;
 use crate::cli::{
     AdminListArgs, AuditCommand, DataDirArgs, KeysCommand, NamespacesCommand, TenantsCommand, UsageCommand,
 };
 
-/// The CLI caller: whoever may open the data directory.
-fn cli_principal() -> Principal {
-    Principal { id: "cli".to_string(), ..Principal::local_operator() }
-}
-
-/// A fresh request id for one CLI command.
-fn cli_request_id() -> String {
-    format!("cli-{:016x}", rand::random::<u64>())
-}
-
-/// An audit event of the CLI caller for work done outside `request::call` (signing key
-/// rotation, legal holds, backups, restores).
-pub(crate) fn cli_event(action: &str, target: &str, outcome: &str, reason: String) -> AuditEvent {
-    AuditEvent {
-        principal: "cli".into(),
-        role: Some("org_admin".into()),
-        action: action.into(),
-        target: target.into(),
-        outcome: outcome.into(),
-        reason,
-        request_id: cli_request_id(),
-        ..AuditEvent::default()
-    }
-}
 
 /// Runs one admin operation against the data directory.
 fn admin(data: &DataDirArgs, operation: Operation, args: Value) -> Result<Value, String> {
-    let (app, _, _) = crate::commands::build_app(data)?;
-    let request_id = cli_request_id();
-    let result = crate::request::call(&app, &cli_principal(), request_id, operation, args, crate::admin::call);
+    let (app, _, _) = crate::cli::bootstrap::build_app(data)?;
+    let request_id = bootstrap::cli_request_id();
+    let result = crate::ops::request::call(&app, &bootstrap::cli_principal(), request_id, operation, args, crate::ops::admin::call);
     app.store.close();
     result.map_err(|err| format!("{} ({})", err.message, err.kind()))
 }
@@ -178,16 +155,16 @@ pub fn run_keys(command: KeysCommand) -> Result<ExitCode, String> {
             print_json(&admin(&data, Operation::KeyRotate, json!({"key_id": key_id, "overlap_ms": millis(overlap)}))?)
         }
         KeysCommand::Rotate { data, key_id: None, .. } => {
-            let (app, _, _) = crate::commands::build_app(&data)?;
+            let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
             let id = app.keys.rotate().map_err(|err| err.to_string())?;
-            let event = cli_event("admin", "signing_key_rotate", "ok", format!("new signing key {id}"));
+            let event = bootstrap::cli_event("admin", "signing_key_rotate", "ok", format!("new signing key {id}"));
             let audited = app.store.append_audit(vec![event], Vec::new());
             app.store.close();
             audited.map_err(|err| format!("the key was rotated but its audit entry failed: {err}"))?;
             println!("new signing key {id}; previous public keys stay in the ring");
             Ok(ExitCode::SUCCESS)
         }
-        KeysCommand::ShowPublic { data_dir } => crate::runpack_cli::show_public(data_dir),
+        KeysCommand::ShowPublic { data_dir } => crate::cli::runpack::show_public(data_dir),
     }
 }
 
@@ -225,7 +202,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             report_audit(&report, json)
         }
         AuditCommand::Verify { data, export: None, pubkey, json } => {
-            let (app, _, _) = crate::commands::build_app(&data)?;
+            let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
             let ring = match pubkey {
                 Some(path) => read_ring(&path)?,
                 None => app.keys.ring().map_err(|err| err.to_string())?,
@@ -249,7 +226,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prune { data, older_than } => {
-            let (app, _, _) = crate::commands::build_app(&data)?;
+            let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
             let cutoff =
                 crate::clock::now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
             let pruned = app.store.prune_audit(cutoff).map_err(|err| err.to_string());
@@ -258,14 +235,14 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Hold { data, tenant, reason, release } => {
-            let (app, _, _) = crate::commands::build_app(&data)?;
+            let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
             let reason = if release { None } else { reason };
             let held = app.store.set_legal_hold(tenant, reason.as_deref()).map_err(|err| err.to_string());
             let target = if release { "legal_hold_release" } else { "legal_hold" };
             let outcome = if held.is_ok() { "ok" } else { "error" };
             let event = AuditEvent {
                 tenant_id: Some(tenant),
-                ..cli_event("admin", target, outcome, reason.unwrap_or_default())
+                ..bootstrap::cli_event("admin", target, outcome, reason.unwrap_or_default())
             };
             let audited = app.store.append_audit(vec![event], Vec::new()).map_err(|err| err.to_string());
             app.store.close();

@@ -35,7 +35,7 @@ fn failed(err: &BackupError) -> ExitCode {
 
 /// Records a backup or restore in the store's audit log.
 fn audit(store: &dg_storage::Store, action: &str, outcome: &str, reason: String) -> Result<(), String> {
-    let event = crate::admin_cli::cli_event(action, "data_directory", outcome, reason);
+    let event = crate::cli::bootstrap::cli_event(action, "data_directory", outcome, reason);
     store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
 }
 
@@ -50,7 +50,7 @@ fn create(
     if include_secrets && passphrase.is_none() {
         return Err("--include-secrets needs --passphrase-file or DG_BACKUP_PASSPHRASE".into());
     }
-    let (app, dir, _) = crate::commands::build_app(data)?;
+    let (app, dir, _) = crate::cli::bootstrap::build_app(data)?;
     let root = dir.root.clone();
     let config = match &data.config {
         Some(path) => std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?,
@@ -162,7 +162,7 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, String> {
             match result {
                 Ok(report) => {
                     let data = DataDirArgs { data_dir: Some(data_dir.clone()), config: None };
-                    let (app, _, _) = crate::commands::build_app(&data)?;
+                    let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
                     let reason = format!("restored backup {} of instance {}", report.backup_id, report.instance_id);
                     let audited = audit(&app.store, "restore", "ok", reason);
                     app.store.close();

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{parse_args, to_output};
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::{code, WireError};
 use dg_identity::Target;
 

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use dg_identity::Operation;
 
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::{code, WireError};
 
 /// One entry of `tools/list`.

@@ -4,41 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::app::App;
-use crate::cli::{Cli, Command, ConfigCommand, DataDirArgs, Protocol};
-use crate::datadir::DataDir;
-use crate::{
-    admin_cli, backup_cli, cli, config, datadir, http, providers_setup, release_cli, rpc, runpack_cli, server, stdio,
-    store_cli,
-};
-
-/// Loads config, prepares the data directory and builds the application (shared by
-/// `serve`, `stdio` and the admin CLI).
-///
-/// # Errors
-/// A message for the operator.
-pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
-    let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
-    let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
-    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
-    let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
-    let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
-    let providers = providers_setup::build(&config.providers)?;
-    if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
-        tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
-    }
-    let runpacks = dg_storage::runpack_store::RunpackStore::open(
-        &data.runpacks(),
-        dg_storage::runpack_store::RunpackLimits::default(),
-        dg_storage::runpack_store::ResolveMode::Auto,
-    )
-    .map_err(|err| err.to_string())?;
-    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
-    store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
-    data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
-    let app = App::new(config, store, providers, runpacks, keys);
-    Ok((app, data, admin_key))
-}
+use crate::cli::{Cli, Command, ConfigCommand, Protocol};
+use crate::cli::{admin as admin_cli, bootstrap, backup as backup_cli, release as release_cli, runpack as runpack_cli, store as store_cli};
+use crate::http::{self, server};
+use crate::rpc::{self, stdio};
+use crate::{cli, config};
 
 /// Tells systemd (`Type=notify`) about readiness and stopping; a no-op elsewhere.
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -70,22 +40,9 @@ fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dg_storage::Stor
     });
 }
 
-/// Records a daemon lifecycle event in the audit chain.
-fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Result<(), String> {
-    let event = dg_storage::audit::AuditEvent {
-        principal: "system".into(),
-        action: action.into(),
-        target: "dg-appliance".into(),
-        outcome: "ok".into(),
-        reason: reason.into(),
-        request_id: format!("{action}-{:016x}", rand::random::<u64>()),
-        ..Default::default()
-    };
-    store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
-}
 
 fn serve(args: cli::ServeArgs) -> Result<(), String> {
-    let (mut app, data, admin_key) = build_app(&args.data)?;
+    let (mut app, data, admin_key) = bootstrap::build_app(&args.data)?;
     // Held while serving: `backup restore` refuses to replace a directory in use.
     let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
     if let Some(listen) = args.listen {
@@ -133,7 +90,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let config_sha256 = dg_engine::canonical_json_bytes(&app.config)
         .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
         .map_err(|err| err.to_string())?;
-    lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
+    bootstrap::lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
     // One async thread is a current-thread runtime: the same thread without the
     // work-stealing scheduler's bookkeeping and wake-ups.
     let mut builder = if app.config.server.io_threads == 1 {
@@ -173,7 +130,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     });
     notify(&[sd_notify::NotifyState::Stopping]);
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    if let Err(err) = lifecycle_event(&store, "shutdown", "stopped serving") {
+    if let Err(err) = bootstrap::lifecycle_event(&store, "shutdown", "stopped serving") {
         tracing::error!(error = %err, "shutdown audit entry failed");
     }
     if let Err(err) = store.audit_checkpoint_now(&signer) {
@@ -192,7 +149,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Stdio(args) => {
-            let (app, data, _) = build_app(&args.data)?;
+            let (app, data, _) = bootstrap::build_app(&args.data)?;
             let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
             let dialect = match args.protocol {
                 Protocol::Rpc => rpc::Dialect::DecisionGate,

@@ -1,5 +1,9 @@
 //! The HTTP service: routing, authentication, limits, correlation headers, SSE framing.
 
+pub mod activity;
+pub mod limits;
+pub mod server;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,10 +17,10 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::activity::{RecentActivity, ACTIVE_WINDOW};
+use crate::http::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::app::App;
-use crate::auth::{authenticate, Principal};
-use crate::limits::{valid_correlation_id, RateLimiter};
+use crate::ops::auth::{authenticate, Principal};
+use crate::http::limits::{valid_correlation_id, RateLimiter};
 use crate::metrics::Executor;
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
@@ -203,14 +207,14 @@ impl HttpFront {
         let result = tokio::task::spawn_blocking(move || {
             let principal = identify(&app.store, authorization.as_deref(), caller.certificate.as_deref())?;
             let bundle = std::cell::RefCell::new(Vec::new());
-            crate::request::call(
+            crate::ops::request::call(
                 &app,
                 &principal,
                 caller.request_id,
                 Operation::RunpackDownload,
                 Value::Null,
                 |ctx, _| {
-                    let bytes = crate::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
+                    let bytes = crate::ops::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
                     let summary =
                         json!({"tenant_id": tenant, "namespace_id": namespace, "run_id": run_id, "bytes": bytes.len()});
                     *bundle.borrow_mut() = bytes;

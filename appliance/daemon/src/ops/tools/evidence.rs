@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::scenario::engine_error;
 use super::{parse_args, to_output};
-use crate::request::RequestCtx;
+use crate::ops::request::RequestCtx;
 use crate::wire::WireError;
 use dg_identity::Target;
 

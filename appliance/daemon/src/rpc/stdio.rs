@@ -4,9 +4,17 @@
 
 use std::io::{BufRead, Write};
 
+/// Message framing on stdio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Framing {
+    /// `Content-Length: N` headers (Decision Gate clients).
+    ContentLength,
+    /// One JSON message per line (standard MCP stdio clients).
+    Ndjson,
+}
+
 use crate::app::App;
-use crate::auth::Principal;
-use crate::cli::Framing;
+use crate::ops::auth::Principal;
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
 

@@ -20,16 +20,16 @@ const DOCS: [Doc; 4] = [
         id: "evidence-flow",
         title: "Evidence flow",
         role: "reasoning",
-        text: include_str!("../../docs/evidence-flow.md"),
+        text: include_str!("../../../docs/evidence-flow.md"),
     },
     Doc {
         id: "ret-logic",
         title: "Requirement logic",
         role: "ontology",
-        text: include_str!("../../docs/ret-logic.md"),
+        text: include_str!("../../../docs/ret-logic.md"),
     },
-    Doc { id: "tooling", title: "Tool workflow", role: "pattern", text: include_str!("../../docs/tooling.md") },
-    Doc { id: "security", title: "Security posture", role: "decision", text: include_str!("../../docs/security.md") },
+    Doc { id: "tooling", title: "Tool workflow", role: "pattern", text: include_str!("../../../docs/tooling.md") },
+    Doc { id: "security", title: "Security posture", role: "decision", text: include_str!("../../../docs/security.md") },
 ];
 
 #[derive(Deserialize)]

@@ -1,0 +1,80 @@
+//! What every command starts from: the application built from the configuration and the
+//! data directory, and the CLI caller's own principal, request ids and audit events (for
+//! work done outside `ops::request::call`, such as starting and stopping).
+
+use std::sync::Arc;
+
+use dg_identity::Principal;
+use dg_storage::audit::AuditEvent;
+
+use crate::app::App;
+use crate::cli::DataDirArgs;
+use crate::datadir::{self, DataDir};
+use crate::{config, providers_setup};
+
+/// Loads config, prepares the data directory and builds the application (shared by
+/// `serve`, `stdio` and the admin CLI).
+///
+/// # Errors
+/// A message for the operator.
+pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), String> {
+    let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
+    let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
+    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+    let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
+    let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
+    let providers = providers_setup::build(&config.providers)?;
+    if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
+        tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
+    }
+    let runpacks = dg_storage::runpack_store::RunpackStore::open(
+        &data.runpacks(),
+        dg_storage::runpack_store::RunpackLimits::default(),
+        dg_storage::runpack_store::ResolveMode::Auto,
+    )
+    .map_err(|err| err.to_string())?;
+    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
+    store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
+    data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
+    let app = App::new(config, store, providers, runpacks, keys);
+    Ok((app, data, admin_key))
+}
+
+/// The CLI caller: whoever may open the data directory.
+pub(crate) fn cli_principal() -> Principal {
+    Principal { id: "cli".to_string(), ..Principal::local_operator() }
+}
+
+/// A fresh request id for one CLI command.
+pub(crate) fn cli_request_id() -> String {
+    format!("cli-{:016x}", rand::random::<u64>())
+}
+
+/// An audit event of the CLI caller for work done outside `request::call` (signing key
+/// rotation, legal holds, backups, restores).
+pub(crate) fn cli_event(action: &str, target: &str, outcome: &str, reason: String) -> AuditEvent {
+    AuditEvent {
+        principal: "cli".into(),
+        role: Some("org_admin".into()),
+        action: action.into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        reason,
+        request_id: cli_request_id(),
+        ..AuditEvent::default()
+    }
+}
+
+/// Records a daemon lifecycle event in the audit chain.
+pub(crate) fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Result<(), String> {
+    let event = dg_storage::audit::AuditEvent {
+        principal: "system".into(),
+        action: action.into(),
+        target: "dg-appliance".into(),
+        outcome: "ok".into(),
+        reason: reason.into(),
+        request_id: format!("{action}-{:016x}", rand::random::<u64>()),
+        ..Default::default()
+    };
+    store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
+}
