@@ -99,7 +99,7 @@ pub fn import_oss_database(
         };
         state.tenant_id = tenant_id;
         state.namespace_id = namespace_id;
-        match store.create_run(&state, crate::audit::AuditBatch::none()) {
+        match store.create_run(&state, crate::store::audit::AuditBatch::none()) {
             Ok(_) => report.runs_imported += 1,
             Err(StoreError::Conflict(_)) => report.runs_already_present += 1,
             Err(err) => return Err(err),
@@ -168,7 +168,7 @@ pub fn import_oss_database(
                 _ => None,
             },
         };
-        match store.put_shape(&record, crate::audit::AuditBatch::none()) {
+        match store.put_shape(&record, crate::store::audit::AuditBatch::none()) {
             Ok(()) => report.shapes_imported += 1,
             Err(StoreError::Conflict(_)) => report.shapes_already_present += 1,
             Err(err) => return Err(err),

@@ -1,29 +1,56 @@
-//! Durable appliance state in one SQLite file: run state, the scenario registry, the
-//! data-shape (schema) registry and API keys. Every row is keyed by tenant and namespace
-//! and every query is scoped by them; every stored document is canonical JSON with its
-//! sha256 stored beside it and checked on every read. Writes go through one writer
-//! thread that commits in groups (WAL, `synchronous=FULL`), so an acknowledged write is
-//! durable without paying one fsync per request.
+//! Durable appliance state. The chosen public API is what this page re-exports; every
+//! other module is private.
+//!
+//! - [`Store`]: run state, the scenario registry, the data-shape (schema) registry, API
+//!   keys, tenants and namespaces, the hash-chained audit log and the usage ledger, in one
+//!   SQLite file (`store/`, the first implementation of the storage seam). Every row is
+//!   keyed by tenant and namespace and every query is scoped by them; every stored
+//!   document is canonical JSON with its sha256 stored beside it and checked on every
+//!   read. Writes go through one writer that commits in groups (WAL,
+//!   `synchronous=FULL`), so an acknowledged write is durable without paying one fsync
+//!   per request. A mutation takes its audit entries and usage rows as a value
+//!   ([`audit::AuditBatch`]) and commits them in the same transaction.
+//! - [`audit`], [`usage`], [`tenancy`]: the record types of the audit chain (with offline
+//!   verification of an export), of the usage ledger and of the tenant registry.
+//! - [`runpack_store`], [`bundle`], [`signing`], [`backup`], [`import`]: the hardened
+//!   runpack directory store, signed runpack bundles, the signing key ring, USB backups,
+//!   and the import of an open-source Decision Gate database.
+//! - [`now_ms`] is the one wall clock, [`write_atomic`] the one durable small-file write.
 
-pub mod audit;
 pub mod backup;
 pub mod bundle;
-pub mod checkpointer;
-pub mod clock;
-pub mod document;
-pub mod error;
-pub mod fsutil;
+mod clock;
+mod document;
+mod error;
+mod fsutil;
 pub mod import;
-pub mod migrations;
-mod registry_cache;
-pub mod run_counts;
 pub mod runpack_store;
-mod scenario_cache;
 pub mod signing;
-pub mod store;
-pub mod tenancy;
-pub mod usage;
-mod writer;
+mod store;
 
+pub use clock::now_ms;
 pub use error::StoreError;
-pub use store::{ApiKeyRecord, CheckReport, RunSummary, ScenarioRecord, Scope, Store, StoreLimits};
+pub use fsutil::write_atomic;
+pub use store::checkpointer::CheckpointCounts;
+/// The database schema version this build writes (a newer one is refused).
+pub use store::migrations::CURRENT_VERSION as SCHEMA_VERSION;
+pub use store::{ApiKeyRecord, CheckReport, RegistrySnapshot, RunSummary, ScenarioRecord, Scope, Store, StoreLimits};
+
+/// The audit chain's records: events, entries, batches handed to a mutation, signed
+/// checkpoints, verification reports, and verification of an exported chain offline.
+pub mod audit {
+    pub use crate::store::audit::{
+        verify_export, AuditBatch, AuditEntry, AuditEvent, AuditReport, AuditSigner, Checkpoint, CheckpointBody,
+        DEFAULT_CHECKPOINT_EVERY,
+    };
+}
+
+/// The usage ledger's records and counters.
+pub mod usage {
+    pub use crate::store::usage::{UsageRecord, UsageRow, COUNTERS};
+}
+
+/// The tenant and namespace registry's records.
+pub mod tenancy {
+    pub use crate::store::tenancy::{NamespaceRecord, Status, TenantRecord};
+}

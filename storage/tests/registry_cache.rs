@@ -101,10 +101,12 @@ fn within_one_snapshot_lookups_come_from_memory_and_unknown_keys_are_always_read
     raw.execute("DELETE FROM api_keys", []).unwrap();
     assert!(store.find_api_key("secret-1").unwrap().is_some());
     // ...while a key that was not found is read again, and found once it exists.
-    let doc = dg_storage::document::encode(&key("k2"), "api key", 64 * 1024).unwrap();
+    // A stored document is its canonical JSON and that JSON's sha256.
+    let bytes = dg_engine::canonical_json_bytes(&key("k2")).unwrap();
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
     raw.execute(
         "INSERT INTO api_keys (key_id, record_json, record_sha256, secret_sha256) VALUES ('k2', ?1, ?2, 'secret-2')",
-        rusqlite::params![doc.bytes, doc.sha256],
+        rusqlite::params![bytes, sha256],
     )
     .unwrap();
     assert_eq!(store.find_api_key("secret-2").unwrap().unwrap().key_id, "k2");

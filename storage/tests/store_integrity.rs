@@ -217,7 +217,7 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
     assert_eq!(time_indexes, 0, "no per-request index writes for rare time-range reads");
     assert_eq!(
         raw.query_row("SELECT version FROM store_meta", [], |r| r.get::<_, i64>(0)).unwrap(),
-        dg_storage::migrations::CURRENT_VERSION
+        dg_storage::SCHEMA_VERSION
     );
     drop(raw);
     // v6: the runs by status were counted from the runs there (one before, one after).

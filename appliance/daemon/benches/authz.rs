@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use dg_appliance::ops::auth::authenticate;
 use dg_appliance::cli::DataDirArgs;
+use dg_appliance::ops::auth::authenticate;
 use dg_appliance::ops::request::{call, RequestCtx};
 use dg_appliance::ops::tools::call_tool;
 use dg_identity::{keys, Operation, Principal, Target};

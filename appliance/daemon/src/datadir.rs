@@ -55,7 +55,7 @@ pub fn default_root() -> PathBuf {
 /// # Errors
 /// Filesystem errors.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
-    dg_storage::fsutil::write_atomic(path, contents, 0o600).map_err(io(path))
+    dg_storage::write_atomic(path, contents, 0o600).map_err(io(path))
 }
 
 impl DataDir {
@@ -157,7 +157,7 @@ impl DataDir {
             role: "org_admin".to_string(),
             tenant_id: None,
             namespaces: Vec::new(),
-            created_at_ms: crate::clock::now_ms(),
+            created_at_ms: dg_storage::now_ms(),
             expires_at_ms: None,
             revoked_at_ms: None,
         };

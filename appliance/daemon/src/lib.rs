@@ -4,7 +4,6 @@
 
 pub mod app;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod http;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use dg_storage::checkpointer::CheckpointCounts;
+use dg_storage::CheckpointCounts;
 
 /// Latency bucket bounds in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];

@@ -207,7 +207,7 @@ pub fn create(
     options: &CreateOptions<'_>,
 ) -> Result<(PathBuf, BackupReport), BackupError> {
     fs::create_dir_all(to).map_err(write_error(to))?;
-    let created_at_ms = crate::store::now_ms();
+    let created_at_ms = crate::clock::now_ms();
     let backup_id = format!("{:016x}", rand::random::<u64>());
     let partial = to.join(format!("dg-backup-{created_at_ms}-{backup_id}.partial"));
     fs::create_dir(&partial).map_err(write_error(&partial))?;

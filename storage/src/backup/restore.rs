@@ -129,7 +129,7 @@ pub fn restore(
     sync_dir(&parent)?;
     remove_marker(data_dir)?;
     pause(options, "exchanged");
-    let previous: PathBuf = parent.join(format!(".{name}.pre-restore-{}", crate::store::now_ms()));
+    let previous: PathBuf = parent.join(format!(".{name}.pre-restore-{}", crate::clock::now_ms()));
     fs::rename(&staging, &previous).map_err(write_error(&previous))?;
     sync_dir(&parent)?;
     if let Err(err) = open_check(data_dir) {
@@ -171,7 +171,7 @@ fn recover_leftovers(parent: &Path, name: &str) -> Result<(), BackupError> {
         if path.join(STAGING_MARKER).exists() {
             fs::remove_dir_all(&path).map_err(write_error(&path))?;
         } else {
-            let kept = parent.join(format!(".{name}.pre-restore-{}", crate::store::now_ms()));
+            let kept = parent.join(format!(".{name}.pre-restore-{}", crate::clock::now_ms()));
             fs::rename(&path, &kept).map_err(write_error(&kept))?;
             eprintln!("restore: kept the previous data directory of an interrupted restore at {}", kept.display());
         }

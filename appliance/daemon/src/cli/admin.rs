@@ -16,12 +16,18 @@ use crate::cli::{
     AdminListArgs, AuditCommand, DataDirArgs, KeysCommand, NamespacesCommand, TenantsCommand, UsageCommand,
 };
 
-
 /// Runs one admin operation against the data directory.
 fn admin(data: &DataDirArgs, operation: Operation, args: Value) -> Result<Value, String> {
     let (app, _, _) = crate::cli::bootstrap::build_app(data)?;
     let request_id = bootstrap::cli_request_id();
-    let result = crate::ops::request::call(&app, &bootstrap::cli_principal(), request_id, operation, args, crate::ops::admin::call);
+    let result = crate::ops::request::call(
+        &app,
+        &bootstrap::cli_principal(),
+        request_id,
+        operation,
+        args,
+        crate::ops::admin::call,
+    );
     app.store.close();
     result.map_err(|err| format!("{} ({})", err.message, err.kind()))
 }
@@ -218,7 +224,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             let exported = admin(&data, Operation::AuditExport, json!({"since_ms": parse_since(since.as_deref())?}))?;
             let text = exported.get("jsonl").and_then(Value::as_str).unwrap_or_default();
             match out {
-                Some(path) => dg_storage::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
+                Some(path) => dg_storage::write_atomic(&path, text.as_bytes(), 0o600)
                     .map_err(|err| format!("{}: {err}", path.display()))?,
                 None => std::io::stdout().write_all(text.as_bytes()).map_err(|err| err.to_string())?,
             }
@@ -227,8 +233,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
         }
         AuditCommand::Prune { data, older_than } => {
             let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
-            let cutoff =
-                crate::clock::now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = dg_storage::now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
             let pruned = app.store.prune_audit(cutoff).map_err(|err| err.to_string());
             app.store.close();
             println!("pruned {} entries to their hashes", pruned?);

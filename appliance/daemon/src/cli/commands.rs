@@ -4,8 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::cli::{
+    admin as admin_cli, backup as backup_cli, bootstrap, release as release_cli, runpack as runpack_cli,
+    store as store_cli,
+};
 use crate::cli::{Cli, Command, ConfigCommand, Protocol};
-use crate::cli::{admin as admin_cli, bootstrap, backup as backup_cli, release as release_cli, runpack as runpack_cli, store as store_cli};
 use crate::http::{self, server};
 use crate::rpc::{self, stdio};
 use crate::{cli, config};
@@ -39,7 +42,6 @@ fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dg_storage::Stor
         }
     });
 }
-
 
 fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let (mut app, data, admin_key) = bootstrap::build_app(&args.data)?;

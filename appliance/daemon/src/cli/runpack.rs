@@ -163,7 +163,7 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
                 .ok_or_else(|| format!("scenario {} is not defined", state.scenario_id))?
                 .spec;
             let options = ExportOptions {
-                generated_at: Timestamp::UnixMillis(crate::clock::now_ms()),
+                generated_at: Timestamp::UnixMillis(dg_storage::now_ms()),
                 include_verification: true,
                 anchor_policy: None,
                 security: Some(RunpackSecurity { dev_permissive: false, namespace_authority: "dg_registry".into() }),

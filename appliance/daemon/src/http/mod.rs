@@ -17,11 +17,11 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::http::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::app::App;
-use crate::ops::auth::{authenticate, Principal};
+use crate::http::activity::{RecentActivity, ACTIVE_WINDOW};
 use crate::http::limits::{valid_correlation_id, RateLimiter};
 use crate::metrics::Executor;
+use crate::ops::auth::{authenticate, Principal};
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
 use dg_identity::Operation;
@@ -431,7 +431,7 @@ fn identify(
 ) -> Result<Principal, WireError> {
     match (header, certificate) {
         (None, Some(principal)) => Ok(principal.clone()),
-        _ => authenticate(store, header, crate::clock::now_ms()),
+        _ => authenticate(store, header, dg_storage::now_ms()),
     }
 }
 

@@ -206,7 +206,7 @@ fn key_issue(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
         ctx.deny(Target { tenant: args.tenant_id, namespace: None }, "only org_admin may issue org_admin keys");
         return Err(WireError::new(code::UNAUTHORIZED, "unauthorized"));
     }
-    let now = crate::clock::now_ms();
+    let now = dg_storage::now_ms();
     let template = ApiKeyRecord {
         key_id: String::new(),
         label: args.label,
@@ -273,7 +273,7 @@ fn key_revoke(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     let args: RevokeArgs = parse_args(args)?;
     let mut record = authorized_key(ctx, &args.key_id)?;
     if record.revoked_at_ms.is_none() {
-        record.revoked_at_ms = Some(crate::clock::now_ms());
+        record.revoked_at_ms = Some(dg_storage::now_ms());
         ctx.app.store.update_api_key(&record)?;
     }
     Ok(json!({"key": to_output(&record)?}))
@@ -289,7 +289,7 @@ fn key_rotate(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     }
     let args: RotateArgs = parse_args(args)?;
     let mut old = authorized_key(ctx, &args.key_id)?;
-    let now = crate::clock::now_ms();
+    let now = dg_storage::now_ms();
     if !crate::ops::auth::key_usable(&old, now) {
         return Err(WireError::new(code::CONFLICT, format!("api key {} is revoked or expired", old.key_id)));
     }

@@ -136,8 +136,14 @@ pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Reque
             let Some(operation) = Operation::tool(name) else {
                 return Reply::error(&WireError::new(code::METHOD_NOT_FOUND, "unknown tool"), Some(&id));
             };
-            let outcome =
-                crate::ops::request::call(app, principal, request_id.to_string(), operation, arguments, tools::call_tool);
+            let outcome = crate::ops::request::call(
+                app,
+                principal,
+                request_id.to_string(),
+                operation,
+                arguments,
+                tools::call_tool,
+            );
             match (outcome, dialect) {
                 (Ok(output), Dialect::DecisionGate) => {
                     let content = object([("type", Value::from("json")), ("json", output)]);

@@ -29,7 +29,12 @@ const DOCS: [Doc; 4] = [
         text: include_str!("../../../docs/ret-logic.md"),
     },
     Doc { id: "tooling", title: "Tool workflow", role: "pattern", text: include_str!("../../../docs/tooling.md") },
-    Doc { id: "security", title: "Security posture", role: "decision", text: include_str!("../../../docs/security.md") },
+    Doc {
+        id: "security",
+        title: "Security posture",
+        role: "decision",
+        text: include_str!("../../../docs/security.md"),
+    },
 ];
 
 #[derive(Deserialize)]

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::error::StoreError;
-use crate::store::{exec, now_ms, query_one, to_sql, Store};
+use crate::store::{exec, query_one, to_sql, Store};
 
 /// Whether a tenant or namespace may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,8 +5,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::error::StoreError;
-use crate::store::{exec, now_ms, query_one, to_sql, Store};
+use crate::store::{exec, query_one, to_sql, Store};
 
 /// The canonical usage counters.
 pub const COUNTERS: [&str; 7] = [

@@ -1,5 +1,15 @@
 //! The store: typed, tenant-scoped operations over the SQLite schema.
 
+pub(crate) mod audit;
+pub(crate) mod checkpointer;
+pub(crate) mod migrations;
+mod registry_cache;
+pub(crate) mod run_counts;
+mod scenario_cache;
+pub(crate) mod tenancy;
+pub(crate) mod usage;
+mod writer;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,16 +20,14 @@ use dg_engine::state::RunState;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditBatch;
-use crate::checkpointer::{CheckpointCounts, Checkpointer};
 use crate::document::{decode, encode};
 use crate::error::StoreError;
-use crate::migrations;
-use crate::registry_cache::RegistryCache;
-pub use crate::registry_cache::RegistrySnapshot;
-use crate::run_counts;
-use crate::scenario_cache::ScenarioCache;
-use crate::writer::Writer;
+use crate::store::audit::AuditBatch;
+use crate::store::checkpointer::{CheckpointCounts, Checkpointer};
+use crate::store::registry_cache::RegistryCache;
+pub use crate::store::registry_cache::RegistrySnapshot;
+use crate::store::scenario_cache::ScenarioCache;
+use crate::store::writer::Writer;
 
 /// Tenant and namespace of a row. Every query takes one; none crosses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -152,10 +160,10 @@ pub struct Store {
     limits: StoreLimits,
     integrity_failures: AtomicU64,
     instance_id: String,
-    pub(crate) audit_signer: std::sync::RwLock<Option<(std::sync::Arc<dyn crate::audit::AuditSigner>, u64)>>,
+    pub(crate) audit_signer: std::sync::RwLock<Option<(std::sync::Arc<dyn crate::store::audit::AuditSigner>, u64)>>,
 }
 
-pub(crate) use crate::clock::now_ms;
+use crate::clock::now_ms;
 
 /// `execute` through the connection's statement cache (no SQL re-parse per call).
 pub(crate) fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
-use crate::checkpointer::{CheckpointCounts, Checkpointer};
 use crate::error::StoreError;
+use crate::store::checkpointer::{CheckpointCounts, Checkpointer};
 
 /// A write: runs against the writer connection inside a savepoint; returns a number
 /// (rows touched, a new version) for the caller.

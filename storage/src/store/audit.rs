@@ -14,10 +14,11 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::clock::now_ms;
 use crate::error::StoreError;
 use crate::signing::{KeyStore, PublicKeyRing};
-use crate::store::{exec, now_ms, query_one, to_sql, Store};
-use crate::usage::{record_usage, UsageRecord};
+use crate::store::usage::{record_usage, UsageRecord};
+use crate::store::{exec, query_one, to_sql, Store};
 
 /// Domain separator of checkpoint signatures.
 const CHECKPOINT_CONTEXT: &[u8] = b"dg-audit-checkpoint-v1\n";
