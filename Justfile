@@ -1,5 +1,11 @@
 # Developer recipes. Each is a one-liner you can also run by hand.
 
+# The quick local loop (under 5 minutes on a warm build): format check, lints, the module
+# cycle check, and the unit and property tests (no system tests, benchmarks, fuzzing or
+# packaging; `just test` runs everything).
+check:
+    bash scripts/check.sh
+
 # Full test suite, as CI runs it.
 test:
     bash scripts/test-all.sh

@@ -2,7 +2,7 @@
 //! Acceptance (issue 7, points 1–3): the generated authorization matrix over the real
 //! daemon, the API key lifecycle with a secret-leak sweep, and mTLS client certificates.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;

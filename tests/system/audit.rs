@@ -5,7 +5,7 @@
 //! lacks its audit entry); quotas hold under racing clients and replays count once;
 //! per-key and per-tenant rate limits hold within 10% on loopback.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! with SSE, stdio (both framings) and `/mcp` gives identical tool payloads; and a
 //! standard MCP client session has the MCP specification's message shapes.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! over HTTPS against the real binary and validates each request and each response
 //! against the contract's `tooling.json` schemas.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 

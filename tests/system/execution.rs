@@ -10,7 +10,7 @@
 //! family the daemon exports is in the operators' reference (`docs/metrics.md`), and only
 //! those. And that the http provider's own resolver works on the daemon's pool threads.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -5,7 +5,7 @@
 //! directory the appliance starts on; the restored appliance serves the same runs,
 //! scenarios, schemas and runpacks.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 //! - `/metrics` carries no series of the removed tuning (`dg_busy_poll_*`,
 //!   `dg_cpu_wake_latency_*`).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! Acceptance (issue 3, point 4): hostile input, each answered with the documented
 //! error; the server stays healthy and nothing is stored.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

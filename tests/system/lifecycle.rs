@@ -3,7 +3,7 @@
 //! point 5), state survives a restart (issue 4, point 6), the CLI documents itself and
 //! checks configs with key paths.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -4,7 +4,7 @@
 //! again after a key rotation; reference runpacks still verify (reported unsigned);
 //! client paths cannot leave the store.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

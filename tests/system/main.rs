@@ -1,0 +1,19 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! The black-box system tests, one binary (one link): each module starts the real
+//! `dg-appliance` binary (`support::binary`, or `DG_APPLIANCE_BIN`) on loopback with a fresh
+//! data directory and talks to it as a client would. `cargo test --test system` runs them
+//! all; `cargo test --test system authz::` one module.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod audit;
+mod authz;
+mod backup;
+mod execution;
+mod hostile_input;
+mod lifecycle;
+mod machine_wide;
+mod runpacks;
+mod tools;
+mod transports;
