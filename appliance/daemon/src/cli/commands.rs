@@ -122,7 +122,18 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
         let front = Arc::new(http::HttpFront::new(app));
-        server::run(front, listener, tls, header_timeout, |addr| {
+        // Shutdown is decided here, in one place: SIGTERM (systemd) or SIGINT (a terminal).
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|err| format!("cannot watch SIGTERM: {err}"))?;
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|err| format!("cannot watch SIGINT: {err}"))?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+        };
+        server::run(front, listener, tls, header_timeout, shutdown, |addr| {
             tracing::info!(address = %addr, "listening");
             eprintln!("dg-appliance listening on {scheme}://{addr}");
             notify(&[sd_notify::NotifyState::Ready]);

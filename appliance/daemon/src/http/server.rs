@@ -36,9 +36,6 @@ pub enum ServerError {
     /// TLS material unusable.
     #[error("TLS configuration: {0}")]
     Tls(String),
-    /// Signal handler setup.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
 }
 
 /// Loads a rustls server config from PEM files (ALPN h2 + http/1.1).
@@ -135,15 +132,16 @@ fn looks_like_plain_http(peek: &[u8]) -> bool {
     [&b"GET "[..], b"POST", b"PUT ", b"HEAD", b"DELE", b"OPTI", b"PATC", b"CONN"].iter().any(|m| peek.starts_with(m))
 }
 
-/// Serves until SIGTERM/SIGINT, then drains.
+/// Serves until `shutdown` completes, then drains in-flight requests (at most 8 s).
 ///
 /// # Errors
-/// Bind or signal errors.
+/// Listener errors.
 pub async fn run(
     front: Arc<HttpFront>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().map_err(|source| ServerError::Bind { addr: ([0, 0, 0, 0], 0).into(), source })?;
@@ -153,10 +151,7 @@ pub async fn run(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(ServerError::Signals)?;
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(ServerError::Signals)?;
+    tokio::pin!(shutdown);
     on_ready(local);
     loop {
         let (stream, peer) = tokio::select! {
@@ -168,8 +163,7 @@ pub async fn run(
                     continue;
                 }
             },
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let connection = front.connection();
