@@ -132,6 +132,10 @@ pub fn validate_segment<'a>(segment: &'a str, whole: &str) -> Result<&'a str, Ru
         Some("NUL byte")
     } else if segment.contains('\\') {
         Some("backslash")
+    } else if segment.chars().any(char::is_control) {
+        Some("control character")
+    } else if segment.chars().any(is_bidi_control) {
+        Some("bidirectional text control (it makes a name display as another)")
     } else if segment.starts_with(".staging-") || segment.starts_with(".replaced-") {
         Some("reserved name")
     } else {
@@ -141,6 +145,11 @@ pub fn validate_segment<'a>(segment: &'a str, whole: &str) -> Result<&'a str, Ru
         Some(reason) => Err(RunpackStoreError::InvalidPath { path: whole.to_string(), reason }),
         None => Ok(segment),
     }
+}
+
+/// Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Splits and checks a relative path.
@@ -266,6 +275,26 @@ impl RunpackStore {
     /// # Errors
     /// Invalid paths, limits, links met, I/O errors. Nothing is left behind on failure.
     pub fn write(&self, scope: Scope, name: &str, files: &[(String, Vec<u8>)]) -> Result<PathBuf, RunpackStoreError> {
+        let [tenant, namespace] = Self::scope_segments(scope);
+        self.write_under(&[tenant.as_str(), namespace.as_str()], Some(&tenant), name, files)
+    }
+
+    /// Writes a runpack atomically as `<name>` directly beneath the root (a client export
+    /// root: no tenant and namespace levels), with the same checks and limits as [`Self::write`].
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    pub fn write_loose(&self, name: &str, files: &[(String, Vec<u8>)]) -> Result<PathBuf, RunpackStoreError> {
+        self.write_under(&[], None, name, files)
+    }
+
+    fn write_under(
+        &self,
+        prefix: &[&str],
+        quota_tenant: Option<&str>,
+        name: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<PathBuf, RunpackStoreError> {
         let name_segments = validate_relative(name)?;
         if files.len() > self.limits.max_files {
             return Err(RunpackStoreError::TooLarge {
@@ -294,17 +323,18 @@ impl RunpackStore {
                 limit: self.limits.max_runpack_bytes,
             });
         }
-        let [tenant, namespace] = Self::scope_segments(scope);
-        let used = self.tenant_bytes(&tenant)?;
-        if used + total > self.limits.max_tenant_bytes {
-            return Err(RunpackStoreError::TooLarge {
-                what: format!("tenant {tenant} runpack storage"),
-                actual: used + total,
-                limit: self.limits.max_tenant_bytes,
-            });
+        if let Some(tenant) = quota_tenant {
+            let used = self.tenant_bytes(tenant)?;
+            if used + total > self.limits.max_tenant_bytes {
+                return Err(RunpackStoreError::TooLarge {
+                    what: format!("tenant {tenant} runpack storage"),
+                    actual: used + total,
+                    limit: self.limits.max_tenant_bytes,
+                });
+            }
         }
         let (parent_segments, leaf) = name_segments.split_at(name_segments.len() - 1);
-        let mut dir_segments = vec![tenant.as_str(), namespace.as_str()];
+        let mut dir_segments = prefix.to_vec();
         dir_segments.extend_from_slice(parent_segments);
         let parent = self.create_dir(&dir_segments, name)?;
         let leaf = leaf[0];
@@ -328,8 +358,8 @@ impl RunpackStore {
             self.remove_tree(&parent, &staging);
         }
         result?;
-        let mut path = self.root.join(&tenant).join(&namespace);
-        for segment in name_segments {
+        let mut path = self.root.clone();
+        for segment in prefix.iter().chain(&name_segments) {
             path.push(segment);
         }
         Ok(path)
@@ -409,9 +439,33 @@ impl RunpackStore {
     /// # Errors
     /// Invalid path, refusals, limits, not found.
     pub fn read(&self, scope: Scope, name: &str) -> Result<BTreeMap<String, Vec<u8>>, RunpackStoreError> {
-        let name_segments = validate_relative(name)?;
+        let [tenant, namespace] = Self::scope_segments(scope);
+        self.read_under(&[tenant.as_str(), namespace.as_str()], name)
+    }
+
+    /// Reads every file of the runpack `<name>` directly beneath the root (a client export
+    /// root), with the same refusals and limits as [`Self::read`].
+    ///
+    /// # Errors
+    /// As [`Self::read`].
+    pub fn read_loose(&self, name: &str) -> Result<BTreeMap<String, Vec<u8>>, RunpackStoreError> {
+        self.read_under(&[], name)
+    }
+
+    /// Whether the runpack `<tenant>/<namespace>/<name>` exists (a directory, reached
+    /// without following any link).
+    #[must_use]
+    pub fn exists(&self, scope: Scope, name: &str) -> bool {
+        let Ok(name_segments) = validate_relative(name) else { return false };
         let [tenant, namespace] = Self::scope_segments(scope);
         let mut segments = vec![tenant.as_str(), namespace.as_str()];
+        segments.extend(name_segments);
+        self.open_dir(&segments, name).is_ok()
+    }
+
+    fn read_under(&self, prefix: &[&str], name: &str) -> Result<BTreeMap<String, Vec<u8>>, RunpackStoreError> {
+        let name_segments = validate_relative(name)?;
+        let mut segments = prefix.to_vec();
         segments.extend(name_segments);
         let dir = self.open_dir(&segments, name)?;
         let mut files = BTreeMap::new();

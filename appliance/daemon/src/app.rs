@@ -11,6 +11,7 @@ use dg_storage::signing::KeyStore;
 use dg_storage::Store;
 
 use crate::config::Config;
+use crate::export_roots::ExportRoots;
 use crate::metrics::Metrics;
 
 /// Shared application state.
@@ -27,6 +28,8 @@ pub struct App {
     pub strict: Option<StrictValidationConfig>,
     /// The hardened runpack store.
     pub runpacks: RunpackStore,
+    /// Client export roots (`[runpacks] client_export_roots`; none by default).
+    pub export_roots: ExportRoots,
     /// Bundle signing keys.
     pub keys: Arc<KeyStore>,
     /// Counters for /metrics.
@@ -51,6 +54,16 @@ impl App {
             enable_lexicographic: config.validation.enable_lexicographic,
             enable_deep_equals: config.validation.enable_deep_equals,
         });
-        Self { config, store, providers, engine, strict, runpacks, keys, metrics: Metrics::default() }
+        Self {
+            config,
+            store,
+            providers,
+            engine,
+            strict,
+            runpacks,
+            export_roots: ExportRoots::default(),
+            keys,
+            metrics: Metrics::default(),
+        }
     }
 }

@@ -80,6 +80,18 @@ pub struct Config {
     /// Default per-tenant quotas: usage counter -> most allowed.
     #[serde(default)]
     pub quotas: std::collections::BTreeMap<String, u64>,
+    /// Runpack export settings.
+    #[serde(default)]
+    pub runpacks: RunpacksSection,
+}
+
+/// `[runpacks]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunpacksSection {
+    /// Directories beneath which an absolute `output_dir` is honoured (`export_roots.rs`);
+    /// empty (the default): runpacks stay in the appliance's own store.
+    #[serde(default)]
+    pub client_export_roots: Vec<crate::export_roots::ExportRootEntry>,
 }
 
 /// `[audit]`.
@@ -331,6 +343,11 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
 /// Cross-field rules.
 fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
+    for (i, root) in config.runpacks.client_export_roots.iter().enumerate() {
+        if let Some(message) = crate::export_roots::problem(root) {
+            problems.push(problem(format!("runpacks.client_export_roots[{i}]"), &message));
+        }
+    }
     let server = &config.server;
     if server.plaintext_loopback && !server.listen.ip().is_loopback() {
         problems.push(problem("server.plaintext_loopback", "plain HTTP is only allowed on a loopback listen address"));

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod export_roots;
 pub mod http;
 pub mod metrics;
 pub mod ops;

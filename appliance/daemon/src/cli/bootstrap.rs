@@ -36,7 +36,12 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
     data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
-    let app = App::new(config, store, providers, runpacks, keys);
+    let export_roots = crate::export_roots::ExportRoots::open(
+        &config.runpacks.client_export_roots,
+        dg_storage::runpack_store::RunpackLimits::default(),
+    )?;
+    let mut app = App::new(config, store, providers, runpacks, keys);
+    app.export_roots = export_roots;
     Ok((app, data, admin_key))
 }
 

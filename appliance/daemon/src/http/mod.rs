@@ -181,7 +181,8 @@ impl HttpFront {
             .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
     }
 
-    /// `GET /runpacks/{tenant}/{namespace}/{run_id}.tar.zst`: the run's signed bundle.
+    /// `GET /runpacks/{tenant}/{namespace}/{name}.tar.zst`: the signed bundle of the runpack
+    /// exported under `name` (the run id, or the `output_dir` given to `runpack_export`).
     async fn download(
         &self,
         request: &Request<Incoming>,
@@ -192,8 +193,10 @@ impl HttpFront {
             let mut parts = rest.splitn(3, '/');
             let tenant = parts.next()?.parse::<u64>().ok()?;
             let namespace = parts.next()?.parse::<u64>().ok()?;
+            // The runpack's name as `runpack_export` was given it (a run id, or a relative
+            // `output_dir`, which may have several segments; the store checks each).
             let run_id = parts.next()?.to_string();
-            (!run_id.contains('/') && !run_id.is_empty()).then_some((tenant, namespace, run_id))
+            (!run_id.is_empty()).then_some((tenant, namespace, run_id))
         });
         let Some((tenant, namespace, run_id)) = parsed else {
             return (
