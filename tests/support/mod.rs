@@ -67,6 +67,9 @@ pub struct DaemonOptions {
     pub bare: bool,
     /// Trust this CA file instead of the data directory's self-signed certificate.
     pub server_ca: Option<PathBuf>,
+    /// A command that runs the daemon (`exec`s it with the arguments that follow), e.g.
+    /// `unshare` into a private mount namespace; the daemon's arguments are appended.
+    pub launcher: Option<Vec<String>>,
 }
 
 /// The value of one series in a `/metrics` text (see [`Daemon::metric`]).
@@ -100,7 +103,14 @@ impl Daemon {
     pub fn start_with(options: DaemonOptions) -> Self {
         let dir = options.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
         let port = free_port();
-        let mut command = Command::new(binary());
+        let mut command = match &options.launcher {
+            Some(launcher) => {
+                let mut command = Command::new(&launcher[0]);
+                command.args(&launcher[1..]).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .arg("serve")
             .arg("--data-dir")

@@ -14,6 +14,7 @@ mod execution;
 mod hostile_input;
 mod lifecycle;
 mod machine_wide;
+mod oss_clients;
 mod runpack_names;
 mod runpacks;
 mod tools;
