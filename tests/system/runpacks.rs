@@ -146,11 +146,15 @@ fn client_paths_cannot_leave_the_runpack_store() {
             .unwrap_err();
         assert_eq!(err["code"], -32602, "{output_dir}: {err}");
     }
-    for runpack_dir in ["/etc", "2/3/../../../etc", "../x", "2/3"] {
+    for runpack_dir in ["/etc", "2/3/../../../etc", "../x", "a//b", ""] {
         let err = daemon
             .tool("runpack_verify", json!({"runpack_dir": runpack_dir, "manifest_path": "manifest.json"}))
             .unwrap_err();
         assert_eq!(err["code"], -32602, "{runpack_dir}: {err}");
     }
+    // A well-formed name that was never exported (runpack names may have several segments).
+    let err =
+        daemon.tool("runpack_verify", json!({"runpack_dir": "2/3", "manifest_path": "manifest.json"})).unwrap_err();
+    assert_eq!(err["code"], -32004, "{err}");
     assert!(!Path::new("/tmp/escape").exists());
 }

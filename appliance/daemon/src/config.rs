@@ -17,6 +17,9 @@ max_body_bytes = 1048576
 max_inflight = 256
 request_timeout_ms = 30000
 header_read_timeout_ms = 5000
+# Longest a client may take to send a request body once its headers are in (a stalled
+# body holds an in-flight slot at most this long; the connection is then closed).
+body_read_timeout_ms = 10000
 # Threads for TLS and HTTP. A lone client's requests run on this thread; concurrent ones
 # go to a blocking pool. One thread is fastest here: more only add cross-thread wake-ups
 # (measured with the load bench).
@@ -126,6 +129,9 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Longest a client may take to send its request headers (slowloris guard).
     pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send its request body (a stalled body's bound).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
     /// Async threads for TLS and HTTP (the tools run on a separate blocking pool).
     #[serde(default = "default_io_threads")]
     pub io_threads: usize,
@@ -157,6 +163,10 @@ impl ServerConfig {
         }
         retired
     }
+}
+
+fn default_body_read_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_io_threads() -> usize {
@@ -363,6 +373,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     }
     if !(1..=64).contains(&server.io_threads) {
         problems.push(problem("server.io_threads", "must be between 1 and 64"));
+    }
+    if !(1..=300_000).contains(&server.body_read_timeout_ms) {
+        problems.push(problem("server.body_read_timeout_ms", "must be between 1 and 300000 (5 minutes)"));
     }
     if server.header_read_timeout_ms == 0 {
         problems.push(problem("server.header_read_timeout_ms", "must be at least 1"));

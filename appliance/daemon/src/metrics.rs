@@ -21,6 +21,8 @@ struct Inner {
     runs_started: u64,
     audit_failures: u64,
     executed: [u64; 2],
+    refused_before_body: u64,
+    body_read_timeouts: u64,
 }
 
 /// Where a JSON-RPC request's work ran: the connection's own thread (alone in flight)
@@ -70,6 +72,21 @@ impl Metrics {
     pub fn request_executed(&self, executor: Executor) {
         if let Ok(mut inner) = self.inner.lock() {
             inner.executed[executor as usize] += 1;
+        }
+    }
+
+    /// Counts a JSON-RPC request answered from its headers alone (unauthenticated, rate
+    /// limited, or no in-flight slot): its body was never read.
+    pub fn refused_before_body(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.refused_before_body += 1;
+        }
+    }
+
+    /// Counts a request whose body did not arrive within `server.body_read_timeout_ms`.
+    pub fn body_read_timeout(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.body_read_timeouts += 1;
         }
     }
 
@@ -141,6 +158,18 @@ impl Metrics {
             let count = inner.executed[executor as usize];
             let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
         }
+        let _ = writeln!(
+            out,
+            "# HELP dg_http_refused_before_body_total JSON-RPC requests answered from their headers alone (unauthenticated, rate limited, no in-flight slot); their bodies were never read."
+        );
+        let _ = writeln!(out, "# TYPE dg_http_refused_before_body_total counter");
+        let _ = writeln!(out, "dg_http_refused_before_body_total {}", inner.refused_before_body);
+        let _ = writeln!(
+            out,
+            "# HELP dg_http_body_read_timeouts_total Requests whose body did not arrive within server.body_read_timeout_ms (the connection was closed)."
+        );
+        let _ = writeln!(out, "# TYPE dg_http_body_read_timeouts_total counter");
+        let _ = writeln!(out, "dg_http_body_read_timeouts_total {}", inner.body_read_timeouts);
         let _ = writeln!(
             out,
             "# HELP dg_wal_checkpoints_total WAL checkpoints: background passes, the writer's finishing steps, failures."

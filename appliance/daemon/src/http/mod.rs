@@ -325,55 +325,92 @@ impl HttpFront {
                 }
             }
         };
-        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
-            let err = WireError::new(code::INFLIGHT_LIMIT, "server overloaded");
-            return finish(Reply::error(&err, None), "rejected".into());
-        };
+        // The order bounds what an unauthenticated or stalling client can hold: the declared
+        // size and the caller's credentials (headers only) are checked before any in-flight
+        // slot is taken or any body byte read; a refused request's body is never read (its
+        // connection closes), so no `100 Continue` is sent for it. Then one slot, then the
+        // body under `server.body_read_timeout_ms`.
+        let version = request.version();
         let max_body = self.app.config.server.max_body_bytes;
+        let body_timeout = Duration::from_millis(self.app.config.server.body_read_timeout_ms);
         let declared =
             request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        // A client that asked `Expect: 100-continue` has not sent its body: a refusal is
+        // answered at once, without `100 Continue`. Any other refused body is read and
+        // dropped first (at most `body_read_timeout_ms` and 16 MiB), so a client that writes
+        // its whole body before reading gets the answer instead of a reset connection.
+        let expects_continue = request
+            .headers()
+            .get(hyper::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        let refuse = |request: Request<Incoming>, err: WireError, label: &'static str| async move {
+            if !expects_continue {
+                drain(request.into_body(), body_timeout).await;
+            }
+            closing(finish(Reply::error(&err, None), label.into()), version)
+        };
         if declared.is_some_and(|len| len > max_body) {
             let err = WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"));
-            drain(request.into_body(), max_body).await;
-            return finish(Reply::error(&err, None), "rejected".into());
+            return refuse(request, err, "rejected").await;
         }
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let version = request.version();
-        let mut incoming = request.into_body();
-        let body = match collect_limited(&mut incoming, max_body).await {
-            Ok(collected) => collected,
+        let principal = {
+            // Key lookups come from memory unless the registry changed; the snapshot ends
+            // here, before any await, so no other task on this thread runs under it.
+            let _registry = self.app.store.registry_snapshot().ok();
+            identify(&self.app.store, authorization.as_deref(), caller.certificate.as_deref())
+        };
+        let principal = match principal {
+            Ok(principal) => principal,
             Err(err) => {
-                drain(incoming, max_body).await;
-                let err = if err {
+                self.app.metrics.refused_before_body();
+                return refuse(request, err, "unauthenticated").await;
+            }
+        };
+        if let Err(wait_ms) = self.limiter.check(&principal.id, principal.tenant) {
+            let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
+            err.retry_after_ms = Some(wait_ms);
+            self.app.metrics.refused_before_body();
+            return refuse(request, err, "rejected").await;
+        }
+        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+            let err = WireError::new(code::INFLIGHT_LIMIT, "server overloaded");
+            self.app.metrics.refused_before_body();
+            return refuse(request, err, "rejected").await;
+        };
+        let mut incoming = request.into_body();
+        let body = match tokio::time::timeout(body_timeout, collect_limited(&mut incoming, max_body)).await {
+            Ok(Ok(collected)) => collected,
+            Ok(Err(too_large)) => {
+                let err = if too_large {
                     WireError::new(code::REQUEST_TOO_LARGE, format!("request body exceeds {max_body} bytes"))
                 } else {
                     WireError::new(code::INVALID_REQUEST, "invalid json-rpc request: body could not be read")
                 };
-                return finish(Reply::error(&err, None), "rejected".into());
+                return closing(finish(Reply::error(&err, None), "rejected".into()), version);
+            }
+            Err(_) => {
+                self.app.metrics.body_read_timeout();
+                let err = WireError::new(
+                    code::INVALID_REQUEST,
+                    format!("request body not received within {} ms", body_timeout.as_millis()),
+                );
+                return closing(finish(Reply::error(&err, None), "body_timeout".into()), version);
             }
         };
-        // Authentication, rate limiting, parsing and the tool itself are one synchronous
-        // piece of work (storage is synchronous).
+        // Rate limiting, parsing and the operation itself are one synchronous piece of
+        // work (storage is synchronous).
         let app = self.app.clone();
-        let limiter = self.limiter.clone();
         let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
         let work = move || -> (Reply, String) {
-            // Key and registry lookups of this request come from memory unless the registry
+            // Registry lookups of this request come from memory unless the registry
             // changed since they were read (without a snapshot they read the database).
             let _registry = app.store.registry_snapshot().ok();
-            let principal = match identify(&app.store, authorization.as_deref(), caller.certificate.as_deref()) {
-                Ok(principal) => principal,
-                Err(err) => return (Reply::error(&err, None), "unauthenticated".into()),
-            };
-            if let Err(wait_ms) = limiter.check(&principal.id, principal.tenant) {
-                let mut err = WireError::new(code::RATE_LIMITED, "rate limit exceeded");
-                err.retry_after_ms = Some(wait_ms);
-                return (Reply::error(&err, None), "rejected".into());
-            }
             match rpc::parse(&body, dialect) {
                 Ok(parsed) => {
-                    let label = parsed.method.clone();
-                    (rpc::handle(&app, &principal, &caller.request_id, parsed, dialect), label)
+                    let label = rpc::method_label(&parsed.method);
+                    (rpc::handle(&app, &principal, &caller.request_id, parsed, dialect), label.to_string())
                 }
                 Err(err) => (Reply::error(&err, None), "invalid".into()),
             }
@@ -409,6 +446,18 @@ impl HttpFront {
         };
         finish(reply, label)
     }
+}
+
+/// Marks an HTTP/1 answer as the connection's last: its request body was not read, so
+/// the connection cannot carry another request.
+fn closing(
+    (mut response, label, code): (HttpResponse, String, Option<i64>),
+    version: Version,
+) -> (HttpResponse, String, Option<i64>) {
+    if version < Version::HTTP_2 {
+        response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    (response, label, code)
 }
 
 /// The answer for request work that panicked, wherever it ran.
@@ -454,19 +503,17 @@ async fn collect_limited(body: &mut Incoming, max: usize) -> Result<Bytes, bool>
     Ok(Bytes::from(buffer))
 }
 
-/// Reads and discards what is left of a refused body (bounded), so the client gets the
-/// error response instead of a broken connection.
-async fn drain(mut body: Incoming, max: usize) {
-    let budget = max.saturating_mul(8).max(16 * 1024 * 1024);
+/// Reads and drops what is left of a refused body: at most 16 MiB, for at most `limit`.
+async fn drain(mut body: Incoming, limit: Duration) {
     let mut seen = 0usize;
-    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    let deadline = tokio::time::sleep(limit);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             frame = body.frame() => match frame {
                 Some(Ok(frame)) => {
                     seen += frame.data_ref().map_or(0, Bytes::len);
-                    if seen > budget {
+                    if seen > 16 * 1024 * 1024 {
                         return;
                     }
                 }
@@ -486,6 +533,7 @@ fn unauthenticated(err: &WireError, id: Option<&Value>) -> HttpResponse {
 fn path_label(path: &str) -> String {
     match path {
         "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics" => path.to_string(),
+        p if p.starts_with("/runpacks/") => "/runpacks".to_string(),
         _ => "other".to_string(),
     }
 }

@@ -113,6 +113,23 @@ fn tool_list(dialect: Dialect) -> Value {
     json!({"tools": tools})
 }
 
+/// The method's name as a `/metrics` label: one of a fixed set, whatever the client sent
+/// (a method name is client input: it must neither inject series nor grow the label set).
+#[must_use]
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "tools/list" => "tools/list",
+        "tools/call" => "tools/call",
+        "initialize" => "initialize",
+        "ping" => "ping",
+        m if m.starts_with("notifications/") => "notification",
+        m => match m.strip_prefix("admin/").and_then(Operation::admin) {
+            Some(_) => "admin",
+            None => "other",
+        },
+    }
+}
+
 /// Handles one request for an authenticated principal. Blocking (tools touch storage).
 #[must_use]
 pub fn handle(app: &App, principal: &Principal, request_id: &str, request: Request, dialect: Dialect) -> Reply {

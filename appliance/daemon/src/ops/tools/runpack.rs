@@ -58,7 +58,7 @@ pub(super) fn export(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
         .ok_or_else(|| WireError::new(code::NOT_FOUND, "run not found"))?;
     let manifest_name = args.manifest_name.unwrap_or_else(|| "manifest.json".to_string());
     dg_storage::runpack_store::validate_segment(&manifest_name, &manifest_name).map_err(store_error)?;
-    let output_dir = args.output_dir.as_deref().map(|dir| dir.trim_end_matches('/')).filter(|dir| !dir.is_empty());
+    let output_dir = args.output_dir.as_deref().map(|dir| dir.trim_end_matches('/'));
     // Checked before the runpack is built: a refused place costs nothing.
     let placement = match output_dir {
         Some(dir) if dir.starts_with('/') => Some(app.export_roots.place(dir, tenant).map_err(|r| refused(r, dir))?),
@@ -158,6 +158,7 @@ fn reachable_scopes(ctx: &RequestCtx<'_>) -> Result<Vec<Scope>, WireError> {
 /// reach that holds the name, else the older `<tenant>/<namespace>/<name>` form.
 fn locate(ctx: &RequestCtx<'_>, args: &VerifyArgs) -> Result<(Scope, String), WireError> {
     let name = args.runpack_dir.trim_end_matches('/').to_string();
+    dg_storage::runpack_store::validate_relative(&name).map_err(store_error)?;
     if let (Some(tenant), Some(namespace)) = (args.tenant_id, args.namespace_id) {
         return Ok((Scope::new(tenant.get(), namespace.get()), name));
     }

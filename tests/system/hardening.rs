@@ -1,0 +1,247 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! Availability and hygiene under attack (hardening issue), one named test per attack:
+//! - stalled request bodies, unauthenticated and authenticated, over HTTPS and plain HTTP,
+//!   twice `max_inflight` of them: authenticated clients keep being served, unauthenticated
+//!   ones are answered from their headers and closed, stalled bodies are closed within
+//!   `server.body_read_timeout_ms`, and `/metrics` counts both;
+//! - hostile JSON-RPC method and tool names: `/metrics`, read with a Prometheus text-format
+//!   parser, holds exactly the documented families, with label values from a fixed set.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::{self, Daemon, DaemonOptions};
+
+const MAX_INFLIGHT: usize = 8;
+const BODY_TIMEOUT_MS: u64 = 1500;
+
+fn daemon(plaintext: bool) -> Daemon {
+    let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = String::from_utf8(default)
+        .unwrap()
+        .replace("max_inflight = 256", &format!("max_inflight = {MAX_INFLIGHT}"))
+        .replace("body_read_timeout_ms = 10000", &format!("body_read_timeout_ms = {BODY_TIMEOUT_MS}"));
+    assert!(config.contains(&format!("body_read_timeout_ms = {BODY_TIMEOUT_MS}")));
+    Daemon::start_with(DaemonOptions { config: Some(config), plaintext, ..Default::default() })
+}
+
+/// A connection that sends a request's headers and one byte of its declared body, then
+/// nothing: plain TCP, or TLS to the daemon's certificate.
+enum Stalled {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stalled {
+    fn open(daemon: &Daemon, token: Option<&str>) -> Self {
+        let tcp = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let head = format!(
+            "POST /rpc HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{auth}content-length: 100000\r\n\r\n{{"
+        );
+        let mut stalled = if daemon.base.starts_with("https") {
+            let pem = std::fs::read(daemon.data_dir().join("tls/cert.pem")).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap().to_owned();
+            let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        } else {
+            Self::Plain(tcp)
+        };
+        stalled.stream().write_all(head.as_bytes()).unwrap();
+        stalled.stream().flush().unwrap();
+        stalled
+    }
+
+    fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Self::Plain(tcp) => tcp,
+            Self::Tls(tls) => tls.as_mut(),
+        }
+    }
+
+    /// Reads until the daemon closes the connection; returns what it sent and when it closed.
+    fn answer(mut self) -> (String, Instant) {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream().read(&mut buf) {
+                Ok(0) | Err(_) => return (String::from_utf8_lossy(&text).to_string(), Instant::now()),
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn served(daemon: &Daemon) -> usize {
+    (0..20).filter(|_| daemon.tool("providers_list", json!({})).is_ok()).count()
+}
+
+fn stalled_bodies_do_not_starve_authenticated_clients(plaintext: bool) {
+    let daemon = daemon(plaintext);
+    // Twice max_inflight connections without credentials, each stalled in its body.
+    let anonymous: Vec<Stalled> = (0..2 * MAX_INFLIGHT).map(|_| Stalled::open(&daemon, None)).collect();
+    assert_eq!(served(&daemon), 20, "an authenticated client is served while anonymous bodies stall");
+    for stalled in anonymous {
+        let started = Instant::now();
+        let (text, closed) = stalled.answer();
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+        assert!(closed - started < Duration::from_secs(5), "answered from the headers and closed");
+    }
+    // Stalled bodies with a valid key hold slots only until the body-read timeout.
+    let opened = Instant::now();
+    let keyed: Vec<Stalled> = (0..2 * MAX_INFLIGHT).map(|_| Stalled::open(&daemon, Some(&daemon.key))).collect();
+    let mut answers: Vec<String> = Vec::new();
+    for stalled in keyed {
+        let (text, closed) = stalled.answer();
+        assert!(
+            closed - opened < Duration::from_millis(BODY_TIMEOUT_MS) + Duration::from_secs(5),
+            "closed within the body-read timeout: {text}"
+        );
+        answers.push(text);
+    }
+    let timed_out = answers.iter().filter(|t| t.contains("not received within")).count();
+    let overloaded = answers.iter().filter(|t| t.starts_with("HTTP/1.1 503")).count();
+    assert_eq!(timed_out + overloaded, 2 * MAX_INFLIGHT, "{answers:?}");
+    assert!(timed_out >= 1 && timed_out <= MAX_INFLIGHT, "{timed_out} timed out");
+    assert_eq!(served(&daemon), 20, "served again once the stalled bodies were closed");
+    let metric = |name: &str| daemon.metric(name).unwrap();
+    assert!(metric("dg_http_refused_before_body_total") >= (2 * MAX_INFLIGHT) as f64);
+    assert_eq!(metric("dg_http_body_read_timeouts_total"), timed_out as f64);
+    assert_eq!(metric("dg_requests_in_flight"), 0.0, "no slot is left held");
+}
+
+#[test]
+fn stalled_request_bodies_over_https_do_not_starve_authenticated_clients() {
+    stalled_bodies_do_not_starve_authenticated_clients(false);
+}
+
+#[test]
+fn stalled_request_bodies_over_plain_http_do_not_starve_authenticated_clients() {
+    stalled_bodies_do_not_starve_authenticated_clients(true);
+}
+
+/// The metric families `docs/metrics.md` documents.
+fn documented_families() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md")).unwrap();
+    doc.lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| name.starts_with("dg_"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn hostile_method_and_tool_names_never_reach_metrics() {
+    let daemon = Daemon::start();
+    let injected = "tools/list\"} 12345\ndg_runs{status=\"active\"} 999999\n#";
+    let long = "m".repeat(500 * 1024);
+    for method in [injected, long.as_str(), "admin/\u{202e}evil", "admin/tenant_list\n", "notifications/x\"}"] {
+        let (status, _) = daemon.rpc("/rpc", &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}));
+        assert!(status < 500, "{status}");
+        daemon.rpc("/mcp", &json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}));
+        let err = daemon.tool(method, json!({})).unwrap_err();
+        assert_eq!(err["code"], -32601, "unknown tool: {err}");
+    }
+    let (status, text) = daemon.get_authed("/metrics");
+    assert_eq!(status, 200);
+    assert!(text.len() < 64 * 1024, "/metrics stays small: {} bytes", text.len());
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let samples_in_text = lines.iter().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+    let scrape = prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).unwrap();
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(parsed, samples_in_text, "every sample line parses");
+    let families: BTreeSet<String> = scrape
+        .samples
+        .iter()
+        .map(|s| s.metric.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count").to_string())
+        .collect();
+    assert_eq!(families, documented_families(), "exactly the documented families");
+    let allowed_methods: BTreeSet<&str> = [
+        "tools/list",
+        "tools/call",
+        "initialize",
+        "ping",
+        "notification",
+        "admin",
+        "other",
+        "unauthenticated",
+        "rejected",
+        "invalid",
+        "body_timeout",
+        "timeout",
+        "failed",
+        "GET",
+        "metrics",
+        "download",
+    ]
+    .into_iter()
+    .collect();
+    let mut seen = BTreeSet::new();
+    for sample in &scrape.samples {
+        let key = format!("{}{:?}", sample.metric, sample.labels);
+        assert!(seen.insert(key.clone()), "a series appears twice: {key}");
+        if sample.metric == "dg_requests_total" {
+            let method = sample.labels.get("method").unwrap();
+            assert!(allowed_methods.contains(method), "method label {method:?}");
+        }
+        if sample.metric == "dg_runs" {
+            if let prometheus_parse::Value::Gauge(value) = sample.value {
+                assert!(value < 999_999.0, "an injected dg_runs series");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_oversized_body_announced_with_expect_continue_is_refused_without_100_continue() {
+    let daemon = daemon(true);
+    let mut tcp = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /rpc HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\nexpect: 100-continue\r\n\r\n",
+        daemon.key
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(started.elapsed() < Duration::from_millis(BODY_TIMEOUT_MS), "answered at once, nothing drained");
+    // Without a key the same request is refused from its headers too.
+    let mut tcp = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(b"POST /rpc HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nexpect: 100-continue\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401") && !answer.contains("100 Continue"), "{answer}");
+}
