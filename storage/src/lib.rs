@@ -15,7 +15,9 @@
 //! - [`runpack_store`], [`bundle`], [`signing`], [`backup`], [`import`]: the hardened
 //!   runpack directory store, signed runpack bundles, the signing key ring, USB backups,
 //!   and the import of an open-source Decision Gate database.
-//! - [`now_ms`] is the one wall clock, [`write_atomic`] the one durable small-file write.
+//! - [`now_ms`] is the one wall clock, [`write_atomic`] the one durable small-file write,
+//!   [`read_bounded`] / [`open_regular`] the one way to read a file a caller names (regular
+//!   files only, checked on the descriptor; a size bound; never blocks on a FIFO).
 
 pub mod backup;
 pub mod bundle;
@@ -30,7 +32,7 @@ mod store;
 
 pub use clock::now_ms;
 pub use error::StoreError;
-pub use fsutil::write_atomic;
+pub use fsutil::{open_regular, read_bounded, read_text_bounded, write_atomic, Links};
 pub use store::checkpointer::CheckpointCounts;
 /// The database schema version this build writes (a newer one is refused).
 pub use store::migrations::CURRENT_VERSION as SCHEMA_VERSION;

@@ -89,7 +89,8 @@ impl PublicKeyRing {
     /// [`SigningError::Io`] when the file cannot be read, [`SigningError::Malformed`]
     /// (naming the file) when it is not a ring.
     pub fn load(path: &Path) -> Result<Self, SigningError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let text =
+            crate::fsutil::read_text_bounded(path, 1024 * 1024, crate::fsutil::Links::Follow).map_err(io(path))?;
         Self::parse(&text).map_err(|err| SigningError::Malformed(format!("{}: {err}", path.display())))
     }
 
@@ -175,7 +176,8 @@ impl KeyStore {
         if !path.exists() {
             return Ok(PublicKeyRing::default());
         }
-        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let text =
+            crate::fsutil::read_text_bounded(&path, 1024 * 1024, crate::fsutil::Links::Refuse).map_err(io(&path))?;
         serde_json::from_str(&text).map_err(|err| SigningError::Malformed(format!("{}: {err}", path.display())))
     }
 
@@ -185,7 +187,7 @@ impl KeyStore {
     /// Filesystem or format errors.
     pub fn active(&self) -> Result<ActiveKey, SigningError> {
         let path = self.dir.join("active.key");
-        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        let text = crate::fsutil::read_text_bounded(&path, 4096, crate::fsutil::Links::Refuse).map_err(io(&path))?;
         let seed: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())

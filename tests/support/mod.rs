@@ -140,13 +140,16 @@ impl Daemon {
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
         loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-                .expect("daemon did not start");
+            let line = match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) => line,
+                Err(err) => panic!("daemon did not start ({err}); it said:\n{}", seen.join("\n")),
+            };
             if line.contains("dg-appliance listening on") {
                 break;
             }
+            seen.push(line);
         }
         let data = dir.path().join("data");
         let key = std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_string();

@@ -581,6 +581,8 @@ fn a_restore_killed_at_any_step_leaves_a_directory_the_appliance_starts_on() {
     assert!(names.iter().any(|n| n.starts_with(".data.pre-restore-")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with(".data.restore-")), "{names:?}");
     std::fs::write(data.join("admin.key"), &admin_key).unwrap();
+    // A secret the daemon reads must be the owner's alone (it refuses to start otherwise).
+    std::fs::set_permissions(data.join("admin.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let served = Daemon::start_with(DaemonOptions { dir: Some(dir), ..Default::default() });
     assert!(status(&served, "seed-1").is_ok());
     assert!(status(&served, "after-backup").is_err(), "the backup's state is served");

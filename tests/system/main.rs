@@ -11,6 +11,7 @@ mod audit;
 mod authz;
 mod backup;
 mod execution;
+mod file_inputs;
 mod hardening;
 mod hostile_input;
 mod lifecycle;

@@ -419,6 +419,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     problems
 }
 
+/// The largest configuration file read.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// Loads the config file, or the embedded default when `path` is `None`.
 ///
 /// # Errors
@@ -427,7 +430,9 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         None => parse(DEFAULT_CONFIG, " (embedded default)"),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            // A regular file of at most 1 MiB (a FIFO, a device or a huge file is refused
+            // before anything is read into memory).
+            let text = dg_storage::read_text_bounded(path, MAX_CONFIG_BYTES, dg_storage::Links::Follow)
                 .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             parse(&text, &format!(" {}", path.display()))
         }

@@ -35,6 +35,53 @@ pub enum DataDirError {
     /// The state database failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A file or directory others could change or read, or a link where none belongs: the
+    /// daemon refuses to start on it, as OpenSSH refuses a readable private key.
+    #[error("unsafe data directory: {path} {problem}; {fix}")]
+    Unsafe {
+        /// Path concerned.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// What the operator should do.
+        fix: String,
+    },
+}
+
+/// The checks [`DataDir::check_safety`] makes, one per path: directories must not be
+/// writable by group or others, secrets must not be readable by them, and none may be a
+/// symbolic link (a link lets whoever can change it redirect the daemon's writes).
+fn unsafe_entry(path: &Path, secret: bool) -> Option<DataDirError> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    let unsafe_at =
+        |problem: String, fix: String| Some(DataDirError::Unsafe { path: path.to_path_buf(), problem, fix });
+    if meta.file_type().is_symlink() {
+        let real = fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or_else(|_| "nowhere".into());
+        return unsafe_at(
+            format!("is a symbolic link (to {real})"),
+            "use the real path (pass --data-dir with the real directory; a file inside it must not be a link)".into(),
+        );
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_dir() && mode & 0o022 != 0 {
+        return unsafe_at(
+            format!("is writable by group or others (mode {mode:04o})"),
+            format!("run: chmod go-w {}", path.display()),
+        );
+    }
+    if secret && mode & 0o077 != 0 {
+        return unsafe_at(
+            format!("holds a secret and is readable or writable by group or others (mode {mode:04o})"),
+            format!("run: chmod 600 {}", path.display()),
+        );
+    }
+    if !secret && !meta.is_dir() && mode & 0o022 != 0 {
+        return unsafe_at(
+            format!("is writable by group or others (mode {mode:04o})"),
+            format!("run: chmod go-w {}", path.display()),
+        );
+    }
+    None
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
@@ -65,12 +112,44 @@ impl DataDir {
     /// Filesystem errors.
     pub fn prepare(root: PathBuf) -> Result<Self, DataDirError> {
         for dir in [root.clone(), root.join("tls"), root.join("runpacks")] {
-            if !dir.exists() {
+            // symlink_metadata: a dangling link is not "missing" (creating through it
+            // would follow it); the safety check below names it.
+            if fs::symlink_metadata(&dir).is_err() {
                 fs::create_dir_all(&dir).map_err(io(&dir))?;
                 fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io(&dir))?;
             }
         }
-        Ok(Self { root })
+        let data = Self { root };
+        data.check_safety()?;
+        Ok(data)
+    }
+
+    /// Refuses a data directory that others could change or read: the directory and its
+    /// subdirectories not writable by group or others, the secrets (signing key, TLS key,
+    /// admin key) readable by the owner only, and no symbolic link among them or as the
+    /// state database.
+    ///
+    /// # Errors
+    /// [`DataDirError::Unsafe`] naming the path, the problem and the fix.
+    pub fn check_safety(&self) -> Result<(), DataDirError> {
+        let root = &self.root;
+        let entries: [(PathBuf, bool); 11] = [
+            (root.clone(), false),
+            (root.join("tls"), false),
+            (root.join("runpacks"), false),
+            (root.join("keys"), false),
+            (root.join("state.db"), false),
+            (root.join("state.db-wal"), false),
+            (root.join("state.db-shm"), false),
+            (root.join("keys/active.key"), true),
+            (root.join("tls/key.pem"), true),
+            (root.join("admin.key"), true),
+            (root.join("state.db.audit-head.json"), false),
+        ];
+        match entries.iter().find_map(|(path, secret)| unsafe_entry(path, *secret)) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// The SQLite state database.

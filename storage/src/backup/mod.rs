@@ -207,7 +207,9 @@ pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
             continue;
         }
         let index: Option<Index> =
-            std::fs::read(path.join(INDEX_NAME)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            crate::fsutil::read_bounded(&path.join(INDEX_NAME), 16 * 1024 * 1024, crate::fsutil::Links::Refuse)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         if let Some(index) = index {
             found.push((index.body.created_at_ms, path));
         }

@@ -82,6 +82,15 @@ pub fn restore(
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .ok_or_else(|| BackupError::Refused(format!("{} is not a directory path", data_dir.display())))?;
+    // A link as the target would be replaced by the restored directory (the link itself,
+    // not where it points): refuse it, and say what to pass instead.
+    if fs::symlink_metadata(data_dir).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        let real = fs::canonicalize(data_dir).map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
+        return Err(BackupError::Refused(format!(
+            "{} is a symbolic link (to {real}); restore into the real directory: --data-dir {real}",
+            data_dir.display()
+        )));
+    }
     let exists = data_dir.exists();
     let _lock = if exists {
         if !options.force {

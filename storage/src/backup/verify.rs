@@ -52,7 +52,8 @@ pub fn verify(path: &Path, ring: &PublicKeyRing, passphrase: Option<&str>) -> Re
 /// Reads and checks the signed index.
 pub(crate) fn read_index(dir: &Path, ring: &PublicKeyRing) -> Result<Index, BackupError> {
     let path = dir.join(INDEX_NAME);
-    let bytes = fs::read(&path).map_err(|err| unreadable(&path, err))?;
+    let bytes = crate::fsutil::read_bounded(&path, 16 * 1024 * 1024, crate::fsutil::Links::Refuse)
+        .map_err(|err| unreadable(&path, err))?;
     let index: Index =
         serde_json::from_slice(&bytes).map_err(|err| unreadable(&path, format!("not a backup index: {err}")))?;
     if index.body.format != BACKUP_FORMAT {
@@ -81,7 +82,7 @@ impl Read for Parts {
                 }
             }
             match self.files.next() {
-                Some(path) => self.current = Some(File::open(path)?),
+                Some(path) => self.current = Some(crate::fsutil::open_regular(&path, crate::fsutil::Links::Refuse)?),
                 None => return Ok(0),
             }
         }
@@ -89,7 +90,7 @@ impl Read for Parts {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = File::open(path)?;
+    let mut file = crate::fsutil::open_regular(path, crate::fsutil::Links::Refuse)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;

@@ -422,7 +422,9 @@ impl Store {
 
     fn write_witness(&self, checkpoint: &Checkpoint) {
         let path = self.audit_witness_path();
-        let current = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok());
+        let current = crate::fsutil::read_bounded(&path, 1024 * 1024, crate::fsutil::Links::Refuse)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok());
         if current.is_some_and(|c| c.body.entry_count >= checkpoint.body.entry_count) {
             return;
         }
@@ -438,7 +440,8 @@ impl Store {
     /// # Errors
     /// SQLite errors while reading.
     pub fn verify_audit(&self, ring: &PublicKeyRing) -> Result<AuditReport, StoreError> {
-        let witness = std::fs::read(self.audit_witness_path()).ok();
+        let witness =
+            crate::fsutil::read_bounded(&self.audit_witness_path(), 1024 * 1024, crate::fsutil::Links::Refuse).ok();
         self.read(|conn| {
             let mut verifier = ChainVerifier::new(1, GENESIS_SHA256);
             let mut stmt = conn
@@ -742,24 +745,41 @@ fn sign_checkpoint(
     Ok(checkpoint)
 }
 
+/// Longest line of an audit export (an entry is a few hundred bytes).
+const MAX_EXPORT_LINE: u64 = 1024 * 1024;
+
 /// Verifies an audit export (`Store::export_audit`) offline with nothing but a key ring:
 /// every entry's hash and link, every checkpoint's signature and head, and that the last
 /// entry is covered by a signed checkpoint (so nothing was cut from the end).
 ///
 /// # Errors
-/// A message when the export cannot be read at all (a broken chain is a report).
-pub fn verify_export(input: impl std::io::BufRead, ring: &PublicKeyRing) -> Result<AuditReport, String> {
+/// A message when the export cannot be read at all (a broken chain is a report), or a
+/// line longer than `MAX_EXPORT_LINE`.
+pub fn verify_export(mut input: impl std::io::BufRead, ring: &PublicKeyRing) -> Result<AuditReport, String> {
     let mut verifier: Option<ChainVerifier> = None;
     let mut checkpoints = Vec::new();
     let mut previous: Option<Checkpoint> = None;
     let mut last_seq = 0u64;
-    for (index, line) in input.lines().enumerate() {
-        let line = line.map_err(|err| format!("line {}: {err}", index + 1))?;
+    let mut raw = Vec::new();
+    for index in 0.. {
+        // One line at most MAX_EXPORT_LINE bytes: a file with no newline is refused, not
+        // read whole into memory.
+        raw.clear();
+        let read =
+            std::io::BufRead::read_until(&mut std::io::Read::take(&mut input, MAX_EXPORT_LINE + 1), b'\n', &mut raw)
+                .map_err(|err| format!("line {}: {err}", index + 1))?;
+        if read == 0 {
+            break;
+        }
+        if raw.len() as u64 > MAX_EXPORT_LINE {
+            return Err(format!("line {}: longer than {MAX_EXPORT_LINE} bytes; not an audit export", index + 1));
+        }
+        let line = std::str::from_utf8(&raw).map_err(|_| format!("line {}: not UTF-8", index + 1))?;
         if line.trim().is_empty() {
             continue;
         }
         let value: serde_json::Value =
-            serde_json::from_str(&line).map_err(|err| format!("line {}: not JSON: {err}", index + 1))?;
+            serde_json::from_str(line).map_err(|err| format!("line {}: not JSON: {err}", index + 1))?;
         match value.get("type").and_then(serde_json::Value::as_str) {
             Some("header") => {
                 if verifier.is_some() {

@@ -203,7 +203,8 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
         AuditCommand::Verify { export: Some(export), pubkey, json, .. } => {
             let pubkey = pubkey.ok_or("--pubkey is required to verify an export offline")?;
             let ring = read_ring(&pubkey)?;
-            let file = std::fs::File::open(&export).map_err(|err| format!("{}: {err}", export.display()))?;
+            let file = dg_storage::open_regular(&export, dg_storage::Links::Follow)
+                .map_err(|err| format!("{}: {err}", export.display()))?;
             let report = dg_storage::audit::verify_export(std::io::BufReader::new(file), &ring)?;
             report_audit(&report, json)
         }

@@ -12,7 +12,8 @@ use crate::cli::{BackupCommand, DataDirArgs, PassphraseArgs};
 
 fn read_passphrase(args: &PassphraseArgs) -> Result<Option<String>, String> {
     if let Some(path) = &args.passphrase_file {
-        let text = std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        let text = dg_storage::read_text_bounded(path, 64 * 1024, dg_storage::Links::Follow)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
         let line = text.lines().next().unwrap_or_default().to_string();
         if line.is_empty() {
             return Err(format!("{}: the passphrase is empty", path.display()));
@@ -53,7 +54,8 @@ fn create(
     let (app, dir, _) = crate::cli::bootstrap::build_app(data)?;
     let root = dir.root.clone();
     let config = match &data.config {
-        Some(path) => std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?,
+        Some(path) => dg_storage::read_bounded(path, crate::config::MAX_CONFIG_BYTES, dg_storage::Links::Follow)
+            .map_err(|err| format!("{}: {err}", path.display()))?,
         None => crate::config::DEFAULT_CONFIG.as_bytes().to_vec(),
     };
     let secrets = if include_secrets {

@@ -30,9 +30,12 @@ fn message(file: &str, sha256: &str, key_id: &str) -> Vec<u8> {
 }
 
 fn digest(path: &Path) -> Result<(String, String), String> {
-    let bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let mut file = dg_storage::open_regular(path, dg_storage::Links::Follow)
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|err| format!("{}: {err}", path.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    Ok((name, hex::encode(Sha256::digest(bytes))))
+    Ok((name, hex::encode(hasher.finalize())))
 }
 
 fn sig_path(path: &Path) -> std::path::PathBuf {
@@ -61,13 +64,14 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ReleaseCommand::Verify { pubkey, files } => {
-            let text = std::fs::read_to_string(&pubkey).map_err(|err| format!("{}: {err}", pubkey.display()))?;
+            let text = dg_storage::read_text_bounded(&pubkey, 1024 * 1024, dg_storage::Links::Follow)
+                .map_err(|err| format!("{}: {err}", pubkey.display()))?;
             let ring = PublicKeyRing::parse(&text).map_err(|err| err.to_string())?;
             let mut ok = true;
             for path in files {
                 let (file, sha256) = digest(&path)?;
                 let sig_file = sig_path(&path);
-                let verdict = std::fs::read(&sig_file)
+                let verdict = dg_storage::read_bounded(&sig_file, 64 * 1024, dg_storage::Links::Follow)
                     .map_err(|err| format!("{}: {err}", sig_file.display()))
                     .and_then(|bytes| serde_json::from_slice::<FileSignature>(&bytes).map_err(|err| err.to_string()))
                     .and_then(|sig| {

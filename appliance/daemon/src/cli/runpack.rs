@@ -46,7 +46,9 @@ fn read_dir_runpack(dir: &Path) -> Result<DirRunpack, String> {
                 if files.len() > 64 {
                     return Err("too many files for a runpack".into());
                 }
-                files.insert(relative, std::fs::read(&path).map_err(|err| err.to_string())?);
+                let bytes = dg_storage::read_bounded(&path, 64 * 1024 * 1024, dg_storage::Links::Refuse)
+                    .map_err(|err| format!("{relative}: {err}"))?;
+                files.insert(relative, bytes);
             } else {
                 return Err(format!("{relative}: links and special files are not allowed"));
             }
@@ -67,8 +69,10 @@ fn verify(bundle: &Path, pubkey: Option<&Path>, as_json: bool) -> ExitCode {
             println!("bundle: {}", bundle.display());
             println!(
                 "signature: {}",
-                if signed {
+                if signed && ok {
                     format!("valid (key {})", key.unwrap_or_default())
+                } else if signed {
+                    "NOT verified".into()
                 } else {
                     "UNSIGNED (directory runpack: integrity only)".into()
                 }
@@ -115,7 +119,7 @@ fn verify(bundle: &Path, pubkey: Option<&Path>, as_json: bool) -> ExitCode {
             return ExitCode::from(EXIT_UNUSABLE);
         }
     };
-    let file = match std::fs::File::open(bundle) {
+    let file = match dg_storage::open_regular(bundle, dg_storage::Links::Follow) {
         Ok(file) => file,
         Err(err) => {
             eprintln!("dg-appliance: cannot open {}: {err}", bundle.display());
@@ -141,7 +145,8 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
     match command {
         RunpackCommand::Verify { bundle, pubkey, json } => Ok(verify(&bundle, pubkey.as_deref(), json)),
         RunpackCommand::Inspect { bundle } => {
-            let file = std::fs::File::open(&bundle).map_err(|err| format!("{}: {err}", bundle.display()))?;
+            let file = dg_storage::open_regular(&bundle, dg_storage::Links::Follow)
+                .map_err(|err| format!("{}: {err}", bundle.display()))?;
             let (signed, members) = inspect_unverified(std::io::BufReader::new(file), BundleLimits::default())
                 .map_err(|err| err.to_string())?;
             println!("signature NOT verified (use `runpack verify --pubkey`): key {}", signed.signature.key_id);

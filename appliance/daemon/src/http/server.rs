@@ -47,7 +47,10 @@ pub fn tls_config(
     key_path: &Path,
     client_auth: Option<&ClientAuthConfig>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())));
+    let read = |path: &Path| {
+        dg_storage::read_bounded(path, 1024 * 1024, dg_storage::Links::Follow)
+            .map_err(|err| ServerError::Tls(format!("{}: {err}", path.display())))
+    };
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -78,7 +81,7 @@ fn client_verifier(
     client: &ClientAuthConfig,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServerError> {
-    let pem = std::fs::read(&client.ca_path)
+    let pem = dg_storage::read_bounded(&client.ca_path, 1024 * 1024, dg_storage::Links::Follow)
         .map_err(|err| ServerError::Tls(format!("{}: {err}", client.ca_path.display())))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
