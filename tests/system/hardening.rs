@@ -245,3 +245,53 @@ fn an_oversized_body_announced_with_expect_continue_is_refused_without_100_conti
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 401") && !answer.contains("100 Continue"), "{answer}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// The documented ceiling (`docs/limits.md`) for the daemon's RSS under abusive but
+/// authenticated load on the default configuration.
+const RSS_CEILING_MIB: u64 = 192;
+
+#[test]
+fn abusive_authenticated_load_keeps_memory_under_its_ceiling() {
+    let daemon = Daemon::start();
+    let pid = daemon.child.id();
+    // Scenarios of about 900 KB each (a large entry packet), each started once so its
+    // spec is read into the scenario cache: the cache's byte budget is 8 MiB.
+    let pad = "x".repeat(900 * 1024);
+    let batch = |from: usize| {
+        for i in from..from + 40 {
+            let id = format!("big-{i}");
+            let mut spec = support::sample_spec(&id);
+            spec["stages"][1]["entry_packets"][0]["payload"]["value"] = json!({"pad": pad});
+            daemon.tool("scenario_define", json!({"spec": spec})).unwrap();
+            daemon
+                .tool(
+                    "scenario_start",
+                    json!({"scenario_id": id, "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": format!("r-{i}"),
+                        "scenario_id": id, "dispatch_targets": [], "policy_tags": []},
+                        "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": false}),
+                )
+                .unwrap();
+        }
+        rss_kib(pid)
+    };
+    let start = rss_kib(pid);
+    let first = batch(0);
+    // Hostile method names and unknown keys too: neither may leave anything behind.
+    for i in 0..200 {
+        daemon.rpc("/rpc", &json!({"jsonrpc": "2.0", "id": 1, "method": format!("m-{i}-{}", "y".repeat(4096))}));
+        let bogus = format!("Bearer dgk_{:016x}_00_00", i);
+        daemon.post_raw("/rpc", b"{}", &[("authorization", bogus.as_str())]);
+    }
+    let second = batch(40);
+    eprintln!("RSS: {start} KiB at start, {first} KiB after 40 large scenarios, {second} KiB after 80");
+    assert!(second < RSS_CEILING_MIB * 1024, "RSS {second} KiB over the {RSS_CEILING_MIB} MiB ceiling");
+    assert!(
+        second < first + 16 * 1024,
+        "memory kept growing with the number of scenarios: {first} KiB after 40, {second} KiB after 80"
+    );
+}

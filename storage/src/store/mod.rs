@@ -524,6 +524,15 @@ impl Store {
     /// # Errors
     /// Integrity or SQLite errors.
     pub fn get_scenario(&self, scope: Scope, scenario_id: &str) -> Result<Option<ScenarioRecord>, StoreError> {
+        Ok(self.get_scenario_sized(scope, scenario_id)?.map(|(record, _)| record))
+    }
+
+    /// [`Self::get_scenario`] with the stored document's size in bytes.
+    fn get_scenario_sized(
+        &self,
+        scope: Scope,
+        scenario_id: &str,
+    ) -> Result<Option<(ScenarioRecord, usize)>, StoreError> {
         self.read(|conn| {
             let row: Option<(Vec<u8>, String)> = query_one(conn,
                     "SELECT spec_json, spec_sha256 FROM scenarios WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
@@ -538,7 +547,7 @@ impl Store {
             if spec.scenario_id != scenario_id || spec.namespace_id.get() != scope.namespace_id {
                 return Err(StoreError::Integrity { table: "scenarios", key: key() });
             }
-            Ok(Some(ScenarioRecord { scope, spec, spec_sha256: sha }))
+            Ok(Some((ScenarioRecord { scope, spec, spec_sha256: sha }, bytes.len())))
         })
     }
 
@@ -551,9 +560,9 @@ impl Store {
         if let Some(spec) = self.scenarios.get(scope, scenario_id) {
             return Ok(Some(spec));
         }
-        let Some(record) = self.get_scenario(scope, scenario_id)? else { return Ok(None) };
+        let Some((record, size)) = self.get_scenario_sized(scope, scenario_id)? else { return Ok(None) };
         let spec = Arc::new(record.spec);
-        self.scenarios.insert(scope, spec.clone());
+        self.scenarios.insert(scope, spec.clone(), size);
         Ok(Some(spec))
     }
 
