@@ -163,6 +163,7 @@ fn a_full_disk_fails_mutations_keeps_health_and_loses_no_audit_entry() {
         let (status, reply) = failure.expect("the disk never filled");
         let message = reply["error"]["message"].as_str().unwrap().to_string();
         assert!(message.contains("full") || message.contains("audit"), "a clear error: {message}");
+        assert_eq!(reply["error"]["data"]["retryable"], true, "a full disk clears when space returns: {reply}");
         assert_eq!(status, 200, "tool errors keep the contract's status");
         // Health stays up while the disk is full, and reads still answer.
         assert_eq!(daemon.get("/healthz").0, 200);

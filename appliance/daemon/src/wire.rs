@@ -12,6 +12,10 @@ pub struct WireError {
     pub message: String,
     /// Milliseconds to wait before retrying (rate limits).
     pub retry_after_ms: Option<u64>,
+    /// A condition that clears by itself (a full disk once space returns), so the same
+    /// request may succeed later, beside the codes that always are (rate and in-flight
+    /// limits).
+    pub transient: bool,
 }
 
 /// JSON-RPC / Decision Gate error codes.
@@ -58,7 +62,14 @@ impl WireError {
             code::UNAUTHORIZED => "unauthorized".to_string(),
             _ => message.into(),
         };
-        Self { code, message, retry_after_ms: None }
+        Self { code, message, retry_after_ms: None, transient: false }
+    }
+
+    /// Marks the error as one that clears by itself: `data.retryable` is true.
+    #[must_use]
+    pub fn transient(mut self) -> Self {
+        self.transient = true;
+        self
     }
 
     /// `-32602` with a message.
@@ -107,7 +118,7 @@ impl WireError {
     pub fn to_json(&self, request_id: Option<&Value>) -> Value {
         let mut data = json!({
             "kind": self.kind(),
-            "retryable": matches!(self.code, code::RATE_LIMITED | code::INFLIGHT_LIMIT),
+            "retryable": self.transient || matches!(self.code, code::RATE_LIMITED | code::INFLIGHT_LIMIT),
             "request_id": request_id.map(|id| Value::String(id.to_string())).unwrap_or(Value::Null),
         });
         if let Some(ms) = self.retry_after_ms {
@@ -128,6 +139,14 @@ impl From<dg_storage::StoreError> for WireError {
         match err {
             dg_storage::StoreError::Conflict(message) => Self::new(code::CONFLICT, message),
             dg_storage::StoreError::TooLarge { .. } => Self::invalid_params(err.to_string()),
+            other if other.is_disk_full() => {
+                tracing::error!(error = %other, "storage is full");
+                Self::new(
+                    code::CONTROL_PLANE,
+                    format!("run state store error: storage is full ({other}); retry once space is freed"),
+                )
+                .transient()
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 Self::new(code::CONTROL_PLANE, format!("run state store error: {other}"))

@@ -351,7 +351,9 @@ pub fn call(
     if let Err(err) = app.store.append_audit(events, usage) {
         app.metrics.audit_failure();
         tracing::error!(error = %err, request_id = %ctx.request_id, "audit write failed; failing the request");
-        return Err(WireError::new(code::INTERNAL, format!("audit log unavailable, request not acknowledged: {err}")));
+        let answer = WireError::new(code::INTERNAL, format!("audit log unavailable, request not acknowledged: {err}"));
+        // A full disk clears when space returns: the same request (same id) may be retried.
+        return Err(if err.is_disk_full() { answer.transient() } else { answer });
     }
     outcome
 }
