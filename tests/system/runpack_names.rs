@@ -39,18 +39,26 @@ fn issue(daemon: &Daemon, role: &str, tenant: u64) -> String {
     daemon.admin("key_issue", args).unwrap()["token"].as_str().unwrap().to_string()
 }
 
-fn download(daemon: &Daemon, token: &str, path: &str) -> (u16, Vec<u8>) {
+/// GETs a download: status, body, and the `x-dg-run-id` and `content-disposition` headers.
+fn download_with_headers(daemon: &Daemon, token: &str, path: &str) -> (u16, Vec<u8>, String, String) {
     let response =
         daemon.agent.get(&format!("{}{path}", daemon.base)).set("authorization", &format!("Bearer {token}")).call();
     match response {
         Ok(r) | Err(ureq::Error::Status(_, r)) => {
             let status = r.status();
+            let run = r.header("x-dg-run-id").unwrap_or_default().to_string();
+            let disposition = r.header("content-disposition").unwrap_or_default().to_string();
             let mut bytes = Vec::new();
             std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).unwrap();
-            (status, bytes)
+            (status, bytes, run, disposition)
         }
         Err(err) => panic!("{err}"),
     }
+}
+
+fn download(daemon: &Daemon, token: &str, path: &str) -> (u16, Vec<u8>) {
+    let (status, bytes, _, _) = download_with_headers(daemon, token, path);
+    (status, bytes)
 }
 
 #[test]
@@ -77,7 +85,17 @@ fn export_verify_and_download_take_the_same_relative_name_for_every_role_and_ten
             let client = Client::new(&daemon.base, &token, &cert);
             // The same name in both tenants: each tenant's runpack is its own.
             let name = format!("exports/{role}");
-            let exported = client.tool("runpack_export", export_args(tenant, &scenario, &run, &name)).unwrap();
+            let args = export_args(tenant, &scenario, &run, &name);
+            let exported = if role == "auditor" {
+                // Auditors read: the policy table gives them verify and download, not export
+                // (which writes into the store). A writer exports; the auditor uses the name.
+                let refused = client.tool("runpack_export", args.clone()).unwrap().unwrap_err();
+                assert_eq!(refused["code"], -32003, "{refused}");
+                let writer = Client::new(&daemon.base, &issue(&daemon, "service", tenant), &cert);
+                writer.tool("runpack_export", args).unwrap()
+            } else {
+                client.tool("runpack_export", args).unwrap()
+            };
             let exported = exported.unwrap_or_else(|err| panic!("{role} in tenant {tenant}: export: {err}"));
             assert_eq!(exported["manifest"]["tenant_id"], tenant);
             assert_eq!(exported["storage_uri"], format!("dg+runpack://{tenant}/3/{name}/"));
@@ -97,8 +115,12 @@ fn export_verify_and_download_take_the_same_relative_name_for_every_role_and_ten
             let verified = client.tool("runpack_verify", verify).unwrap();
             let verified = verified.unwrap_or_else(|err| panic!("{role} in tenant {tenant}: verify: {err}"));
             assert_eq!(verified["status"], "pass", "{role} in tenant {tenant}: {verified}");
-            let (status, bundle) = download(&daemon, &token, &format!("/runpacks/{tenant}/3/{name}.tar.zst"));
+            let (status, bundle, bundle_run, disposition) =
+                download_with_headers(&daemon, &token, &format!("/runpacks/{tenant}/3/{name}.tar.zst"));
             assert_eq!(status, 200, "{role} in tenant {tenant}: {}", String::from_utf8_lossy(&bundle));
+            // The URL names the runpack as exported; the file is named after its run.
+            assert_eq!(bundle_run, run);
+            assert_eq!(disposition, format!("attachment; filename=\"{run}.tar.zst\""));
             let file = daemon.dir.path().join(format!("{role}-{tenant}.tar.zst"));
             std::fs::write(&file, &bundle).unwrap();
             let offline = std::process::Command::new(support::binary())

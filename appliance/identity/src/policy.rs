@@ -124,7 +124,9 @@ operations! {
     ScenarioSubmit => "scenario_submit", Tool, Namespace, true, None, [OrgAdmin, TenantAdmin, Service];
     ScenarioTrigger => "scenario_trigger", Tool, Namespace, true, None, [OrgAdmin, TenantAdmin, Service];
     EvidenceQuery => "evidence_query", Tool, Namespace, true, Some(UsageCounter::EvidenceQueries), [OrgAdmin, TenantAdmin, Service];
-    RunpackExport => "runpack_export", Tool, Namespace, true, Some(UsageCounter::RunpackExports), [OrgAdmin, TenantAdmin, Auditor, Service];
+    // Auditors read: they verify and download runpacks, but an export writes into the
+    // runpack store (and may replace one of the same name), so it is not theirs.
+    RunpackExport => "runpack_export", Tool, Namespace, true, Some(UsageCounter::RunpackExports), [OrgAdmin, TenantAdmin, Service];
     RunpackVerify => "runpack_verify", Tool, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
     ProvidersList => "providers_list", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
     ProviderContractGet => "provider_contract_get", Tool, Public, false, None, [OrgAdmin, TenantAdmin, Auditor, Service];
@@ -323,10 +325,22 @@ mod tests {
     #[test]
     fn auditors_never_write_scenarios() {
         let auditor = principal(Role::Auditor, Some(1), &[]);
-        for op in [Operation::ScenarioStart, Operation::ScenarioNext, Operation::ScenarioDefine, Operation::KeyIssue] {
+        for op in [
+            Operation::ScenarioStart,
+            Operation::ScenarioNext,
+            Operation::ScenarioDefine,
+            Operation::KeyIssue,
+            Operation::RunpackExport,
+        ] {
             assert!(!decide(&auditor, op, Target::namespace(1, 1)).allowed, "{op:?}");
         }
         assert!(decide(&auditor, Operation::ScenarioStatus, Target::namespace(1, 1)).allowed);
+        assert!(decide(&auditor, Operation::RunpackVerify, Target::namespace(1, 1)).allowed);
+        assert!(decide(&auditor, Operation::RunpackDownload, Target::namespace(1, 1)).allowed);
+        // Every operation an auditor may perform is a read.
+        for row in POLICY.iter().filter(|row| row.roles.contains(&Role::Auditor)) {
+            assert!(!row.writes, "{} writes but auditors may perform it", row.name);
+        }
     }
 
     #[test]

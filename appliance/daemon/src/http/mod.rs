@@ -209,7 +209,7 @@ impl HttpFront {
         let app = self.app.clone();
         let result = tokio::task::spawn_blocking(move || {
             let principal = identify(&app.store, authorization.as_deref(), caller.certificate.as_deref())?;
-            let bundle = std::cell::RefCell::new(Vec::new());
+            let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
             crate::ops::request::call(
                 &app,
                 &principal,
@@ -217,10 +217,11 @@ impl HttpFront {
                 Operation::RunpackDownload,
                 Value::Null,
                 |ctx, _| {
-                    let bytes = crate::ops::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
-                    let summary =
-                        json!({"tenant_id": tenant, "namespace_id": namespace, "run_id": run_id, "bytes": bytes.len()});
-                    *bundle.borrow_mut() = bytes;
+                    let (bytes, bundle_run) =
+                        crate::ops::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
+                    let summary = json!({"tenant_id": tenant, "namespace_id": namespace, "name": run_id,
+                        "run_id": bundle_run, "bytes": bytes.len()});
+                    *bundle.borrow_mut() = (bytes, bundle_run);
                     Ok(summary)
                 },
             )?;
@@ -229,9 +230,27 @@ impl HttpFront {
         .await
         .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "internal error")));
         match result {
-            Ok(bytes) => {
+            Ok((bytes, bundle_run)) => {
                 let mut response = Response::new(Full::new(Bytes::from(bytes)));
-                response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/zstd"));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zstd"));
+                // The URL names the runpack as it was exported (its run id, or the
+                // client's output_dir); the file is named after the run the bundle holds,
+                // so what a browser saves and what the bundle says agree.
+                let filename = if !bundle_run.is_empty()
+                    && bundle_run.len() <= 128
+                    && bundle_run.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    format!("attachment; filename=\"{bundle_run}.tar.zst\"")
+                } else {
+                    "attachment; filename=\"runpack.tar.zst\"".to_string()
+                };
+                if let Ok(value) = HeaderValue::from_str(&filename) {
+                    headers.insert(hyper::header::CONTENT_DISPOSITION, value);
+                }
+                if let Ok(value) = HeaderValue::from_str(&bundle_run) {
+                    headers.insert("x-dg-run-id", value);
+                }
                 (response, "download".into(), None)
             }
             Err(err) => {

@@ -234,7 +234,8 @@ fn verify_files_at_root(
     Ok(files)
 }
 
-/// Builds the signed bundle of a stored runpack, for `GET /runpacks/...`.
+/// Builds the signed bundle of a stored runpack, for `GET /runpacks/...`, with the run id
+/// its manifest names (the URL's name may be a client's `output_dir` instead).
 ///
 /// # Errors
 /// Not found, refusals, signing failures.
@@ -243,7 +244,7 @@ pub fn bundle_for_download(
     tenant: u64,
     namespace: u64,
     run_id: &str,
-) -> Result<Vec<u8>, WireError> {
+) -> Result<(Vec<u8>, String), WireError> {
     ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
     let app = ctx.app;
     let mut files = app.runpacks.read(Scope::new(tenant, namespace), run_id).map_err(|err| match err {
@@ -254,8 +255,13 @@ pub fn bundle_for_download(
         files.remove("manifest.json").ok_or_else(|| WireError::new(code::RUNPACK, "runpack has no manifest.json"))?;
     let key = app.keys.active().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
     let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
-    dg_storage::bundle::build_bundle("manifest.json", &manifest, &files, &key)
-        .map_err(|err| WireError::new(code::RUNPACK, err.to_string()))
+    let bundle_run = serde_json::from_slice::<Value>(&manifest)
+        .ok()
+        .and_then(|manifest| manifest.get("run_id").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    let bytes = dg_storage::bundle::build_bundle("manifest.json", &manifest, &files, &key)
+        .map_err(|err| WireError::new(code::RUNPACK, err.to_string()))?;
+    Ok((bytes, bundle_run))
 }
 
 /// This family's handler of `operation`, when it is one of its tools (`super::handler`).
