@@ -295,3 +295,81 @@ fn abusive_authenticated_load_keeps_memory_under_its_ceiling() {
         "memory kept growing with the number of scenarios: {first} KiB after 40, {second} KiB after 80"
     );
 }
+
+#[test]
+fn failed_authentications_are_throttled_per_source_and_audited_as_bounded_summaries() {
+    let daemon = Daemon::start();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let mut statuses = Vec::new();
+    for i in 0..30 {
+        let bogus = format!("Bearer dgk_{i:016x}_{}_00000000", "0".repeat(64));
+        let (status, _, _, _) = daemon.post_raw("/rpc", body.as_bytes(), &[("authorization", bogus.as_str())]);
+        statuses.push(status);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "past 20 failures from one address: {statuses:?}");
+    // A valid key from the same address is served all the same.
+    assert!(daemon.tool("providers_list", json!({})).is_ok());
+    assert_eq!(daemon.metric("dg_auth_failures_total{answer=\"throttled\"}"), Some(10.0));
+    assert_eq!(daemon.metric("dg_auth_failures_total{answer=\"unauthenticated\"}"), Some(20.0));
+    // Audited as summaries (one per 5 s at most), which add up to every failure.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let export = daemon.admin("audit_export", json!({"since_ms": 0})).unwrap();
+        let summaries: Vec<serde_json::Value> = export["jsonl"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["type"] == "entry" && l["entry"]["action"] == "auth_failures")
+            .collect();
+        let counted: u64 = summaries
+            .iter()
+            .map(|l| l["entry"]["reason"].as_str().unwrap().split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        if counted == 30 {
+            assert!(summaries.len() <= 3, "bounded: {} summaries", summaries.len());
+            assert!(summaries[0]["entry"]["reason"].as_str().unwrap().contains("127.0.0.1="), "{:?}", summaries[0]);
+            break;
+        }
+        assert!(counted < 30 && Instant::now() < deadline, "summaries counted {counted} of 30 failures");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn key_issue_refuses_unregistered_namespaces_and_keys_expired_at_birth() {
+    let daemon = Daemon::start();
+    let err = daemon
+        .admin("key_issue", json!({"role": "service", "tenant_id": 2, "namespaces": [99], "label": "x"}))
+        .unwrap_err();
+    assert_eq!(err["code"], -32602, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("namespace 99"), "{err}");
+    let err = daemon
+        .admin("key_issue", json!({"role": "service", "tenant_id": 2, "namespaces": [3], "expires_in_ms": 0}))
+        .unwrap_err();
+    assert_eq!(err["code"], -32602, "{err}");
+    let out = std::process::Command::new(support::binary())
+        .args(["keys", "issue", "--role", "service", "--tenant", "2", "--expires-in", "0s", "--data-dir"])
+        .arg(daemon.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "--expires-in 0s issued a key");
+    assert!(daemon.admin("key_issue", json!({"role": "service", "tenant_id": 2, "namespaces": [3]})).is_ok());
+}
+
+#[test]
+fn config_check_refuses_a_certificate_principal_that_keys_issue_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = format!(
+        "{}\n[tls]\ncert_path = \"/nonexistent/cert.pem\"\nkey_path = \"/nonexistent/key.pem\"\n\n[tls.client_auth]\nca_path = \"/nonexistent/ca.pem\"\nrequired = false\n\n[[tls.client_auth.principals]]\ncommon_name = \"ops\"\nrole = \"org_admin\"\ntenant_id = 3\n",
+        String::from_utf8(default).unwrap()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(support::binary()).args(["config", "check"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("tls.client_auth.principals[0].tenant_id") && text.contains("org_admin"), "{text}");
+}

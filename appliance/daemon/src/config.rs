@@ -403,6 +403,13 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
                     "this role needs a tenant",
                 ));
             }
+            // The same rule as `keys issue`: org_admin is organisation-wide.
+            if entry.role == dg_identity::Role::OrgAdmin && entry.tenant_id.is_some() {
+                problems.push(problem(
+                    format!("tls.client_auth.principals[{index}].tenant_id"),
+                    "org_admin is organisation-wide and takes no tenant (as `keys issue` refuses too)",
+                ));
+            }
         }
     }
     let mut seen = Vec::new();

@@ -112,6 +112,7 @@ impl Metrics {
         integrity_failures: u64,
         checkpoints: &CheckpointCounts,
         inflight: usize,
+        auth_failures: (u64, u64),
     ) -> String {
         let mut out = String::new();
         let Ok(inner) = self.inner.lock() else { return out };
@@ -158,6 +159,14 @@ impl Metrics {
             let count = inner.executed[executor as usize];
             let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
         }
+        let _ = writeln!(
+            out,
+            "# HELP dg_auth_failures_total Failed authentications (wrong, expired, revoked or missing keys), by how they were answered."
+        );
+        let _ = writeln!(out, "# TYPE dg_auth_failures_total counter");
+        let (failures, throttled) = auth_failures;
+        let _ = writeln!(out, "dg_auth_failures_total{{answer=\"unauthenticated\"}} {}", failures - throttled);
+        let _ = writeln!(out, "dg_auth_failures_total{{answer=\"throttled\"}} {throttled}");
         let _ = writeln!(
             out,
             "# HELP dg_http_refused_before_body_total JSON-RPC requests answered from their headers alone (unauthenticated, rate limited, no in-flight slot); their bodies were never read."

@@ -122,6 +122,16 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
         let front = Arc::new(http::HttpFront::new(app));
+        // Failed authentications are audited as one summary per interval, off the request path.
+        let auditing = front.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(http::auth_failures::SUMMARY_EVERY);
+            loop {
+                ticker.tick().await;
+                let front = auditing.clone();
+                let _ = tokio::task::spawn_blocking(move || front.audit_auth_failures()).await;
+            }
+        });
         // Shutdown is decided here, in one place: SIGTERM (systemd) or SIGINT (a terminal).
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|err| format!("cannot watch SIGTERM: {err}"))?;

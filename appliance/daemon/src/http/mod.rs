@@ -1,6 +1,7 @@
 //! The HTTP service: routing, authentication, limits, correlation headers, SSE framing.
 
 pub mod activity;
+pub mod auth_failures;
 pub mod limits;
 pub mod server;
 
@@ -37,6 +38,7 @@ pub struct HttpFront {
     /// bounded by CPU and disk: a condition for running it on its connection's thread.
     providers_local: bool,
     activity: RecentActivity,
+    auth_failures: auth_failures::AuthFailures,
     connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
@@ -49,6 +51,8 @@ type HttpResponse = Response<Full<Bytes>>;
 pub struct Connection {
     /// Its id (from 1), for telling connections apart in `activity.rs`.
     pub id: u64,
+    /// The peer's address (failed authentications are counted per source).
+    pub peer: std::net::IpAddr,
 }
 
 fn json_response(status: u16, body: &Value) -> HttpResponse {
@@ -72,6 +76,7 @@ impl HttpFront {
             limiter,
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
+            auth_failures: auth_failures::AuthFailures::default(),
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
@@ -81,8 +86,52 @@ impl HttpFront {
     /// A new connection's identity (ids from 1), which its requests carry to
     /// [`Self::serve`].
     #[must_use]
-    pub fn connection(&self) -> Connection {
-        Connection { id: self.connections.fetch_add(1, Ordering::Relaxed) + 1 }
+    pub fn connection(&self, peer: std::net::IpAddr) -> Connection {
+        Connection { id: self.connections.fetch_add(1, Ordering::Relaxed) + 1, peer }
+    }
+
+    /// Counts a failed authentication from the caller's address; a source past the limit
+    /// gets `429` instead of the `401` it earned (`auth_failures.rs`).
+    fn failed_authentication(&self, peer: std::net::IpAddr, err: WireError) -> WireError {
+        match self.auth_failures.record(peer, Instant::now()) {
+            None => err,
+            Some(wait) => {
+                let mut throttled =
+                    WireError::new(code::RATE_LIMITED, "too many failed authentications from this address");
+                throttled.retry_after_ms = Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                throttled
+            }
+        }
+    }
+
+    /// Audits the failed authentications since the last summary, if any (one entry; the
+    /// serve loop calls this every `auth_failures::SUMMARY_EVERY`).
+    pub fn audit_auth_failures(&self) {
+        let Some(summary) = self.auth_failures.take_summary() else { return };
+        let top: Vec<String> = summary.top.iter().map(|(ip, n)| format!("{ip}={n}")).collect();
+        let event = dg_storage::audit::AuditEvent {
+            principal: "unauthenticated".to_string(),
+            role: None,
+            tenant_id: None,
+            namespace_id: None,
+            action: "auth_failures".to_string(),
+            target: "authentication".to_string(),
+            outcome: "deny".to_string(),
+            reason: format!(
+                "{} failed authentications ({} throttled) from {} sources; most: {}",
+                summary.failures,
+                summary.throttled,
+                summary.sources,
+                top.join(", ")
+            ),
+            request_id: format!("auth-failures-{:016x}", rand::random::<u64>()),
+            request_sha256: None,
+            response_sha256: None,
+        };
+        if let Err(err) = self.app.store.append_audit(vec![event], Vec::new()) {
+            self.app.metrics.audit_failure();
+            tracing::error!(error = %err, "audit of failed authentications failed");
+        }
     }
 
     /// Whether a request may run on its connection's thread: every provider is local,
@@ -114,7 +163,7 @@ impl HttpFront {
             Some(Ok(value)) if valid_correlation_id(value) => value.trim().to_string(),
             _ => server_correlation.clone(),
         };
-        let caller = Caller { certificate, request_id, others_active };
+        let caller = Caller { certificate, request_id, others_active, peer: connection.peer };
         let (mut response, label, error_code) = match client_correlation {
             Some(Ok(ref value)) if valid_correlation_id(value) => self.route(request, &method, &path, caller).await,
             Some(_) => {
@@ -207,6 +256,7 @@ impl HttpFront {
         };
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
         let app = self.app.clone();
+        let peer = caller.peer;
         let result = tokio::task::spawn_blocking(move || {
             let principal = identify(&app.store, authorization.as_deref(), caller.certificate.as_deref())?;
             let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
@@ -260,6 +310,8 @@ impl HttpFront {
                     code::UNAUTHENTICATED | code::UNAUTHORIZED => err.http_status(),
                     _ => 500,
                 };
+                let err = if err.code == code::UNAUTHENTICATED { self.failed_authentication(peer, err) } else { err };
+                let status = if err.code == code::RATE_LIMITED { 429 } else { status };
                 let response = if err.code == code::UNAUTHENTICATED {
                     unauthenticated(&err, None)
                 } else {
@@ -272,6 +324,7 @@ impl HttpFront {
 
     async fn metrics(&self, request: &Request<Incoming>, caller: &Caller) -> (HttpResponse, String, Option<i64>) {
         if let Err(err) = self.authenticate(request, caller).await {
+            let err = self.failed_authentication(caller.peer, err);
             return (unauthenticated(&err, None), "metrics".into(), Some(err.code));
         }
         let store = self.app.store.clone();
@@ -286,6 +339,7 @@ impl HttpFront {
             self.app.store.integrity_failures(),
             &self.app.store.checkpoint_counts(),
             inflight,
+            self.auth_failures.totals(),
         );
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
@@ -384,6 +438,7 @@ impl HttpFront {
             Ok(principal) => principal,
             Err(err) => {
                 self.app.metrics.refused_before_body();
+                let err = self.failed_authentication(caller.peer, err);
                 return refuse(request, err, "unauthenticated").await;
             }
         };
@@ -491,6 +546,8 @@ struct Caller {
     request_id: String,
     /// Whether another connection began a request lately (see `activity.rs`).
     others_active: bool,
+    /// The connection's peer address.
+    peer: std::net::IpAddr,
 }
 
 /// The principal of a request: its bearer key when it sends one, else its mapped client

@@ -169,7 +169,7 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let connection = front.connection();
+        let connection = front.connection(peer.ip());
         let front = front.clone();
         let builder = builder.clone();
         match &acceptor {

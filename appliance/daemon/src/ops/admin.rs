@@ -191,6 +191,9 @@ fn store_new_key(ctx: &RequestCtx<'_>, template: &ApiKeyRecord) -> Result<(ApiKe
     Ok((record, issued.token))
 }
 
+/// The shortest key lifetime `key_issue` accepts: a key is never expired when issued.
+const MIN_KEY_LIFETIME_MS: u64 = 1_000;
+
 fn key_issue(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     let args: KeyIssueArgs = parse_args(args)?;
     ctx.authorize(Target { tenant: args.tenant_id, namespace: None })?;
@@ -205,6 +208,23 @@ fn key_issue(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
     if ctx.principal.role != Role::OrgAdmin && args.role == Role::OrgAdmin {
         ctx.deny(Target { tenant: args.tenant_id, namespace: None }, "only org_admin may issue org_admin keys");
         return Err(WireError::new(code::UNAUTHORIZED, "unauthorized"));
+    }
+    // A key that is expired when issued, or scoped to a namespace that does not exist,
+    // is a mistake the operator should hear about, not a key.
+    if args.expires_in_ms.is_some_and(|ms| ms < MIN_KEY_LIFETIME_MS) {
+        return Err(WireError::invalid_params(format!(
+            "invalid arguments at expires_in_ms: a key must live at least {} s",
+            MIN_KEY_LIFETIME_MS / 1000
+        )));
+    }
+    if let (Some(tenant), false) = (args.tenant_id, args.namespaces.is_empty()) {
+        let registered: Vec<u64> =
+            ctx.app.store.list_namespaces(tenant)?.into_iter().map(|ns| ns.namespace_id).collect();
+        if let Some(missing) = args.namespaces.iter().find(|ns| !registered.contains(ns)) {
+            return Err(WireError::invalid_params(format!(
+                "invalid arguments at namespaces: namespace {missing} of tenant {tenant} is not registered"
+            )));
+        }
     }
     let now = dg_storage::now_ms();
     let template = ApiKeyRecord {
