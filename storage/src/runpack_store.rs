@@ -136,7 +136,7 @@ pub fn validate_segment<'a>(segment: &'a str, whole: &str) -> Result<&'a str, Ru
         Some("control character")
     } else if segment.chars().any(is_bidi_control) {
         Some("bidirectional text control (it makes a name display as another)")
-    } else if segment.starts_with(".staging-") || segment.starts_with(".replaced-") {
+    } else if is_write_leftover(segment) {
         Some("reserved name")
     } else {
         None
@@ -145,6 +145,13 @@ pub fn validate_segment<'a>(segment: &'a str, whole: &str) -> Result<&'a str, Ru
         Some(reason) => Err(RunpackStoreError::InvalidPath { path: whole.to_string(), reason }),
         None => Ok(segment),
     }
+}
+
+/// Whether a directory entry is the writer's own staging or replaced copy (a name no
+/// runpack may take; left behind only by an interrupted write).
+#[must_use]
+pub fn is_write_leftover(name: &str) -> bool {
+    name.starts_with(".staging-") || name.starts_with(".replaced-")
 }
 
 /// Unicode's bidirectional formatting characters (embeddings, overrides, isolates, marks).
@@ -408,8 +415,16 @@ impl RunpackStore {
     }
 
     fn remove_tree(&self, parent: &OwnedFd, name: &str) {
-        // Best effort: names are ours (staging/replaced), resolved from the parent fd.
-        let Ok(dir) = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) else { return };
+        // Best effort: names are ours (staging/replaced), resolved from the parent fd. What
+        // was replaced may be a link or a file planted where the runpack goes: unlinked, never
+        // followed.
+        let dir = match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+            Ok(dir) => dir,
+            Err(_) => {
+                let _ = rustix::fs::unlinkat(parent, name, AtFlags::empty());
+                return;
+            }
+        };
         if let Ok(entries) = list(&dir) {
             for (entry, kind) in entries {
                 if kind == FileType::Directory {

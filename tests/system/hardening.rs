@@ -373,3 +373,164 @@ fn config_check_refuses_a_certificate_principal_that_keys_issue_would_refuse() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("tls.client_auth.principals[0].tenant_id") && text.contains("org_admin"), "{text}");
 }
+
+#[test]
+fn silent_and_idle_connections_are_closed_and_open_connections_are_capped() {
+    let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = String::from_utf8(default)
+        .unwrap()
+        .replace("max_connections = 1024", "max_connections = 16")
+        .replace("header_read_timeout_ms = 5000", "header_read_timeout_ms = 1000");
+    assert!(config.contains("max_connections = 16"));
+    let daemon = Daemon::start_with(DaemonOptions { config: Some(config), plaintext: true, ..Default::default() });
+    let closes_within = |mut tcp: TcpStream, limit: Duration| {
+        tcp.set_read_timeout(Some(limit + Duration::from_secs(5))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf) {
+                Ok(0) => return started.elapsed() <= limit + Duration::from_secs(2),
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    };
+    // A connection that never sends a byte, and one idle after its request.
+    let silent = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+    assert!(closes_within(silent, Duration::from_secs(1)), "a silent connection is closed");
+    let mut idle = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    assert!(closes_within(idle, Duration::from_secs(1)), "an idle keep-alive connection is closed");
+    // Past max_connections, new connections are closed at accept, and counted.
+    let held: Vec<TcpStream> = (0..16).map(|_| TcpStream::connect(("127.0.0.1", daemon.port())).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let extra = TcpStream::connect(("127.0.0.1", daemon.port())).unwrap();
+    assert!(closes_within(extra, Duration::from_millis(200)), "the 17th connection is closed at once");
+    drop(held);
+    // Once they are gone, clients are served again.
+    let healthy = || {
+        let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", daemon.port())) else { return false };
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = tcp.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.1 200")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthy() {
+        assert!(Instant::now() < deadline, "not served again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.metric("dg_connections_refused_total").unwrap() >= 1.0);
+}
+
+#[test]
+fn config_check_lists_every_type_error_not_just_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = String::from_utf8(default)
+        .unwrap()
+        .replace("max_inflight = 256", "max_inflight = \"many\"")
+        .replace("body_read_timeout_ms = 10000", "body_read_timeout_ms = -3")
+        .replace("strict = true", "strict = \"yes\"");
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(support::binary()).args(["config", "check"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for key in ["server.max_inflight", "server.body_read_timeout_ms", "validation.strict"] {
+        assert!(text.contains(key), "{key} not reported: {text}");
+    }
+}
+
+/// Exporting onto a link planted where the runpack goes: the link is replaced (never
+/// followed), nothing of the writer's is left behind, and `backup create` still works. A
+/// backup that fails (a FIFO planted in the store) says why and leaves no `.partial`.
+#[test]
+fn an_export_onto_a_planted_link_leaves_nothing_behind_and_backups_still_work() {
+    let daemon = Daemon::start();
+    let outside = daemon.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), b"not the appliance's").unwrap();
+    let scope_dir = daemon.data_dir().join("runpacks/2/3");
+    std::fs::create_dir_all(&scope_dir).unwrap();
+    std::os::unix::fs::symlink(&outside, scope_dir.join("planted")).unwrap();
+    daemon.tool("scenario_define", json!({"spec": support::sample_spec("plant")})).unwrap();
+    daemon
+        .tool(
+            "scenario_start",
+            json!({"scenario_id": "plant", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": "p1",
+                "scenario_id": "plant", "dispatch_targets": [], "policy_tags": []},
+                "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": false}),
+        )
+        .unwrap();
+    daemon
+        .tool(
+            "runpack_export",
+            json!({"scenario_id": "plant", "tenant_id": 2, "namespace_id": 3, "run_id": "p1", "output_dir": "planted",
+                "generated_at": {"kind": "logical", "value": 10}, "include_verification": false}),
+        )
+        .unwrap();
+    let entries: Vec<String> = std::fs::read_dir(&scope_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(entries, vec!["planted".to_string()], "only the runpack is left");
+    assert!(std::fs::symlink_metadata(scope_dir.join("planted")).unwrap().is_dir(), "a real directory now");
+    let outside_entries: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert_eq!(outside_entries.len(), 1, "nothing written through the link");
+
+    let backups = daemon.dir.path().join("backups");
+    let backup = |backups: &std::path::Path| {
+        std::process::Command::new(support::binary())
+            .args(["backup", "create", "--to"])
+            .arg(backups)
+            .arg("--data-dir")
+            .arg(daemon.data_dir())
+            .output()
+            .unwrap()
+    };
+    let out = backup(&backups);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let fifo = scope_dir.join("a-fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let failed_to = daemon.dir.path().join("failed-backups");
+    let out = backup(&failed_to);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && text.contains("a-fifo"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(&failed_to).unwrap().collect();
+    assert!(left.is_empty(), "a failed backup left {left:?}");
+}
+
+/// Failures since the last summary are audited when the daemon stops, not lost.
+#[test]
+fn failed_authentications_just_before_shutdown_are_still_audited() {
+    let mut daemon = Daemon::start();
+    // The summary ticker fires at start and then every 5 s: these land in between.
+    std::thread::sleep(Duration::from_millis(300));
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    for i in 0..3 {
+        let bogus = format!("Bearer dgk_{i:016x}_{}_00000000", "0".repeat(64));
+        let (status, _, _, _) = daemon.post_raw("/rpc", body.as_bytes(), &[("authorization", bogus.as_str())]);
+        assert_eq!(status, 401);
+    }
+    assert!(daemon.terminate(Duration::from_secs(15)).is_some_and(|s| s.success()), "stopped cleanly");
+    let export = daemon.dir.path().join("audit.jsonl");
+    let out = std::process::Command::new(support::binary())
+        .args(["audit", "export", "--out"])
+        .arg(&export)
+        .arg("--data-dir")
+        .arg(daemon.data_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&export).unwrap();
+    let counted: u64 = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "entry" && l["entry"]["action"] == "auth_failures")
+        .map(|l| l["entry"]["reason"].as_str().unwrap().split(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, 3, "every failure is in a summary");
+}

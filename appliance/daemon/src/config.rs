@@ -15,6 +15,8 @@ pub const DEFAULT_CONFIG: &str = r#"# Decision Gate Appliance — embedded defau
 listen = "127.0.0.1:8443"
 max_body_bytes = 1048576
 max_inflight = 256
+# Connections open at once; past it new ones are closed at accept.
+max_connections = 1024
 request_timeout_ms = 30000
 header_read_timeout_ms = 5000
 # Longest a client may take to send a request body once its headers are in (a stalled
@@ -124,6 +126,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most requests in flight at once.
     pub max_inflight: usize,
+    /// Connections open at once (each costs a task, buffers and a descriptor).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Longest a tool call on the blocking pool may take before it is answered with an
     /// error (a lone client's request run on its connection's thread is answered when done).
     pub request_timeout_ms: u64,
@@ -163,6 +168,10 @@ impl ServerConfig {
         }
         retired
     }
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_body_read_timeout_ms() -> u64 {
@@ -329,15 +338,7 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
     let config = match parsed {
         Ok(config) => Some(config),
         Err(_) => {
-            // Re-run with a path-tracking deserializer for the first type/missing-key error.
-            match serde_path_to_error::deserialize::<_, Config>(value) {
-                Err(err) => {
-                    let path = err.path().to_string();
-                    problems
-                        .push(problem(if path == "." { "(root)".to_string() } else { path }, err.inner().to_string()));
-                }
-                Ok(_) => problems.push(problem("(root)", "config does not match its schema")),
-            }
+            problems.extend(type_problems(value));
             None
         }
     };
@@ -347,6 +348,80 @@ pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
     match config {
         Some(config) if problems.is_empty() => Ok(config),
         _ => Err(invalid(problems)),
+    }
+}
+
+/// At most this many type and missing-key problems are listed in one pass.
+const MAX_TYPE_PROBLEMS: usize = 64;
+
+/// Every type and missing-key problem with its key path: each round names the first one
+/// (a path-tracking deserializer), then takes the offending key out of the document and
+/// tries again, so one wrong value does not hide the next. A missing key reported at a
+/// table that lost one of its keys in an earlier round is a consequence, not a problem.
+fn type_problems(mut value: toml::Value) -> Vec<ConfigProblem> {
+    let mut problems = Vec::new();
+    let mut taken_out: Vec<(String, String)> = Vec::new();
+    for _ in 0..MAX_TYPE_PROBLEMS {
+        let err = match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let segments: Vec<serde_path_to_error::Segment> = err.path().iter().cloned().collect();
+        let path = err.path().to_string();
+        let path = if path == "." { "(root)".to_string() } else { path };
+        let message = err.inner().to_string();
+        let consequence =
+            taken_out.iter().any(|(table, key)| *table == path && message.contains(&format!("missing field `{key}`")));
+        if !consequence {
+            problems.push(problem(path.clone(), message));
+        }
+        match take_out(&mut value, &segments) {
+            Some(key) => {
+                let table = segments[..segments.len() - 1].iter().map(ToString::to_string).collect::<Vec<_>>();
+                let table = if table.is_empty() { "(root)".to_string() } else { join_path(&table) };
+                taken_out.push((table, key));
+            }
+            None => break,
+        }
+    }
+    if problems.is_empty() {
+        problems.push(problem("(root)", "config does not match its schema"));
+    }
+    problems
+}
+
+/// The path as `serde_path_to_error` prints it (`a.b[0].c`).
+fn join_path(segments: &[String]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        if !segment.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(segment);
+    }
+    out
+}
+
+/// Removes the value at `segments` from the document; returns the removed key's name, or
+/// `None` when there is nothing left to remove (the root, or a path not in the document).
+fn take_out(value: &mut toml::Value, segments: &[serde_path_to_error::Segment]) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let (last, parents) = segments.split_last()?;
+    let mut node = value;
+    for segment in parents {
+        node = match segment {
+            Segment::Map { key } => node.as_table_mut()?.get_mut(key)?,
+            Segment::Seq { index } => node.as_array_mut()?.get_mut(*index)?,
+            Segment::Enum { .. } | Segment::Unknown => return None,
+        };
+    }
+    match last {
+        Segment::Map { key } => node.as_table_mut()?.remove(key).map(|_| key.clone()),
+        Segment::Seq { index } => {
+            let items = node.as_array_mut()?;
+            (*index < items.len()).then(|| items.remove(*index)).map(|_| format!("[{index}]"))
+        }
+        Segment::Enum { .. } | Segment::Unknown => None,
     }
 }
 
@@ -364,6 +439,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     }
     if !(1024..=64 * 1024 * 1024).contains(&server.max_body_bytes) {
         problems.push(problem("server.max_body_bytes", "must be between 1024 and 67108864"));
+    }
+    if !(1..=65_536).contains(&server.max_connections) {
+        problems.push(problem("server.max_connections", "must be between 1 and 65536"));
     }
     if server.max_inflight == 0 {
         problems.push(problem("server.max_inflight", "must be at least 1"));
@@ -467,6 +545,21 @@ mod tests {
         assert!(message.contains("server.bogus: unknown key"), "{message}");
         assert!(message.contains("validation.also_bogus: unknown key"), "{message}");
         assert!(message.contains("providers[1].name"), "{message}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_just_the_first() {
+        let text = DEFAULT_CONFIG
+            .replace("max_inflight = 256", "max_inflight = \"many\"")
+            .replace("strict = true", "strict = 7");
+        let text = format!("{text}\n[[providers]]\nname = 5\n");
+        let message = parse(&text, "").unwrap_err().to_string();
+        assert!(message.contains("server.max_inflight: invalid type"), "{message}");
+        assert!(message.contains("validation.strict: invalid type"), "{message}");
+        assert!(message.contains("providers[1].name: invalid type"), "{message}");
+        // A key taken out after its type error does not come back as a missing key.
+        assert!(!message.contains("missing field `name`"), "{message}");
+        assert!(message.lines().count() >= 3, "{message}");
     }
 
     #[test]

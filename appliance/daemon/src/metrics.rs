@@ -23,6 +23,7 @@ struct Inner {
     executed: [u64; 2],
     refused_before_body: u64,
     body_read_timeouts: u64,
+    connections_refused: u64,
 }
 
 /// Where a JSON-RPC request's work ran: the connection's own thread (alone in flight)
@@ -83,6 +84,13 @@ impl Metrics {
         }
     }
 
+    /// Counts a connection closed at accept because `server.max_connections` were open.
+    pub fn connection_refused(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.connections_refused += 1;
+        }
+    }
+
     /// Counts a request whose body did not arrive within `server.body_read_timeout_ms`.
     pub fn body_read_timeout(&self) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -113,6 +121,7 @@ impl Metrics {
         checkpoints: &CheckpointCounts,
         inflight: usize,
         auth_failures: (u64, u64),
+        connections_open: usize,
     ) -> String {
         let mut out = String::new();
         let Ok(inner) = self.inner.lock() else { return out };
@@ -159,6 +168,15 @@ impl Metrics {
             let count = inner.executed[executor as usize];
             let _ = writeln!(out, "dg_request_executions_total{{executor=\"{}\"}} {count}", executor.label());
         }
+        let _ = writeln!(out, "# HELP dg_connections_open Connections open now (at most server.max_connections).");
+        let _ = writeln!(out, "# TYPE dg_connections_open gauge");
+        let _ = writeln!(out, "dg_connections_open {connections_open}");
+        let _ = writeln!(
+            out,
+            "# HELP dg_connections_refused_total Connections closed at accept because server.max_connections were open."
+        );
+        let _ = writeln!(out, "# TYPE dg_connections_refused_total counter");
+        let _ = writeln!(out, "dg_connections_refused_total {}", inner.connections_refused);
         let _ = writeln!(
             out,
             "# HELP dg_auth_failures_total Failed authentications (wrong, expired, revoked or missing keys), by how they were answered."

@@ -158,6 +158,10 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<(String, Source)>) -> Result<()
     entries.sort();
     for path in entries {
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        if crate::runpack_store::is_write_leftover(&name) {
+            // An interrupted export's staging or replaced copy: never part of a runpack.
+            continue;
+        }
         let meta = fs::symlink_metadata(&path).map_err(|err| unreadable(&path, err))?;
         let member = format!("{prefix}/{name}");
         if meta.is_dir() {
@@ -197,8 +201,9 @@ fn encrypted_secrets(secrets: &[(String, PathBuf)], passphrase: &str) -> Result<
 /// target, and returns its directory and report.
 ///
 /// # Errors
-/// [`BackupError`] for snapshot, read, write or verification failures (nothing is left
-/// behind but a `.partial` directory, which `prune` removes).
+/// [`BackupError`] for snapshot, read, write or verification failures. A failed backup
+/// leaves nothing behind; a backup killed mid-write leaves a `.partial` directory, which
+/// `prune` removes.
 pub fn create(
     sources: &BackupSources,
     to: &Path,
@@ -211,6 +216,32 @@ pub fn create(
     let backup_id = format!("{:016x}", rand::random::<u64>());
     let partial = to.join(format!("dg-backup-{created_at_ms}-{backup_id}.partial"));
     fs::create_dir(&partial).map_err(write_error(&partial))?;
+    match fill(sources, &partial, key, ring, options, created_at_ms, &backup_id) {
+        Ok(report) => {
+            let done = to.join(format!("dg-backup-{created_at_ms}-{backup_id}"));
+            fs::rename(&partial, &done).map_err(write_error(&done))?;
+            File::open(to).and_then(|d| d.sync_all()).map_err(write_error(to))?;
+            Ok((done, report))
+        }
+        Err(err) => {
+            // A failed backup leaves nothing behind (prune would remove it, but an operator
+            // should not find a half-written backup beside the good ones).
+            let _ = fs::remove_dir_all(&partial);
+            Err(err)
+        }
+    }
+}
+
+/// Writes the parts and the signed index into `partial` and verifies them from there.
+fn fill(
+    sources: &BackupSources,
+    partial: &Path,
+    key: &ActiveKey,
+    ring: &PublicKeyRing,
+    options: &CreateOptions<'_>,
+    created_at_ms: i64,
+    backup_id: &str,
+) -> Result<BackupReport, BackupError> {
     let snapshot_path = partial.join(".snapshot.db");
     let (instance_id, schema_version) = snapshot(&sources.database, &snapshot_path)?;
 
@@ -227,9 +258,13 @@ pub fn create(
         members.push((SECRETS_MEMBER.into(), Source::Bytes(encrypted_secrets(&sources.secrets, passphrase)?)));
     }
 
-    let parts =
-        PartWriter { dir: partial.clone(), part_size: options.part_size.max(4096), current: None, done: Vec::new() };
-    let encoder = zstd::Encoder::new(parts, 3).map_err(write_error(&partial))?;
+    let parts = PartWriter {
+        dir: partial.to_path_buf(),
+        part_size: options.part_size.max(4096),
+        current: None,
+        done: Vec::new(),
+    };
+    let encoder = zstd::Encoder::new(parts, 3).map_err(write_error(partial))?;
     let mut builder = tar::Builder::new(encoder);
     let mut listed = Vec::with_capacity(members.len());
     let mut total = 0u64;
@@ -250,20 +285,20 @@ pub fn create(
         header.set_cksum();
         let mut hashing =
             HashingReader { inner: reader, hasher: Sha256::new(), count: 0, progress: options.progress, base: total };
-        builder.append_data(&mut header, &name, &mut hashing).map_err(write_error(&partial))?;
+        builder.append_data(&mut header, &name, &mut hashing).map_err(write_error(partial))?;
         if hashing.count != size {
             return Err(unreadable(Path::new(&name), "the file changed size while it was backed up"));
         }
         total += size;
         listed.push(Member { path: name, size, sha256: hex::encode(hashing.hasher.finalize()) });
     }
-    let encoder = builder.into_inner().map_err(write_error(&partial))?;
-    let parts = encoder.finish().map_err(write_error(&partial))?.finish().map_err(write_error(&partial))?;
+    let encoder = builder.into_inner().map_err(write_error(partial))?;
+    let parts = encoder.finish().map_err(write_error(partial))?.finish().map_err(write_error(partial))?;
     fs::remove_file(&snapshot_path).map_err(write_error(&snapshot_path))?;
 
     let body = IndexBody {
         format: BACKUP_FORMAT.into(),
-        backup_id: backup_id.clone(),
+        backup_id: backup_id.to_string(),
         instance_id,
         schema_version,
         created_at_ms,
@@ -278,9 +313,5 @@ pub fn create(
     crate::fsutil::write_atomic(&index_path, &json, 0o600).map_err(write_error(&index_path))?;
 
     // Re-read everything from the target before calling it a backup.
-    let report = verify(&partial, ring, options.passphrase.as_deref())?;
-    let done = to.join(format!("dg-backup-{created_at_ms}-{backup_id}"));
-    fs::rename(&partial, &done).map_err(write_error(&done))?;
-    File::open(to).and_then(|d| d.sync_all()).map_err(write_error(to))?;
-    Ok((done, report))
+    verify(partial, ring, options.passphrase.as_deref())
 }

@@ -143,13 +143,16 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
                 _ = sigint.recv() => {}
             }
         };
-        server::run(front, listener, tls, header_timeout, shutdown, |addr| {
+        let served = server::run(front.clone(), listener, tls, header_timeout, shutdown, |addr| {
             tracing::info!(address = %addr, "listening");
             eprintln!("dg-appliance listening on {scheme}://{addr}");
             notify(&[sd_notify::NotifyState::Ready]);
         })
         .await
-        .map_err(|err| err.to_string())
+        .map_err(|err| err.to_string());
+        // Failures since the last summary are audited before the shutdown entry.
+        let _ = tokio::task::spawn_blocking(move || front.audit_auth_failures()).await;
+        served
     });
     notify(&[sd_notify::NotifyState::Stopping]);
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

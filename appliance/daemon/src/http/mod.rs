@@ -39,6 +39,9 @@ pub struct HttpFront {
     providers_local: bool,
     activity: RecentActivity,
     auth_failures: auth_failures::AuthFailures,
+    /// One permit per open connection (`server.max_connections`).
+    connection_slots: Arc<Semaphore>,
+    max_connections: usize,
     connections: AtomicU64,
     boot_id: u64,
     counter: AtomicU64,
@@ -67,6 +70,7 @@ impl HttpFront {
     #[must_use]
     pub fn new(app: Arc<App>) -> Self {
         let max_inflight = app.config.server.max_inflight;
+        let max_connections = app.config.server.max_connections;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         let providers_local = crate::providers_setup::all_local(&app.config.providers);
         Self {
@@ -77,6 +81,8 @@ impl HttpFront {
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
             auth_failures: auth_failures::AuthFailures::default(),
+            connection_slots: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
@@ -88,6 +94,12 @@ impl HttpFront {
     #[must_use]
     pub fn connection(&self, peer: std::net::IpAddr) -> Connection {
         Connection { id: self.connections.fetch_add(1, Ordering::Relaxed) + 1, peer }
+    }
+
+    /// The permits of open connections (the accept loop takes one per connection).
+    #[must_use]
+    pub fn connection_slots(&self) -> Arc<Semaphore> {
+        self.connection_slots.clone()
     }
 
     /// Counts a failed authentication from the caller's address; a source past the limit
@@ -340,6 +352,7 @@ impl HttpFront {
             &self.app.store.checkpoint_counts(),
             inflight,
             self.auth_failures.totals(),
+            self.max_connections.saturating_sub(self.connection_slots.available_permits()),
         );
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));

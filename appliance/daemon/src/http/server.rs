@@ -154,6 +154,7 @@ pub async fn run(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let connection_slots = front.connection_slots();
     tokio::pin!(shutdown);
     on_ready(local);
     loop {
@@ -168,17 +169,35 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        // At most `server.max_connections` open at once: past it a new connection is
+        // closed at once (counted), so idle or slow clients cannot exhaust descriptors.
+        let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+            front.app.metrics.connection_refused();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection = front.connection(peer.ip());
         let front = front.clone();
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let service = service_fn(move |request| front.clone().serve(request, None, connection.clone()));
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let watched = graceful.watch(conn);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(err) = watched.await {
+                    let _slot = slot;
+                    // hyper's header timeout starts with a request's first byte: a plain
+                    // connection that never sends one would be held forever.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            tracing::debug!(%peer, "connection sent nothing within the header timeout; closed");
+                            return;
+                        }
+                    }
+                    let service = service_fn(move |request| front.clone().serve(request, None, connection.clone()));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    if let Err(err) = watcher.watch(conn).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
                 });
@@ -187,6 +206,7 @@ pub async fn run(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let Some(tls_stream) = handshake(acceptor, stream, peer, header_timeout).await else { return };
                     let client = front.app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
                     let principal = certificate_principal(&tls_stream, client).map(Arc::new);
