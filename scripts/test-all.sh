@@ -32,6 +32,9 @@ step "in the background: cargo tools and the fuzz build (scripts/install-tools.s
 background+=("$!")
 bash scripts/debian-root.sh >"$prep_dir/debian-root.log" 2>&1 &
 background+=("$!")
+step "in the background: the OIDC tests' OpenID provider (scripts/oidc-provider.sh, npm)"
+bash scripts/oidc-provider.sh >"$prep_dir/oidc-provider.log" 2>&1 &
+background+=("$!")
 step "build: tests (debug)"
 cargo test --workspace --all-targets --no-run
 step "build: benchmarks (release settings, shared with the packaging step's release build)"
@@ -45,6 +48,8 @@ for pid in "${background[@]}"; do
     for job_log in "$prep_dir"/*.log; do echo "-- $job_log"; tail -n 20 "$job_log"; done
 done
 background=()
+# The OIDC tests need their provider: a second try here fails with npm's own message.
+bash scripts/oidc-provider.sh
 
 step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"

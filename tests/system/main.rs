@@ -16,6 +16,7 @@ mod hardening;
 mod hostile_input;
 mod lifecycle;
 mod machine_wide;
+mod oidc;
 mod oss_clients;
 mod runpack_names;
 mod runpacks;

@@ -13,6 +13,7 @@ use dg_storage::Store;
 use crate::config::Config;
 use crate::export_roots::ExportRoots;
 use crate::metrics::Metrics;
+use crate::oidc::OidcVerifier;
 
 /// Shared application state.
 pub struct App {
@@ -34,6 +35,8 @@ pub struct App {
     pub keys: Arc<KeyStore>,
     /// Counters for /metrics.
     pub metrics: Metrics,
+    /// Bearer JWTs from the site's identity provider (`[auth.oidc]`; none by default).
+    pub oidc: Option<Arc<OidcVerifier>>,
 }
 
 impl App {
@@ -64,6 +67,7 @@ impl App {
             export_roots: ExportRoots::default(),
             keys,
             metrics: Metrics::default(),
+            oidc: None,
         }
     }
 }

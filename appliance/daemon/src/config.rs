@@ -88,6 +88,9 @@ pub struct Config {
     /// Runpack export settings.
     #[serde(default)]
     pub runpacks: RunpacksSection,
+    /// Sign-in beside API keys and client certificates (`[auth.oidc]`).
+    #[serde(default)]
+    pub auth: crate::oidc::AuthSection,
 }
 
 /// `[runpacks]`.
@@ -428,6 +431,11 @@ fn take_out(value: &mut toml::Value, segments: &[serde_path_to_error::Segment]) 
 /// Cross-field rules.
 fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
+    if let Some(oidc) = &config.auth.oidc {
+        for (key, message) in oidc.problems() {
+            problems.push(problem(format!("auth.oidc.{key}"), message));
+        }
+    }
     for (i, root) in config.runpacks.client_export_roots.iter().enumerate() {
         if let Some(message) = crate::export_roots::problem(root) {
             problems.push(problem(format!("runpacks.client_export_roots[{i}]"), &message));

@@ -9,6 +9,7 @@ pub mod datadir;
 pub mod export_roots;
 pub mod http;
 pub mod metrics;
+pub mod oidc;
 pub mod ops;
 pub mod providers_setup;
 pub mod rpc;

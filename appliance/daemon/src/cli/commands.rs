@@ -77,6 +77,10 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         let client_auth = app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
         Some(server::tls_config(&cert, &key, client_auth).map_err(|err| err.to_string())?)
     };
+    if let Some(settings) = &app.config.auth.oidc {
+        let verifier = crate::oidc::OidcVerifier::new(settings).map_err(|err| format!("[auth.oidc]: {err}"))?;
+        app.oidc = Some(Arc::new(verifier));
+    }
     if let Some(token) = admin_key {
         eprintln!("First admin API key (shown once, also saved to {}):", data.root.join("admin.key").display());
         eprintln!("{token}");

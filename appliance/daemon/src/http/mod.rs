@@ -235,9 +235,9 @@ impl HttpFront {
 
     async fn authenticate(&self, request: &Request<Incoming>, caller: &Caller) -> Result<Principal, WireError> {
         let header = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let store = self.app.store.clone();
+        let app = self.app.clone();
         let certificate = caller.certificate.clone();
-        tokio::task::spawn_blocking(move || identify(&store, header.as_deref(), certificate.as_deref()))
+        tokio::task::spawn_blocking(move || identify(&app, header.as_deref(), certificate.as_deref()))
             .await
             .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
     }
@@ -270,7 +270,7 @@ impl HttpFront {
         let app = self.app.clone();
         let peer = caller.peer;
         let result = tokio::task::spawn_blocking(move || {
-            let principal = identify(&app.store, authorization.as_deref(), caller.certificate.as_deref())?;
+            let principal = identify(&app, authorization.as_deref(), caller.certificate.as_deref())?;
             let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
             crate::ops::request::call(
                 &app,
@@ -354,6 +354,10 @@ impl HttpFront {
             self.auth_failures.totals(),
             self.max_connections.saturating_sub(self.connection_slots.available_permits()),
         );
+        let text = match &self.app.oidc {
+            Some(oidc) => text + &oidc.render_metrics(),
+            None => text,
+        };
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         (response, "metrics".into(), None)
@@ -441,11 +445,19 @@ impl HttpFront {
             return refuse(request, err, "rejected").await;
         }
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let principal = {
+        let principal = if self.app.oidc.is_some() && authorization.as_deref().is_some_and(|h| h.contains('.')) {
+            // A bearer JWT may need the provider's keys fetched (bounded, but seconds): off
+            // the connection's thread.
+            let app = self.app.clone();
+            let certificate = caller.certificate.clone();
+            tokio::task::spawn_blocking(move || identify(&app, authorization.as_deref(), certificate.as_deref()))
+                .await
+                .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
+        } else {
             // Key lookups come from memory unless the registry changed; the snapshot ends
             // here, before any await, so no other task on this thread runs under it.
             let _registry = self.app.store.registry_snapshot().ok();
-            identify(&self.app.store, authorization.as_deref(), caller.certificate.as_deref())
+            identify(&self.app, authorization.as_deref(), caller.certificate.as_deref())
         };
         let principal = match principal {
             Ok(principal) => principal,
@@ -565,14 +577,10 @@ struct Caller {
 
 /// The principal of a request: its bearer key when it sends one, else its mapped client
 /// certificate. A wrong key is refused even when a certificate is present.
-fn identify(
-    store: &dg_storage::Store,
-    header: Option<&str>,
-    certificate: Option<&Principal>,
-) -> Result<Principal, WireError> {
+fn identify(app: &App, header: Option<&str>, certificate: Option<&Principal>) -> Result<Principal, WireError> {
     match (header, certificate) {
         (None, Some(principal)) => Ok(principal.clone()),
-        _ => authenticate(store, header, dg_storage::now_ms()),
+        _ => authenticate(&app.store, app.oidc.as_deref(), header, dg_storage::now_ms()),
     }
 }
 

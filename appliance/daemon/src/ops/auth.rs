@@ -5,17 +5,36 @@ use dg_identity::keys;
 pub use dg_identity::{Principal, Role};
 use dg_storage::{ApiKeyRecord, Store};
 
+use crate::oidc::{OidcVerifier, Refusal};
 use crate::wire::{code, WireError};
 
-/// Authenticates an `Authorization` header value.
+/// Authenticates an `Authorization` header value: an API key (recognised by its prefix),
+/// or, when `[auth.oidc]` is configured, a bearer JWT from the site's provider.
 ///
 /// # Errors
-/// `-32001` for a missing, malformed, unknown, revoked or expired key (one answer for
-/// all, so a caller learns nothing about which keys exist).
-pub fn authenticate(store: &Store, header: Option<&str>, now_ms: i64) -> Result<Principal, WireError> {
+/// `-32001` for a missing, malformed, unknown, revoked or expired key or a refused token
+/// (one answer for all, so a caller learns nothing about which keys exist); `-32003` for
+/// a valid token whose claims map to no role.
+pub fn authenticate(
+    store: &Store,
+    oidc: Option<&OidcVerifier>,
+    header: Option<&str>,
+    now_ms: i64,
+) -> Result<Principal, WireError> {
     let unauthenticated = || WireError::new(code::UNAUTHENTICATED, "unauthenticated");
     let token = header.and_then(keys::bearer_token).ok_or_else(unauthenticated)?;
-    keys::parse(token).map_err(|_| unauthenticated())?;
+    if keys::parse(token).is_err() {
+        return match oidc {
+            Some(verifier) if OidcVerifier::looks_like_jwt(token) || token.len() > crate::oidc::MAX_TOKEN_BYTES => {
+                let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
+                verifier.verify(token, now_s, std::time::Instant::now()).map_err(|refusal| match refusal {
+                    Refusal::NoRole => WireError::new(code::UNAUTHORIZED, "the token's claims map to no role"),
+                    _ => unauthenticated(),
+                })
+            }
+            _ => Err(unauthenticated()),
+        };
+    }
     let record: ApiKeyRecord = store.find_api_key(&keys::token_hash(token))?.ok_or_else(unauthenticated)?;
     if !key_usable(&record, now_ms) {
         return Err(unauthenticated());
