@@ -52,6 +52,11 @@ pub mod usage {
     pub use crate::store::usage::{UsageRecord, UsageRow, COUNTERS};
 }
 
+/// The OIDC subject mapping's records.
+pub mod subjects {
+    pub use crate::store::subjects::{OidcSubjectRecord, MAX_SUBJECT_ID_BYTES};
+}
+
 /// The tenant and namespace registry's records.
 pub mod tenancy {
     pub use crate::store::tenancy::{NamespaceRecord, Status, TenantRecord};

@@ -130,6 +130,10 @@ fn arguments(name: &str, t: u64, ns: u64, victims: &HashMap<u64, String>) -> Val
             }
             args
         }
+        "oidc_subject_set" => json!({"subject": format!("oidc:https://idp.matrix#s-{t}-{ns}"), "role": "service",
+            "tenant_id": t, "namespaces": [ns], "label": "matrix"}),
+        "oidc_subject_list" => json!({"tenant_id": t}),
+        "oidc_subject_delete" => json!({"subject": format!("oidc:https://idp.matrix#gone-{t}"), "tenant_id": t}),
         "audit_verify" => json!({}),
         "audit_export" => json!({"since_ms": 0}),
         "usage_report" => json!({"tenant_id": t}),

@@ -658,3 +658,93 @@ fn attack_a_token_100_kib_long_is_refused_before_parsing_without_memory_growth()
         + attack.daemon.metric("dg_auth_failures_total{answer=\"throttled\"}").unwrap();
     assert!(failures >= 351.0, "{failures}");
 }
+
+#[test]
+fn the_subject_mapping_wins_over_claims_and_is_managed_by_admin_operations_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = make_keys(dir.path(), "k1", &["RS256", "ES256", "EdDSA"]);
+    let provider = Provider::start(dir.path(), &keys);
+    let daemon = start_daemon(daemon_config(&provider.issuer(), &provider.cert, ""));
+    daemon.register(2, 1);
+    let nobody = provider.token("nobody");
+    let service = provider.token("svc-es256");
+    let list = json!({"tenant_id": 1, "namespace_id": 2});
+    assert_eq!(tool(&daemon, &nobody, "scenarios_list", list.clone()).0, 403, "no role in its claims");
+
+    // Mapped by an administrator: the subject is an auditor of tenant 1 (reads, never writes).
+    let subject = |client: &str| format!("oidc:{}#{client}", provider.issuer());
+    daemon
+        .admin(
+            "oidc_subject_set",
+            json!({"subject": subject("nobody"), "role": "auditor", "tenant_id": 1, "label": "ops"}),
+        )
+        .unwrap();
+    assert_eq!(tool(&daemon, &nobody, "scenarios_list", list.clone()).0, 200);
+    assert_eq!(tool(&daemon, &nobody, "scenario_define", json!({"spec": spec("mapped")})).0, 403);
+    // The mapping wins over the token's own claims (service in tenant 1).
+    assert_eq!(tool(&daemon, &service, "scenario_define", json!({"spec": spec("before")})).0, 200);
+    daemon
+        .admin("oidc_subject_set", json!({"subject": subject("svc-es256"), "role": "auditor", "tenant_id": 1}))
+        .unwrap();
+    assert_eq!(tool(&daemon, &service, "scenario_define", json!({"spec": spec("after")})).0, 403);
+
+    // A tenant admin maps into its own tenant only, never to org_admin, and cannot take
+    // over a subject mapped elsewhere.
+    let tenant_admin = daemon.admin("key_issue", json!({"role": "tenant_admin", "tenant_id": 2})).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin_call =
+        |method: &str, params: Value| call(&daemon, "/rpc", &tenant_admin, &format!("admin/{method}"), params);
+    let (status, _) = admin_call("oidc_subject_set", json!({"subject": subject("x"), "role": "org_admin"}));
+    assert_eq!(status, 403);
+    let (status, _) =
+        admin_call("oidc_subject_set", json!({"subject": subject("svc-es256"), "role": "auditor", "tenant_id": 2}));
+    assert_eq!(status, 403, "mapped in tenant 1: not tenant 2's to take");
+    let (status, _) = admin_call("oidc_subject_delete", json!({"subject": subject("svc-es256"), "tenant_id": 1}));
+    assert_eq!(status, 403);
+    let (_, reply) = admin_call("oidc_subject_delete", json!({"subject": subject("svc-es256"), "tenant_id": 2}));
+    assert_eq!(reply["error"]["code"], -32004, "not found in tenant 2, like one that does not exist: {reply}");
+    let (status, reply) =
+        admin_call("oidc_subject_set", json!({"subject": "not-a-subject", "role": "auditor", "tenant_id": 2}));
+    assert_eq!(status, 400, "{reply}");
+
+    // The CLI lists and removes mappings; the subject falls back to its claims.
+    let cli = |args: &[&str]| {
+        let out = Command::new(support::binary()).args(args).arg("--data-dir").arg(daemon.data_dir()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Value = serde_json::from_str(&cli(&["subjects", "list", "--tenant", "1", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    cli(&["subjects", "delete", &subject("svc-es256"), "--tenant", "1"]);
+    assert_eq!(tool(&daemon, &service, "scenario_define", json!({"spec": spec("again")})).0, 200);
+    let audit = daemon.admin("audit_export", json!({"since_ms": 0})).unwrap();
+    assert!(audit["jsonl"].as_str().unwrap().contains("oidc_subject_set"), "mapping changes are audited");
+}
+
+#[test]
+fn config_check_refuses_none_hmac_plain_http_and_unbounded_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = format!(
+        "{}\n[auth.oidc]\nissuer = \"http://idp.example\"\naudiences = []\nalgorithms = [\"RS256\", \"none\", \"HS256\"]\nleeway_s = 3600\njwks_url = \"http://idp.example/jwks\"\njwks_file = \"/etc/jwks.json\"\n",
+        String::from_utf8(default).unwrap()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(support::binary()).args(["config", "check"]).arg(&path).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for expected in [
+        "auth.oidc.issuer",
+        "auth.oidc.audiences",
+        "\"none\" is not accepted",
+        "\"HS256\" is not accepted",
+        "auth.oidc.leeway_s",
+        "auth.oidc.jwks_url",
+        "auth.oidc.jwks_file",
+    ] {
+        assert!(text.contains(expected), "{expected} not reported:\n{text}");
+    }
+}

@@ -150,6 +150,11 @@ operations! {
     KeyList => "key_list", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
     KeyRevoke => "key_revoke", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
     KeyRotate => "key_rotate", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    // The OIDC subject mapping: who an identity provider's subject is here (wins over the
+    // token's claims). Like keys: a tenant admin maps subjects into its own tenant only.
+    OidcSubjectSet => "oidc_subject_set", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
+    OidcSubjectList => "oidc_subject_list", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    OidcSubjectDelete => "oidc_subject_delete", Admin, Tenant, true, None, [OrgAdmin, TenantAdmin];
     AuditVerify => "audit_verify", Admin, Org, false, None, [OrgAdmin, Auditor];
     AuditExport => "audit_export", Admin, Org, false, None, [OrgAdmin, Auditor];
     UsageReport => "usage_report", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];

@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 6;
+pub const CURRENT_VERSION: i64 = 7;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 6] = [
+const MIGRATIONS: [&str; 7] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -146,6 +146,15 @@ const MIGRATIONS: [&str; 6] = [
         runs_active = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'active'),
         runs_completed = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'completed'),
         runs_failed = (SELECT count(*) FROM runs WHERE runs.tenant_id = tenant_usage.tenant_id AND status = 'failed');
+    ",
+    // v7: the OIDC subject mapping (`subjects.rs`): an identity provider's subject → role,
+    // tenant and namespaces, set by administrators; hash-checked documents like API keys.
+    r"
+    CREATE TABLE oidc_subjects (
+        subject TEXT PRIMARY KEY NOT NULL, tenant_id INTEGER,
+        record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL
+    );
+    CREATE INDEX oidc_subjects_by_tenant ON oidc_subjects (tenant_id);
     ",
 ];
 

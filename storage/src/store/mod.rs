@@ -6,6 +6,7 @@ pub(crate) mod migrations;
 mod registry_cache;
 pub(crate) mod run_counts;
 mod scenario_cache;
+pub(crate) mod subjects;
 pub(crate) mod tenancy;
 pub(crate) mod usage;
 mod writer;
@@ -844,11 +845,12 @@ impl Store {
                 .map_err(StoreError::sqlite("integrity_check"))?;
             let mut report =
                 CheckReport { integrity_check, documents_checked: 0, failures: Vec::new(), usage_drift: Vec::new() };
-            let tables: [(&str, &str); 4] = [
+            let tables: [(&str, &str); 5] = [
                 ("runs", "SELECT tenant_id || '/' || namespace_id || '/' || run_id, state_json, state_sha256 FROM runs"),
                 ("scenarios", "SELECT tenant_id || '/' || namespace_id || '/' || scenario_id, spec_json, spec_sha256 FROM scenarios"),
                 ("data_shapes", "SELECT tenant_id || '/' || namespace_id || '/' || schema_id || '@' || version, record_json, record_sha256 FROM data_shapes"),
                 ("api_keys", "SELECT key_id, record_json, record_sha256 FROM api_keys"),
+                ("oidc_subjects", "SELECT subject, record_json, record_sha256 FROM oidc_subjects"),
             ];
             for (table, sql) in tables {
                 let mut stmt = conn.prepare(sql).map_err(StoreError::sqlite("check documents"))?;

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use crate::cli::bootstrap;
 use crate::cli::{
-    AdminListArgs, AuditCommand, DataDirArgs, KeysCommand, NamespacesCommand, TenantsCommand, UsageCommand,
+    AdminListArgs, AuditCommand, DataDirArgs, KeysCommand, NamespacesCommand, SubjectsCommand, TenantsCommand,
+    UsageCommand,
 };
 
 /// Runs one admin operation against the data directory.
@@ -125,6 +126,27 @@ pub fn run_namespaces(command: NamespacesCommand) -> Result<ExitCode, String> {
         )?),
         NamespacesCommand::Delete { data, tenant, id } => {
             print_json(&admin(&data, Operation::NamespaceDelete, json!({"tenant_id": tenant, "namespace_id": id}))?)
+        }
+    }
+}
+
+/// `subjects ...`.
+///
+/// # Errors
+/// A message for the operator.
+pub fn run_subjects(command: SubjectsCommand) -> Result<ExitCode, String> {
+    match command {
+        SubjectsCommand::Set { data, subject, role, tenant, namespaces, label } => print_json(&admin(
+            &data,
+            Operation::OidcSubjectSet,
+            json!({"subject": subject, "role": role, "tenant_id": tenant, "namespaces": namespaces, "label": label}),
+        )?),
+        SubjectsCommand::List { list, tenant } => {
+            let value = admin(&list.data, Operation::OidcSubjectList, json!({"tenant_id": tenant}))?;
+            listing(&list, &value, &["subject", "role", "tenant_id", "namespaces", "label"])
+        }
+        SubjectsCommand::Delete { data, subject, tenant } => {
+            print_json(&admin(&data, Operation::OidcSubjectDelete, json!({"subject": subject, "tenant_id": tenant}))?)
         }
     }
 }

@@ -208,6 +208,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Keys(command) => admin_cli::run_keys(command),
         Command::Tenants(command) => admin_cli::run_tenants(command),
         Command::Namespaces(command) => admin_cli::run_namespaces(command),
+        Command::Subjects(command) => admin_cli::run_subjects(command),
         Command::Audit(command) => admin_cli::run_audit(command),
         Command::Usage(command) => admin_cli::run_usage(command),
         Command::Policy { json } => admin_cli::print_policy(json),

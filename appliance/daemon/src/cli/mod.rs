@@ -49,6 +49,9 @@ pub enum Command {
     /// A tenant's namespaces.
     #[command(subcommand)]
     Namespaces(NamespacesCommand),
+    /// The OIDC subject mapping: who an identity provider's subject is here.
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
     /// The tamper-evident audit log: verify, export, prune, legal hold.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -117,6 +120,52 @@ pub enum TenantsCommand {
         /// Tenant id.
         #[arg(long)]
         id: u64,
+    },
+}
+
+/// `subjects` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SubjectsCommand {
+    /// Map a subject (`oidc:<issuer>#<sub>`, as the audit log records it) to a role; the
+    /// mapping wins over the token's claims.
+    Set {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// `oidc:<issuer>#<sub>`.
+        subject: String,
+        /// org_admin, tenant_admin, auditor or service.
+        #[arg(long)]
+        role: String,
+        /// Tenant (not for org_admin).
+        #[arg(long)]
+        tenant: Option<u64>,
+        /// Namespace within the tenant (repeat; required for service).
+        #[arg(long = "namespace")]
+        namespaces: Vec<u64>,
+        /// Label.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List mapped subjects.
+    List {
+        /// Data directory, config and output format.
+        #[command(flatten)]
+        list: AdminListArgs,
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<u64>,
+    },
+    /// Remove a subject's mapping (its tokens fall back to their claims).
+    Delete {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// `oidc:<issuer>#<sub>`.
+        subject: String,
+        /// The tenant it is mapped in (none for an org_admin mapping).
+        #[arg(long)]
+        tenant: Option<u64>,
     },
 }
 

@@ -82,6 +82,15 @@ impl Refusal {
     }
 }
 
+/// A token whose signature and claims were checked.
+#[derive(Debug)]
+pub struct Verified {
+    /// The subject id, `oidc:<iss>#<sub>`.
+    pub subject: String,
+    /// The principal its claims map to, or why they map to none.
+    pub from_claims: Result<Principal, String>,
+}
+
 /// Checks bearer JWTs for one provider.
 pub struct OidcVerifier {
     settings: OidcSettings,
@@ -128,27 +137,46 @@ impl OidcVerifier {
         token.starts_with("eyJ") && token.bytes().filter(|b| *b == b'.').count() == 2
     }
 
-    /// The principal of a valid token.
+    /// Checks a token: its subject id and the principal its claims map to. The caller
+    /// looks the subject up in the mapping table (which wins) and then calls
+    /// [`Self::settle`].
     ///
     /// # Errors
-    /// [`Refusal`], counted for `/metrics`; the reason is logged with the subject when
-    /// one is known.
-    pub fn verify(&self, token: &str, now_s: u64, now: Instant) -> Result<Principal, Refusal> {
+    /// [`Refusal`], counted for `/metrics`.
+    pub fn verify(&self, token: &str, now_s: u64, now: Instant) -> Result<Verified, Refusal> {
         let result = self.check(token, now_s, now);
-        match &result {
-            Ok(_) => {
-                self.accepted.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(refusal) => {
-                if let Some(index) = Refusal::ALL.iter().position(|r| r == refusal) {
-                    self.refused[index].fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        if let Err(refusal) = &result {
+            self.count(*refusal);
         }
         result
     }
 
-    fn check(&self, token: &str, now_s: u64, now: Instant) -> Result<Principal, Refusal> {
+    /// The principal a verified subject ends with (from the mapping table or its claims),
+    /// counted; a subject with none is refused with [`Refusal::NoRole`] and logged.
+    ///
+    /// # Errors
+    /// [`Refusal::NoRole`].
+    pub fn settle(&self, subject: &str, principal: Result<Principal, String>) -> Result<Principal, Refusal> {
+        match principal {
+            Ok(principal) => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                Ok(principal)
+            }
+            Err(reason) => {
+                tracing::warn!(%subject, %reason, "a valid OIDC token maps to no role; refused");
+                self.count(Refusal::NoRole);
+                Err(Refusal::NoRole)
+            }
+        }
+    }
+
+    fn count(&self, refusal: Refusal) {
+        if let Some(index) = Refusal::ALL.iter().position(|r| *r == refusal) {
+            self.refused[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn check(&self, token: &str, now_s: u64, now: Instant) -> Result<Verified, Refusal> {
         if token.len() > MAX_TOKEN_BYTES
             || !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
@@ -202,10 +230,8 @@ impl OidcVerifier {
         let subject = claims.get("sub").and_then(Value::as_str).filter(|s| claims::subject_acceptable(s));
         let subject = subject.ok_or(Refusal::Claims)?;
         let id = claims::subject_id(&self.settings.issuer, subject);
-        claims::principal(&self.settings, &claims, id.clone()).map_err(|reason| {
-            tracing::warn!(subject = %id, %reason, "a valid OIDC token maps to no role; refused");
-            Refusal::NoRole
-        })
+        let from_claims = claims::principal(&self.settings, &claims, id.clone());
+        Ok(Verified { subject: id, from_claims })
     }
 
     /// The `/metrics` lines of the OIDC path (fixed label sets).

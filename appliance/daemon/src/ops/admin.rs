@@ -62,6 +62,9 @@ pub fn call(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
         Operation::KeyList => key_list(ctx, args),
         Operation::KeyRevoke => key_revoke(ctx, args),
         Operation::KeyRotate => key_rotate(ctx, args),
+        Operation::OidcSubjectSet => crate::ops::subjects::set(ctx, args),
+        Operation::OidcSubjectList => crate::ops::subjects::list(ctx, args),
+        Operation::OidcSubjectDelete => crate::ops::subjects::delete(ctx, args),
         Operation::AuditVerify => {
             ctx.authorize(Target::default())?;
             let ring = ctx.app.keys.ring().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;

@@ -3,9 +3,10 @@
 
 use dg_identity::keys;
 pub use dg_identity::{Principal, Role};
+use dg_storage::subjects::OidcSubjectRecord;
 use dg_storage::{ApiKeyRecord, Store};
 
-use crate::oidc::{OidcVerifier, Refusal};
+use crate::oidc::OidcVerifier;
 use crate::wire::{code, WireError};
 
 /// Authenticates an `Authorization` header value: an API key (recognised by its prefix),
@@ -27,10 +28,16 @@ pub fn authenticate(
         return match oidc {
             Some(verifier) if OidcVerifier::looks_like_jwt(token) || token.len() > crate::oidc::MAX_TOKEN_BYTES => {
                 let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
-                verifier.verify(token, now_s, std::time::Instant::now()).map_err(|refusal| match refusal {
-                    Refusal::NoRole => WireError::new(code::UNAUTHORIZED, "the token's claims map to no role"),
-                    _ => unauthenticated(),
-                })
+                let verified =
+                    verifier.verify(token, now_s, std::time::Instant::now()).map_err(|_| unauthenticated())?;
+                // The mapping table wins over the token's claims.
+                let principal = match store.find_oidc_subject(&verified.subject)? {
+                    Some(mapped) => mapped_principal(&mapped),
+                    None => verified.from_claims,
+                };
+                verifier
+                    .settle(&verified.subject, principal)
+                    .map_err(|_| WireError::new(code::UNAUTHORIZED, "the token's subject maps to no role"))
             }
             _ => Err(unauthenticated()),
         };
@@ -47,4 +54,11 @@ pub fn authenticate(
 #[must_use]
 pub fn key_usable(record: &ApiKeyRecord, now_ms: i64) -> bool {
     !(record.revoked_at_ms.is_some_and(|at| at <= now_ms) || record.expires_at_ms.is_some_and(|at| at <= now_ms))
+}
+
+/// The principal an administrator mapped a subject to.
+fn mapped_principal(record: &OidcSubjectRecord) -> Result<Principal, String> {
+    let role =
+        Role::parse(&record.role).ok_or_else(|| format!("the mapping names an unknown role {:?}", record.role))?;
+    Ok(Principal { id: record.subject.clone(), role, tenant: record.tenant_id, namespaces: record.namespaces.clone() })
 }
