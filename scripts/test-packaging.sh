@@ -61,10 +61,12 @@ for path in /usr/bin/dg-appliance /usr/lib/systemd/system/dg-appliance.service /
 done
 # The operator documents the README points at ship in both packages.
 dpkg-deb -c dist/*.deb | awk '{print $NF}' | sed 's|^\./|/|' > /tmp/dg-deb-files
-for doc in README.md backup-and-restore.md identity-and-audit.md install-offline.md metrics.md; do
+for doc in README.md backup-and-restore.md identity-and-audit.md install-offline.md metrics.md slo.md runbooks.md; do
     grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-rpm-files || { echo "rpm lacks the operator document $doc"; exit 1; }
     grep -qx "/usr/share/doc/dg-appliance/$doc" /tmp/dg-deb-files || { echo "deb lacks the operator document $doc"; exit 1; }
 done
+grep -qx "/usr/share/dg-appliance/prometheus/dg-appliance.rules.yml" /tmp/dg-rpm-files || { echo "rpm lacks the Prometheus rules"; exit 1; }
+grep -qx "/usr/share/dg-appliance/prometheus/dg-appliance.rules.yml" /tmp/dg-deb-files || { echo "deb lacks the Prometheus rules"; exit 1; }
 # The default package changes no device: no udev rule in either package.
 ! grep -q udev /tmp/dg-rpm-files /tmp/dg-deb-files || { echo "a package ships a udev rule"; exit 1; }
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts

@@ -30,7 +30,9 @@ pub mod runpack_store;
 pub mod signing;
 mod store;
 
-pub use clock::now_ms;
+#[doc(hidden)]
+pub use clock::shift_wall_clock_for_tests;
+pub use clock::{floor_ms, now_ms, record_time_ms};
 pub use error::StoreError;
 pub use fsutil::{open_regular, read_bounded, read_text_bounded, write_atomic, Links};
 pub use store::checkpointer::CheckpointCounts;

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alert_rules;
 mod audit;
 mod authz;
 mod backup;

@@ -10,10 +10,12 @@ use dg_storage::runpack_store::RunpackStore;
 use dg_storage::signing::KeyStore;
 use dg_storage::Store;
 
+use crate::clock_watch::ClockWatch;
 use crate::config::Config;
 use crate::export_roots::ExportRoots;
 use crate::metrics::Metrics;
 use crate::oidc::OidcVerifier;
+use crate::slo::SloSeries;
 
 /// Shared application state.
 pub struct App {
@@ -37,6 +39,10 @@ pub struct App {
     pub metrics: Metrics,
     /// Bearer JWTs from the site's identity provider (`[auth.oidc]`; none by default).
     pub oidc: Option<Arc<OidcVerifier>>,
+    /// The series the SLOs and their alerts need (`slo.rs`).
+    pub slo: SloSeries,
+    /// Trusted time: steps of the wall clock (`clock_watch.rs`).
+    pub clock: ClockWatch,
 }
 
 impl App {
@@ -53,6 +59,7 @@ impl App {
             trust_requirement: TrustRequirement { min_lane: config.engine.min_lane },
             ..EngineConfig::default()
         };
+        let config_time_bound = config.time.readiness_bound_s;
         let strict = config.validation.strict.then_some(StrictValidationConfig {
             enable_lexicographic: config.validation.enable_lexicographic,
             enable_deep_equals: config.validation.enable_deep_equals,
@@ -68,6 +75,8 @@ impl App {
             keys,
             metrics: Metrics::default(),
             oidc: None,
+            slo: SloSeries::default(),
+            clock: ClockWatch::new(config_time_bound),
         }
     }
 }

@@ -39,6 +39,11 @@ burst = 4000
 checkpoint_every = 256
 checkpoint_interval_ms = 10000
 
+# Trusted time: /readyz answers degraded while the wall clock is behind the newest audit
+# record by more than this (a clock stepped back; records keep their order regardless).
+[time]
+readiness_bound_s = 60
+
 # Per-tenant quotas on the usage counters (absent = unlimited); a tenant's own quotas,
 # set with `tenants create --quota`, take precedence.
 [quotas]
@@ -91,6 +96,23 @@ pub struct Config {
     /// Sign-in beside API keys and client certificates (`[auth.oidc]`).
     #[serde(default)]
     pub auth: crate::oidc::AuthSection,
+    /// Trusted time (`clock_watch.rs`).
+    #[serde(default)]
+    pub time: TimeSection,
+}
+
+/// `[time]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeSection {
+    /// `/readyz` answers degraded while the wall clock is behind the newest audit record
+    /// by more than this many seconds.
+    pub readiness_bound_s: u64,
+}
+
+impl Default for TimeSection {
+    fn default() -> Self {
+        Self { readiness_bound_s: 60 }
+    }
 }
 
 /// `[runpacks]`.
@@ -431,6 +453,9 @@ fn take_out(value: &mut toml::Value, segments: &[serde_path_to_error::Segment]) 
 /// Cross-field rules.
 fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
+    if config.time.readiness_bound_s == 0 || config.time.readiness_bound_s > 86_400 {
+        problems.push(problem("time.readiness_bound_s", "must be between 1 and 86400 (a day)"));
+    }
     if let Some(oidc) = &config.auth.oidc {
         for (key, message) in oidc.problems() {
             problems.push(problem(format!("auth.oidc.{key}"), message));

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock_watch;
 pub mod config;
 pub mod datadir;
 pub mod export_roots;
@@ -13,4 +14,5 @@ pub mod oidc;
 pub mod ops;
 pub mod providers_setup;
 pub mod rpc;
+pub mod slo;
 pub mod wire;

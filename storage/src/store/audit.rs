@@ -105,7 +105,15 @@ pub struct CheckpointBody {
     pub key_id: String,
     /// sha256 of the previous checkpoint's canonical JSON ([`GENESIS_SHA256`] for the first).
     pub prev_checkpoint_sha256: String,
+    /// Where `time_ms` came from: `system_clock`, or `system_clock_held` when the system
+    /// clock was behind an earlier record (stepped back) and the time was held there.
+    /// Absent in checkpoints of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_source: Option<String>,
 }
+
+/// How far the system clock may be behind the record time before a checkpoint says so.
+const CLOCK_TOLERANCE_MS: i64 = 1000;
 
 /// A signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -634,7 +642,8 @@ fn append_in(
     signer: Option<&SignerSlot>,
 ) -> Result<(u64, Option<Checkpoint>), StoreError> {
     let mut head = head(conn)?;
-    let time_ms = now_ms();
+    // Never earlier than an earlier record, whatever the wall clock did (`clock.rs`).
+    let time_ms = crate::clock::record_time_ms();
     for event in events {
         let seq = head.0 + 1;
         let entry = AuditEntry { seq, prev_sha256: head.1.clone(), time_ms, event };
@@ -722,12 +731,17 @@ fn sign_checkpoint(
         Some(last) => last.sha256()?,
         None => GENESIS_SHA256.to_string(),
     };
+    let time_ms = crate::clock::record_time_ms();
+    // Where the time came from: the system clock, or held at the previous record's time
+    // because the system clock was behind it (stepped back).
+    let held = now_ms() + CLOCK_TOLERANCE_MS < time_ms;
     let mut body = CheckpointBody {
         entry_count: head.0,
         head_sha256: head.1.clone(),
-        time_ms: now_ms(),
+        time_ms,
         key_id: String::new(),
         prev_checkpoint_sha256: prev,
+        time_source: Some(if held { "system_clock_held" } else { "system_clock" }.to_string()),
     };
     // The key id is part of what is signed.
     body.key_id = signer.key_id().map_err(StoreError::Signing)?;

@@ -149,7 +149,9 @@ const MIGRATIONS: [&str; 7] = [
     ",
     // v7: the OIDC subject mapping (`subjects.rs`): an identity provider's subject → role,
     // tenant and namespaces, set by administrators; hash-checked documents like API keys.
+    // And when the data directory was last backed up (`meta.rs`), for the backup-age alert.
     r"
+    ALTER TABLE store_meta ADD COLUMN last_backup_at_ms INTEGER;
     CREATE TABLE oidc_subjects (
         subject TEXT PRIMARY KEY NOT NULL, tenant_id INTEGER,
         record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL

@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod checkpointer;
+pub(crate) mod meta;
 pub(crate) mod migrations;
 mod registry_cache;
 pub(crate) mod run_counts;
@@ -211,6 +212,13 @@ impl Store {
         let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
+        // Record times never go back past the newest audit entry, even across a restart
+        // on a clock that was stepped back (`clock.rs`).
+        let newest: Option<i64> =
+            query_one(&conn, "SELECT time_ms FROM audit_log ORDER BY seq DESC LIMIT 1", [], |row| row.get(0))
+                .optional()
+                .map_err(StoreError::sqlite("read audit head time"))?;
+        crate::clock::raise_floor(newest.unwrap_or(0));
         // The writer also serves hot point reads (`read_point`): room for every cached
         // statement of both, so none is evicted and prepared again on the request path.
         conn.set_prepared_statement_cache_capacity(128);

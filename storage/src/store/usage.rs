@@ -5,7 +5,6 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::now_ms;
 use crate::error::StoreError;
 use crate::store::{exec, query_one, to_sql, Store};
 
@@ -95,7 +94,7 @@ impl Store {
     /// [`StoreError::QuotaExceeded`] (nothing charged), storage errors.
     pub fn charge_usage(&self, records: Vec<(UsageRecord, Option<u64>)>) -> Result<bool, StoreError> {
         let charged = self.writer.submit(Box::new(move |conn| {
-            let at = now_ms();
+            let at = crate::clock::record_time_ms();
             let mut any_new = false;
             for (record, limit) in &records {
                 let seen: Option<i64> = query_one(

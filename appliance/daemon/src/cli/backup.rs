@@ -104,7 +104,10 @@ fn create(
         Err(err) => ("error", err.to_string()),
     };
     let audited = audit(&app.store, "backup", event.0, event.1);
+    // For the backup-age alert (dg_backup_last_success_timestamp_seconds).
+    let recorded = if outcome.is_ok() { app.store.record_backup().map_err(|err| err.to_string()) } else { Ok(()) };
     app.store.close();
+    recorded?;
     audited?;
     match outcome {
         Ok((path, report)) => {

@@ -74,9 +74,13 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
                 (data.cert_path(), data.key_path())
             }
         };
+        if let Err(err) = app.slo.watch_certificate(&cert) {
+            tracing::warn!(error = %err, "cannot read the certificate's expiry for /metrics");
+        }
         let client_auth = app.config.tls.as_ref().and_then(|tls| tls.client_auth.as_ref());
         Some(server::tls_config(&cert, &key, client_auth).map_err(|err| err.to_string())?)
     };
+    app.slo.watch_data_dir(&data.root);
     if let Some(settings) = &app.config.auth.oidc {
         let verifier = crate::oidc::OidcVerifier::new(settings).map_err(|err| format!("[auth.oidc]: {err}"))?;
         app.oidc = Some(Arc::new(verifier));
@@ -122,6 +126,17 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         }
     });
     spawn_watchdog(&runtime, store.clone());
+    // Trusted time: the wall clock checked once a second (a step across the restart is
+    // seen by the first check).
+    let watching = app.clone();
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            ticker.tick().await;
+            let app = watching.clone();
+            let _ = tokio::task::spawn_blocking(move || app.clock.watch_once(&app.store)).await;
+        }
+    });
     let result = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;

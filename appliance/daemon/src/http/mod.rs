@@ -211,7 +211,10 @@ impl HttpFront {
             (&Method::GET, "/readyz") => {
                 let store = self.app.store.clone();
                 let ready = tokio::task::spawn_blocking(move || store.ping()).await.map(|r| r.is_ok()).unwrap_or(false);
-                if ready {
+                let clock = self.app.clock.ready();
+                if let (true, Err(reason)) = (ready, &clock) {
+                    (json_response(503, &json!({"status": "degraded", "reason": reason})), "GET".into(), None)
+                } else if ready {
                     (json_response(200, &json!({"status": "ready"})), "GET".into(), None)
                 } else {
                     (json_response(503, &json!({"status": "not_ready"})), "GET".into(), None)
@@ -354,6 +357,7 @@ impl HttpFront {
             self.auth_failures.totals(),
             self.max_connections.saturating_sub(self.connection_slots.available_permits()),
         );
+        let text = text + &self.app.slo.render(&self.app.store) + &self.app.clock.render();
         let text = match &self.app.oidc {
             Some(oidc) => text + &oidc.render_metrics(),
             None => text,

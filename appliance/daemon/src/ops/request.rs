@@ -296,6 +296,20 @@ pub fn call(
     args: Value,
     run: impl FnOnce(&RequestCtx<'_>, Value) -> Result<Value, WireError>,
 ) -> Result<Value, WireError> {
+    let started = std::time::Instant::now();
+    let outcome = call_audited(app, principal, request_id, operation, args, run);
+    app.slo.record(operation, started.elapsed());
+    outcome
+}
+
+fn call_audited(
+    app: &App,
+    principal: &Principal,
+    request_id: String,
+    operation: Operation,
+    args: Value,
+    run: impl FnOnce(&RequestCtx<'_>, Value) -> Result<Value, WireError>,
+) -> Result<Value, WireError> {
     let mut ctx = RequestCtx::new(app, principal, operation, request_id);
     ctx.request_sha256 = sha256_of(&args);
     let row = operation.row();
