@@ -21,5 +21,6 @@ mod oidc;
 mod oss_clients;
 mod runpack_names;
 mod runpacks;
+mod support_bundle;
 mod tools;
 mod transports;

@@ -228,6 +228,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Usage(command) => admin_cli::run_usage(command),
         Command::Policy { json } => admin_cli::print_policy(json),
         Command::Backup(command) => backup_cli::run(command),
+        Command::SupportBundle(args) => crate::cli::support::run(args),
         Command::Release(command) => release_cli::run(command),
         Command::GenerateDocs { out } => release_cli::generate_docs(&out),
     }

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod release;
 pub mod runpack;
 pub mod store;
+pub mod support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Backups for USB sticks: create (online), verify (offline), restore, prune.
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// One signed archive for the vendor, with no secret in it (`--out`), or check one
+    /// offline (`--verify`).
+    SupportBundle(SupportBundleArgs),
     /// Sign and verify release files (the offline install bundle's SHA256SUMS).
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -534,6 +538,36 @@ pub struct DataDirArgs {
     /// TOML configuration file; without it the embedded default is used.
     #[arg(long, env = "DG_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// `support-bundle` flags.
+#[derive(Debug, Clone, Args)]
+pub struct SupportBundleArgs {
+    /// Data directory and config.
+    #[command(flatten)]
+    pub data: DataDirArgs,
+    /// Where to write the bundle (a tar archive).
+    #[arg(long, conflicts_with = "verify")]
+    pub out: Option<PathBuf>,
+    /// Check a bundle's signature and contents instead (offline).
+    #[arg(long)]
+    pub verify: Option<PathBuf>,
+    /// The public key ring for --verify (`dg-appliance keys show-public`).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// The daemon's log to take the tail of (default: the journal of dg-appliance.service).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// How many log lines to take (default 500).
+    #[arg(long)]
+    pub log_lines: Option<usize>,
+    /// The /metrics URL to snapshot (default: the configured listen address).
+    #[arg(long)]
+    pub metrics_url: Option<String>,
+    /// A file holding the API key to scrape /metrics with (default: <data dir>/admin.key);
+    /// the key itself never enters the bundle.
+    #[arg(long)]
+    pub metrics_key_file: Option<PathBuf>,
 }
 
 /// `serve` flags.
