@@ -15,5 +15,5 @@ python3 scripts/check-module-cycles.py | tail -n 1
 step "unit and property tests"
 cargo test --workspace --lib --bins -q
 cargo test -q -p dg-engine -p dg-storage -p dg-identity -p dg-providers --tests
-cargo test -q -p dg-appliance --test request_path --test clock
+cargo test -q -p dg-appliance --test request_path --test clock --test billing
 step "done"

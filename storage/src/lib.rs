@@ -51,6 +51,7 @@ pub mod audit {
 
 /// The usage ledger's records and counters.
 pub mod usage {
+    pub use crate::store::periods::{period_of, valid_period};
     pub use crate::store::usage::{UsageRecord, UsageRow, COUNTERS};
 }
 

@@ -99,6 +99,9 @@ pub struct Config {
     /// Trusted time (`clock_watch.rs`).
     #[serde(default)]
     pub time: TimeSection,
+    /// Plans and overage rules (`billing.rs`).
+    #[serde(default)]
+    pub billing: crate::billing::BillingSection,
 }
 
 /// `[time]`.
@@ -455,6 +458,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     if config.time.readiness_bound_s == 0 || config.time.readiness_bound_s > 86_400 {
         problems.push(problem("time.readiness_bound_s", "must be between 1 and 86400 (a day)"));
+    }
+    for (key, message) in config.billing.problems() {
+        problems.push(problem(format!("billing.{key}"), message));
     }
     if let Some(oidc) = &config.auth.oidc {
         for (key, message) in oidc.problems() {

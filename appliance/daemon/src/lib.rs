@@ -3,6 +3,7 @@
 //! path (`ops`) directly.
 
 pub mod app;
+pub mod billing;
 pub mod cli;
 pub mod clock_watch;
 pub mod config;

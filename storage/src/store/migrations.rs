@@ -149,9 +149,17 @@ const MIGRATIONS: [&str; 7] = [
     ",
     // v7: the OIDC subject mapping (`subjects.rs`): an identity provider's subject → role,
     // tenant and namespaces, set by administrators; hash-checked documents like API keys.
-    // And when the data directory was last backed up (`meta.rs`), for the backup-age alert.
+    // And when the data directory was last backed up (`meta.rs`), for the backup-age alert,
+    // and usage by billing period (`periods.rs`), filled from the ledger.
     r"
     ALTER TABLE store_meta ADD COLUMN last_backup_at_ms INTEGER;
+    CREATE TABLE usage_periods (
+        tenant_id INTEGER NOT NULL, counter TEXT NOT NULL, period TEXT NOT NULL, total INTEGER NOT NULL,
+        PRIMARY KEY (tenant_id, counter, period)
+    ) WITHOUT ROWID;
+    INSERT INTO usage_periods (tenant_id, counter, period, total)
+        SELECT tenant_id, counter, strftime('%Y-%m', at_ms / 1000, 'unixepoch'), sum(amount)
+        FROM usage_ledger GROUP BY 1, 2, 3;
     CREATE TABLE oidc_subjects (
         subject TEXT PRIMARY KEY NOT NULL, tenant_id INTEGER,
         record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL

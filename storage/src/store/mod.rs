@@ -4,6 +4,7 @@ pub(crate) mod audit;
 pub(crate) mod checkpointer;
 pub(crate) mod meta;
 pub(crate) mod migrations;
+pub(crate) mod periods;
 mod registry_cache;
 pub(crate) mod run_counts;
 mod scenario_cache;

@@ -70,6 +70,7 @@ pub(crate) fn record_usage(conn: &Connection, record: &UsageRecord, at_ms: i64) 
         params![to_sql(record.tenant_id), record.counter, amount],
     )
     .map_err(StoreError::sqlite("update usage totals"))?;
+    crate::store::periods::add(conn, record.tenant_id, &record.counter, at_ms, amount)?;
     Ok(true)
 }
 
@@ -93,10 +94,22 @@ impl Store {
     /// # Errors
     /// [`StoreError::QuotaExceeded`] (nothing charged), storage errors.
     pub fn charge_usage(&self, records: Vec<(UsageRecord, Option<u64>)>) -> Result<bool, StoreError> {
+        self.charge_usage_in_period(records.into_iter().map(|(record, limit)| (record, limit, None)).collect())
+    }
+
+    /// As [`Self::charge_usage`], each record also with a limit on its billing period's
+    /// total (a plan's `block` entitlement; `periods.rs`).
+    ///
+    /// # Errors
+    /// [`StoreError::QuotaExceeded`] (nothing charged), storage errors.
+    pub fn charge_usage_in_period(
+        &self,
+        records: Vec<(UsageRecord, Option<u64>, Option<u64>)>,
+    ) -> Result<bool, StoreError> {
         let charged = self.writer.submit(Box::new(move |conn| {
             let at = crate::clock::record_time_ms();
             let mut any_new = false;
-            for (record, limit) in &records {
+            for (record, limit, period_limit) in &records {
                 let seen: Option<i64> = query_one(
                     conn,
                     "SELECT amount FROM usage_ledger WHERE tenant_id = ?1 AND request_id = ?2 AND counter = ?3",
@@ -110,6 +123,18 @@ impl Store {
                 }
                 if let Some(limit) = limit {
                     let after = total(conn, record.tenant_id, &record.counter)?.saturating_add(record.amount);
+                    if after > *limit {
+                        return Err(StoreError::QuotaExceeded {
+                            tenant_id: record.tenant_id,
+                            counter: record.counter.clone(),
+                            requested: after,
+                            limit: *limit,
+                        });
+                    }
+                }
+                if let Some(limit) = period_limit {
+                    let after = crate::store::periods::total(conn, record.tenant_id, &record.counter, at)?
+                        .saturating_add(record.amount);
                     if after > *limit {
                         return Err(StoreError::QuotaExceeded {
                             tenant_id: record.tenant_id,
@@ -134,15 +159,16 @@ impl Store {
         let request_id = request_id.to_string();
         self.writer.submit(Box::new(move |conn| {
             for counter in &counters {
-                let amount: Option<i64> = query_one(
+                let refunded: Option<(i64, i64)> = query_one(
                     conn,
-                    "DELETE FROM usage_ledger WHERE tenant_id = ?1 AND request_id = ?2 AND counter = ?3 RETURNING amount",
+                    "DELETE FROM usage_ledger WHERE tenant_id = ?1 AND request_id = ?2 AND counter = ?3 RETURNING amount, at_ms",
                     params![to_sql(tenant_id), request_id, counter],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
                 .map_err(StoreError::sqlite("refund usage"))?;
-                if let Some(amount) = amount {
+                if let Some((amount, at_ms)) = refunded {
+                    crate::store::periods::add(conn, tenant_id, counter, at_ms, -amount)?;
                     exec(
                         conn,
                         "UPDATE usage_totals SET total = max(0, total - ?3) WHERE tenant_id = ?1 AND counter = ?2",

@@ -293,7 +293,47 @@ pub fn run_usage(command: UsageCommand) -> Result<ExitCode, String> {
             let value = admin(&list.data, Operation::UsageReport, args)?;
             listing(&list, &value, &["tenant_id", "key_id", "counter", "total", "requests"])
         }
+        UsageCommand::Export { data, period, format, out } => usage_export(&data, &period, &format, &out),
     }
+}
+
+/// `usage export`: the month's rows and a detached signature beside them.
+fn usage_export(data: &DataDirArgs, period: &str, format: &str, out: &std::path::Path) -> Result<ExitCode, String> {
+    use crate::billing::{export, Format, EXPORT_CONTEXT};
+    if !dg_storage::usage::valid_period(period) {
+        return Err(format!("--period {period:?}: expected YYYY-MM"));
+    }
+    let format = match format {
+        "csv" => Format::Csv,
+        "jsonl" => Format::Jsonl,
+        other => return Err(format!("--format {other:?}: csv or jsonl")),
+    };
+    let (app, _, _) = crate::cli::bootstrap::build_app(data)?;
+    let current = dg_storage::usage::period_of(dg_storage::record_time_ms());
+    if period > current.as_str() {
+        return Err(format!("{period} has not begun (this is {current})"));
+    }
+    if period == current {
+        // Storage is a level: the month's figure is the highest sampled, now included.
+        app.store.sample_storage_usage().map_err(|err| err.to_string())?;
+        eprintln!("note: {period} is the current month; its figures will still change");
+    }
+    let tenants: Vec<u64> =
+        app.store.list_tenants().map_err(|err| err.to_string())?.into_iter().map(|t| t.tenant_id).collect();
+    let totals = app.store.usage_for_period(period).map_err(|err| err.to_string())?;
+    let bytes = export(&app.config.billing, period, &tenants, &totals, format);
+    let key = app.keys.active().map_err(|err| err.to_string())?;
+    app.store.close();
+    let mut message = EXPORT_CONTEXT.to_vec();
+    message.extend_from_slice(&bytes);
+    let signature = json!({"key_id": key.key_id, "signature": key.sign_hex(&message), "sha256":
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))});
+    let sig_path = std::path::PathBuf::from(format!("{}.sig", out.display()));
+    dg_storage::write_atomic(out, &bytes, 0o600).map_err(|err| format!("{}: {err}", out.display()))?;
+    let sig = serde_json::to_vec_pretty(&signature).map_err(|err| err.to_string())?;
+    dg_storage::write_atomic(&sig_path, &sig, 0o600).map_err(|err| format!("{}: {err}", sig_path.display()))?;
+    eprintln!("usage for {period} written to {} (signature {})", out.display(), sig_path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `policy`: the policy table, as the daemon enforces it.

@@ -126,6 +126,18 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         }
     });
     spawn_watchdog(&runtime, store.clone());
+    // Storage is billed by its highest level in the month: sampled once a minute.
+    let sampling = store.clone();
+    runtime.spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            ticker.tick().await;
+            let store = sampling.clone();
+            if let Ok(Err(err)) = tokio::task::spawn_blocking(move || store.sample_storage_usage()).await {
+                tracing::warn!(error = %err, "storage usage sample failed");
+            }
+        }
+    });
     // Trusted time: the wall clock checked once a second (a step across the restart is
     // seen by the first check).
     let watching = app.clone();

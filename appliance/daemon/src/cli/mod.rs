@@ -417,6 +417,22 @@ pub enum UsageCommand {
         #[arg(long)]
         since: Option<String>,
     },
+    /// The billing export of one month: per tenant and counter, the plan's entitlement,
+    /// usage, overage and its price; written with a detached signature (`<out>.sig`).
+    Export {
+        /// Data directory and config (the plans come from `[billing]`).
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The month, YYYY-MM (UTC).
+        #[arg(long)]
+        period: String,
+        /// csv or jsonl.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn parse_quota(text: &str) -> Result<(String, u64), String> {

@@ -195,17 +195,21 @@ impl<'a> RequestCtx<'a> {
             |counter: &str| overrides.get(counter).copied().or_else(|| self.app.config.quotas.get(counter).copied());
         let mut counters = vec![UsageCounter::ToolCalls];
         counters.extend(self.operation.counter());
-        let charges: Vec<(UsageRecord, Option<u64>)> = counters
+        // A quota (all time) and a plan's `block` entitlement (this month) are both checked
+        // and charged before the work.
+        let charges: Vec<(UsageRecord, Option<u64>, Option<u64>)> = counters
             .iter()
             .filter_map(|counter| {
-                limit_of(counter.as_str()).map(|limit| (self.usage(tenant, counter.as_str()), Some(limit)))
+                let quota = limit_of(counter.as_str());
+                let monthly = self.app.config.billing.block_limit(tenant, counter.as_str());
+                (quota.is_some() || monthly.is_some()).then(|| (self.usage(tenant, counter.as_str()), quota, monthly))
             })
             .collect();
         if charges.is_empty() {
             return Ok(());
         }
-        let names = charges.iter().map(|(record, _)| record.counter.clone()).collect();
-        match self.app.store.charge_usage(charges) {
+        let names = charges.iter().map(|(record, _, _)| record.counter.clone()).collect();
+        match self.app.store.charge_usage_in_period(charges) {
             Ok(true) => {
                 *self.charged.borrow_mut() = Some((tenant, names));
                 Ok(())
