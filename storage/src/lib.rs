@@ -47,6 +47,7 @@ pub mod audit {
         verify_export, AuditBatch, AuditEntry, AuditEvent, AuditReport, AuditSigner, Checkpoint, CheckpointBody,
         DEFAULT_CHECKPOINT_EVERY,
     };
+    pub use crate::store::forwarding::StoredAuditEntry;
 }
 
 /// The usage ledger's records and counters.

@@ -44,7 +44,7 @@ fn the_rules_read_only_exported_series_and_every_alert_has_a_runbook_and_a_test(
     let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
     let documented: BTreeSet<String> = metrics_doc
         .lines()
-        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|line| line.strip_prefix("| `").or_else(|| line.strip_prefix("- `")))
         .filter_map(|rest| rest.split('`').next())
         .map(str::to_string)
         .collect();

@@ -9,6 +9,7 @@ mod support;
 
 mod alert_rules;
 mod audit;
+mod audit_forward;
 mod authz;
 mod backup;
 mod execution;

@@ -43,6 +43,8 @@ pub struct App {
     pub slo: SloSeries,
     /// Trusted time: steps of the wall clock (`clock_watch.rs`).
     pub clock: ClockWatch,
+    /// Audit forwarding's counters, when `[audit.forward]` is configured (`forward/`).
+    pub forwarding: Option<Arc<crate::forward::ForwardMetrics>>,
 }
 
 impl App {
@@ -77,6 +79,7 @@ impl App {
             oidc: None,
             slo: SloSeries::default(),
             clock: ClockWatch::new(config_time_bound),
+            forwarding: None,
         }
     }
 }

@@ -134,11 +134,14 @@ pub struct AuditSection {
     pub checkpoint_every: u64,
     /// Longest time (ms) new entries wait for a signed checkpoint.
     pub checkpoint_interval_ms: u64,
+    /// Streaming the chain to the site's syslog collector (`forward/`; off when absent).
+    #[serde(default)]
+    pub forward: Option<crate::forward::ForwardSettings>,
 }
 
 impl Default for AuditSection {
     fn default() -> Self {
-        Self { checkpoint_every: 256, checkpoint_interval_ms: 10_000 }
+        Self { checkpoint_every: 256, checkpoint_interval_ms: 10_000, forward: None }
     }
 }
 
@@ -458,6 +461,11 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     if config.time.readiness_bound_s == 0 || config.time.readiness_bound_s > 86_400 {
         problems.push(problem("time.readiness_bound_s", "must be between 1 and 86400 (a day)"));
+    }
+    if let Some(forward) = &config.audit.forward {
+        for (key, message) in forward.problems() {
+            problems.push(problem(format!("audit.forward.{key}"), message));
+        }
     }
     for (key, message) in config.billing.problems() {
         problems.push(problem(format!("billing.{key}"), message));

@@ -9,6 +9,7 @@ pub mod clock_watch;
 pub mod config;
 pub mod datadir;
 pub mod export_roots;
+pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod oidc;

@@ -150,9 +150,11 @@ const MIGRATIONS: [&str; 7] = [
     // v7: the OIDC subject mapping (`subjects.rs`): an identity provider's subject → role,
     // tenant and namespaces, set by administrators; hash-checked documents like API keys.
     // And when the data directory was last backed up (`meta.rs`), for the backup-age alert,
-    // and usage by billing period (`periods.rs`), filled from the ledger.
+    // usage by billing period (`periods.rs`), filled from the ledger, and the audit
+    // forwarding cursor (`forwarding.rs`).
     r"
     ALTER TABLE store_meta ADD COLUMN last_backup_at_ms INTEGER;
+    ALTER TABLE store_meta ADD COLUMN forward_cursor_seq INTEGER;
     CREATE TABLE usage_periods (
         tenant_id INTEGER NOT NULL, counter TEXT NOT NULL, period TEXT NOT NULL, total INTEGER NOT NULL,
         PRIMARY KEY (tenant_id, counter, period)

@@ -2,6 +2,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod checkpointer;
+pub(crate) mod forwarding;
 pub(crate) mod meta;
 pub(crate) mod migrations;
 pub(crate) mod periods;

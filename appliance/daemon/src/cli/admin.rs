@@ -240,6 +240,7 @@ pub fn run_audit(command: AuditCommand) -> Result<ExitCode, String> {
             app.store.close();
             report_audit(&report?, json)
         }
+        AuditCommand::Follow { data, out, once, poll_ms } => audit_follow(&data, &out, once, poll_ms),
         AuditCommand::Export { data, since, format, out } => {
             if format != "jsonl" {
                 return Err(format!("--format {format}: only jsonl is supported"));
@@ -346,4 +347,44 @@ pub fn print_policy(as_json: bool) -> Result<ExitCode, String> {
         return print_json(&table);
     }
     print_table(&table, &["name", "scope", "writes", "roles"])
+}
+
+/// `audit follow`: appends entries after the cursor, syncs the file, then moves the cursor
+/// (a crash in between resends, never skips).
+fn audit_follow(data: &DataDirArgs, out: &std::path::Path, once: bool, poll_ms: u64) -> Result<ExitCode, String> {
+    use std::io::Write;
+    let (app, _, _) = crate::cli::bootstrap::build_app(data)?;
+    let cursor_path = std::path::PathBuf::from(format!("{}.cursor", out.display()));
+    let mut cursor: u64 = match dg_storage::read_text_bounded(&cursor_path, 64, dg_storage::Links::Refuse) {
+        Ok(text) => text.trim().parse().map_err(|_| format!("{}: not a position", cursor_path.display()))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(err) => return Err(format!("{}: {err}", cursor_path.display())),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out)
+        .map_err(|err| format!("{}: {err}", out.display()))?;
+    loop {
+        let page = app.store.audit_page(cursor, 1024).map_err(|err| err.to_string())?;
+        if page.is_empty() {
+            if once {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(poll_ms.max(50)));
+            continue;
+        }
+        let mut lines = Vec::new();
+        for entry in &page {
+            lines.extend_from_slice(&entry.json);
+            lines.push(b'\n');
+        }
+        file.write_all(&lines).and_then(|()| file.sync_data()).map_err(|err| format!("{}: {err}", out.display()))?;
+        cursor = page.last().map_or(cursor, |entry| entry.seq);
+        dg_storage::write_atomic(&cursor_path, cursor.to_string().as_bytes(), 0o600)
+            .map_err(|err| format!("{}: {err}", cursor_path.display()))?;
+    }
+    app.store.close();
+    eprintln!("audit followed to entry {cursor} ({})", out.display());
+    Ok(ExitCode::SUCCESS)
 }

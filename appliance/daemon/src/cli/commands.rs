@@ -81,6 +81,15 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         Some(server::tls_config(&cert, &key, client_auth).map_err(|err| err.to_string())?)
     };
     app.slo.watch_data_dir(&data.root);
+    let mut forwarder = match &app.config.audit.forward {
+        Some(settings) => {
+            let forwarder = crate::forward::Forwarder::start(settings, app.store.clone())
+                .map_err(|err| format!("[audit.forward]: {err}"))?;
+            app.forwarding = Some(forwarder.metrics.clone());
+            Some(forwarder)
+        }
+        None => None,
+    };
     if let Some(settings) = &app.config.auth.oidc {
         let verifier = crate::oidc::OidcVerifier::new(settings).map_err(|err| format!("[auth.oidc]: {err}"))?;
         app.oidc = Some(Arc::new(verifier));
@@ -186,6 +195,9 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         served
     });
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(forwarder) = forwarder.as_mut() {
+        forwarder.stop();
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Err(err) = bootstrap::lifecycle_event(&store, "shutdown", "stopped serving") {
         tracing::error!(error = %err, "shutdown audit entry failed");

@@ -243,6 +243,23 @@ pub struct AdminListArgs {
 /// `audit` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// Follow the chain into a JSONL file (for sites that ship files to their SIEM): each
+    /// entry appended once, in order, as stored; the position is kept in `<out>.cursor`,
+    /// so a restarted follower resumes where it stopped (at-least-once).
+    Follow {
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
+        /// The JSONL file to append to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Catch up and exit instead of following.
+        #[arg(long)]
+        once: bool,
+        /// How often to look for new entries, in ms (default 1000).
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+    },
     /// Verify the whole chain, every signed checkpoint and the witness file; or, with
     /// `--export`, an exported JSONL file offline. Reports the first broken entry.
     /// Exit codes: 0 verified, 1 broken, 2 unusable input.

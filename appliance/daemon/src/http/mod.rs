@@ -362,6 +362,10 @@ impl HttpFront {
             Some(oidc) => text + &oidc.render_metrics(),
             None => text,
         };
+        let text = match &self.app.forwarding {
+            Some(forwarding) => text + &forwarding.render(),
+            None => text,
+        };
         let mut response = Response::new(Full::new(Bytes::from(text)));
         response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
         (response, "metrics".into(), None)
