@@ -290,8 +290,11 @@ fn abusive_authenticated_load_keeps_memory_under_its_ceiling() {
     let second = batch(40);
     eprintln!("RSS: {start} KiB at start, {first} KiB after 40 large scenarios, {second} KiB after 80");
     assert!(second < RSS_CEILING_MIB * 1024, "RSS {second} KiB over the {RSS_CEILING_MIB} MiB ceiling");
+    // Without the cache's byte budget it grew 39 MiB per batch of 40; with it, 2–17 MiB
+    // from run to run (SQLite's page caches and the allocator settling), so 24 MiB tells
+    // the two apart without flaking.
     assert!(
-        second < first + 16 * 1024,
+        second < first + 24 * 1024,
         "memory kept growing with the number of scenarios: {first} KiB after 40, {second} KiB after 80"
     );
 }
