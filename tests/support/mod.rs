@@ -355,3 +355,18 @@ impl Client {
         })
     }
 }
+
+/// Stops a test peer (a provider, a collector) by its PID: SIGTERM, then SIGKILL if it has
+/// not exited within `limit`; always reaped.
+pub fn stop_by_pid(child: &mut Child, limit: Duration) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(child), rustix::process::Signal::Term);
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

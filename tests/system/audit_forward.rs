@@ -76,17 +76,7 @@ action(type="omfile" file="{dir}/received.log" template="raw" asyncWriting="off"
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ =
-                rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::Term);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            support::stop_by_pid(&mut child, Duration::from_secs(10));
         }
     }
 }
