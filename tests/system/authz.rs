@@ -192,7 +192,7 @@ fn issue(daemon: &Daemon, args: Value) -> (String, String) {
 }
 
 /// Audit entries (parsed) of an export taken through the admin API.
-fn audit_entries(daemon: &Daemon) -> Vec<Value> {
+pub(crate) fn audit_entries(daemon: &Daemon) -> Vec<Value> {
     let export = daemon.admin("audit_export", json!({"since_ms": 0})).unwrap();
     export["jsonl"]
         .as_str()

@@ -219,14 +219,9 @@ fn spec(scenario: &str) -> Value {
 }
 
 fn audit_principals(daemon: &Daemon) -> Vec<String> {
-    let export = daemon.admin("audit_export", json!({"since_ms": 0})).unwrap();
-    export["jsonl"]
-        .as_str()
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|line| line["type"] == "entry")
-        .map(|line| line["entry"]["principal"].as_str().unwrap_or_default().to_string())
+    crate::authz::audit_entries(daemon)
+        .iter()
+        .map(|entry| entry["principal"].as_str().unwrap_or_default().to_string())
         .collect()
 }
 

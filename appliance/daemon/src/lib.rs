@@ -17,4 +17,5 @@ pub mod ops;
 pub mod providers_setup;
 pub mod rpc;
 pub mod slo;
+pub mod tls_client;
 pub mod wire;

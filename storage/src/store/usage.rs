@@ -121,26 +121,21 @@ impl Store {
                 if seen.is_some() {
                     continue;
                 }
-                if let Some(limit) = limit {
-                    let after = total(conn, record.tenant_id, &record.counter)?.saturating_add(record.amount);
-                    if after > *limit {
+                // The all-time quota, then the plan's monthly `block` entitlement.
+                let checks = [
+                    limit.map(|limit| (total(conn, record.tenant_id, &record.counter), limit)),
+                    period_limit.map(|limit| {
+                        (crate::store::periods::total(conn, record.tenant_id, &record.counter, at), limit)
+                    }),
+                ];
+                for (used, limit) in checks.into_iter().flatten() {
+                    let after = used?.saturating_add(record.amount);
+                    if after > limit {
                         return Err(StoreError::QuotaExceeded {
                             tenant_id: record.tenant_id,
                             counter: record.counter.clone(),
                             requested: after,
-                            limit: *limit,
-                        });
-                    }
-                }
-                if let Some(limit) = period_limit {
-                    let after = crate::store::periods::total(conn, record.tenant_id, &record.counter, at)?
-                        .saturating_add(record.amount);
-                    if after > *limit {
-                        return Err(StoreError::QuotaExceeded {
-                            tenant_id: record.tenant_id,
-                            counter: record.counter.clone(),
-                            requested: after,
-                            limit: *limit,
+                            limit,
                         });
                     }
                 }

@@ -231,7 +231,7 @@ fn metrics_snapshot(args: &SupportBundleArgs, app: &crate::app::App, root: &Path
     let ca: PathBuf = app.config.tls.as_ref().map_or_else(|| root.join("tls/cert.pem"), |tls| tls.cert_path.clone());
     let mut builder = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(10));
     if scheme == "https" {
-        match ca_config(&ca) {
+        match crate::tls_client::client_config(&ca, None) {
             Ok(config) => builder = builder.tls_config(std::sync::Arc::new(config)),
             Err(err) => return format!("# not taken: {err}\n"),
         }
@@ -246,21 +246,6 @@ fn metrics_snapshot(args: &SupportBundleArgs, app: &crate::app::App, root: &Path
         }
         Err(err) => format!("# not taken: GET {url}: {err}\n"),
     }
-}
-
-fn ca_config(ca: &Path) -> Result<rustls::ClientConfig, String> {
-    let pem = dg_storage::read_bounded(ca, 1024 * 1024, dg_storage::Links::Follow)
-        .map_err(|err| format!("{}: {err}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()).flatten() {
-        let _ = roots.add(cert);
-    }
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| err.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// The last lines of the daemon's log (`--log-file`, else the journal), scrubbed.

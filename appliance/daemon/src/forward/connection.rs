@@ -36,27 +36,8 @@ impl Connector {
     pub fn new(settings: &ForwardSettings) -> Result<Self, String> {
         let tls = if settings.tls {
             let ca = settings.ca_file.as_ref().ok_or("[audit.forward] ca_file is required with TLS")?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in pem_certs(ca)? {
-                roots.add(cert).map_err(|err| format!("{}: {err}", ca.display()))?;
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let builder = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|err| err.to_string())?
-                .with_root_certificates(roots);
-            let config = match (&settings.client_cert, &settings.client_key) {
-                (Some(cert), Some(key)) => {
-                    let chain = pem_certs(cert)?;
-                    let pem = dg_storage::read_bounded(key, 1024 * 1024, dg_storage::Links::Follow)
-                        .map_err(|err| format!("{}: {err}", key.display()))?;
-                    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                        .map_err(|err| err.to_string())?
-                        .ok_or("[audit.forward] client_key holds no private key")?;
-                    builder.with_client_auth_cert(chain, key).map_err(|err| err.to_string())?
-                }
-                _ => builder.with_no_client_auth(),
-            };
+            let client = settings.client_cert.as_deref().zip(settings.client_key.as_deref());
+            let config = crate::tls_client::client_config(ca, client)?;
             let name = settings.server_name.clone().unwrap_or_else(|| settings.address.ip().to_string());
             let name = ServerName::try_from(name).map_err(|err| format!("[audit.forward] server_name: {err}"))?;
             Some((Arc::new(config), name))
@@ -148,15 +129,4 @@ impl Read for Stream {
             Self::Tls(tls) => tls.read(buf),
         }
     }
-}
-
-fn pem_certs(path: &std::path::Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let pem = dg_storage::read_bounded(path, 1024 * 1024, dg_storage::Links::Follow)
-        .map_err(|err| format!("{}: {err}", path.display()))?;
-    let certs: Vec<_> =
-        rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<_, _>>().map_err(|err| err.to_string())?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no certificate", path.display()));
-    }
-    Ok(certs)
 }

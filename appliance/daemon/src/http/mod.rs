@@ -342,12 +342,13 @@ impl HttpFront {
             let err = self.failed_authentication(caller.peer, err);
             return (unauthenticated(&err, None), "metrics".into(), Some(err.code));
         }
-        let store = self.app.store.clone();
-        let runs = tokio::task::spawn_blocking(move || store.count_runs_by_status())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or_default();
+        // What is read from the database and the filesystem is read off the connection's thread.
+        let app = self.app.clone();
+        let (runs, slo) = tokio::task::spawn_blocking(move || {
+            (app.store.count_runs_by_status().unwrap_or_default(), app.slo.render(&app.store))
+        })
+        .await
+        .unwrap_or_default();
         let inflight = self.max_inflight.saturating_sub(self.inflight.available_permits());
         let text = self.app.metrics.render(
             &runs,
@@ -357,7 +358,7 @@ impl HttpFront {
             self.auth_failures.totals(),
             self.max_connections.saturating_sub(self.connection_slots.available_permits()),
         );
-        let text = text + &self.app.slo.render(&self.app.store) + &self.app.clock.render();
+        let text = text + &slo + &self.app.clock.render();
         let text = match &self.app.oidc {
             Some(oidc) => text + &oidc.render_metrics(),
             None => text,

@@ -14,7 +14,6 @@ mod keys;
 pub mod settings;
 mod source;
 
-use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -270,9 +269,5 @@ impl OidcVerifier {
 
 /// The algorithm an allow-list name stands for (asymmetric ones only).
 fn algorithm(name: &str) -> Option<Algorithm> {
-    let allowed: HashSet<&str> = settings::ASYMMETRIC_ALGORITHMS.into_iter().collect();
-    if !allowed.contains(name) {
-        return None;
-    }
-    name.parse().ok()
+    settings::ASYMMETRIC_ALGORITHMS.contains(&name).then(|| name.parse().ok()).flatten()
 }

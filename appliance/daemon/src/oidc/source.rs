@@ -53,7 +53,9 @@ impl KeySource {
             .redirects(0)
             .user_agent(concat!("dg-appliance/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &settings.ca_file {
-            builder = builder.tls_config(Arc::new(tls_config(ca)?));
+            builder = builder.tls_config(Arc::new(
+                crate::tls_client::client_config(ca, None).map_err(|err| format!("CA bundle: {err}"))?,
+            ));
         }
         Ok(Self::Provider {
             agent: builder.build(),
@@ -102,25 +104,6 @@ impl KeySource {
             Self::Provider { issuer, .. } => format!("provider {issuer}"),
         }
     }
-}
-
-fn tls_config(ca: &Path) -> Result<rustls::ClientConfig, String> {
-    let pem = dg_storage::read_bounded(ca, 1024 * 1024, dg_storage::Links::Follow)
-        .map_err(|err| format!("CA bundle {}: {err}", ca.display()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|err| format!("CA bundle {}: {err}", ca.display()))?;
-        roots.add(cert).map_err(|err| format!("CA bundle {}: {err}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("CA bundle {} holds no certificate", ca.display()));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|err| err.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 fn read_file(path: &Path) -> Result<(Vec<u8>, FileStamp), String> {

@@ -220,15 +220,7 @@ fn key_issue(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
             MIN_KEY_LIFETIME_MS / 1000
         )));
     }
-    if let (Some(tenant), false) = (args.tenant_id, args.namespaces.is_empty()) {
-        let registered: Vec<u64> =
-            ctx.app.store.list_namespaces(tenant)?.into_iter().map(|ns| ns.namespace_id).collect();
-        if let Some(missing) = args.namespaces.iter().find(|ns| !registered.contains(ns)) {
-            return Err(WireError::invalid_params(format!(
-                "invalid arguments at namespaces: namespace {missing} of tenant {tenant} is not registered"
-            )));
-        }
-    }
+    ctx.namespaces_registered(args.tenant_id, &args.namespaces)?;
     let now = dg_storage::now_ms();
     let template = ApiKeyRecord {
         key_id: String::new(),

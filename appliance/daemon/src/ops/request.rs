@@ -185,6 +185,23 @@ impl<'a> RequestCtx<'a> {
         decisions.push((Decision { allowed: false, reason: reason.to_string() }, target));
     }
 
+    /// Refuses namespaces the tenant has not registered (an API key or a subject mapping
+    /// scoped to one would be a mistake the operator should hear about).
+    ///
+    /// # Errors
+    /// `-32602` naming the first unregistered namespace; storage errors.
+    pub fn namespaces_registered(&self, tenant: Option<u64>, namespaces: &[u64]) -> Result<(), WireError> {
+        let Some(tenant) = tenant.filter(|_| !namespaces.is_empty()) else { return Ok(()) };
+        let registered: Vec<u64> =
+            self.app.store.list_namespaces(tenant)?.into_iter().map(|ns| ns.namespace_id).collect();
+        match namespaces.iter().find(|ns| !registered.contains(ns)) {
+            Some(missing) => Err(WireError::invalid_params(format!(
+                "invalid arguments at namespaces: namespace {missing} of tenant {tenant} is not registered"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Charges the counters that have a quota, before the work (one transaction, so
     /// concurrent requests never pass a quota); a replayed request id is not charged again.
     fn charge_quota(&self, tenant: u64, overrides: &std::collections::BTreeMap<String, u64>) -> Result<(), WireError> {

@@ -72,15 +72,7 @@ pub fn set(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
             return Err(WireError::new(code::UNAUTHORIZED, "unauthorized"));
         }
     }
-    if let (Some(tenant), false) = (args.tenant_id, args.namespaces.is_empty()) {
-        let registered: Vec<u64> =
-            ctx.app.store.list_namespaces(tenant)?.into_iter().map(|ns| ns.namespace_id).collect();
-        if let Some(missing) = args.namespaces.iter().find(|ns| !registered.contains(ns)) {
-            return Err(WireError::invalid_params(format!(
-                "invalid arguments at namespaces: namespace {missing} of tenant {tenant} is not registered"
-            )));
-        }
-    }
+    ctx.namespaces_registered(args.tenant_id, &args.namespaces)?;
     if args.label.len() > 128 {
         return Err(WireError::invalid_params("invalid arguments at label: at most 128 bytes"));
     }
