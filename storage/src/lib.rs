@@ -12,6 +12,7 @@
 //!   ([`audit::AuditBatch`]) and commits them in the same transaction.
 //! - [`audit`], [`usage`], [`tenancy`]: the record types of the audit chain (with offline
 //!   verification of an export), of the usage ledger and of the tenant registry.
+//! - [`runpack_backend`]: the runpack store seam (filesystem here, S3 in the daemon).
 //! - [`runpack_store`], [`bundle`], [`signing`], [`backup`], [`import`]: the hardened
 //!   runpack directory store, signed runpack bundles, the signing key ring, USB backups,
 //!   and the import of an open-source Decision Gate database.
@@ -26,6 +27,7 @@ mod document;
 mod error;
 mod fsutil;
 pub mod import;
+pub mod runpack_backend;
 pub mod runpack_store;
 pub mod signing;
 mod store;

@@ -96,6 +96,19 @@ pub enum RunpackStoreError {
     /// No such runpack.
     #[error("runpack not found: {0}")]
     NotFound(String),
+    /// The stored runpack failed its checks (signature, a hash, size or ratio limits).
+    #[error("runpack integrity check failed: {0}")]
+    Integrity(String),
+    /// The signed bundle could not be built.
+    #[error("cannot build the runpack bundle: {0}")]
+    Bundle(String),
+    /// The object store could not be reached or answered with a transient failure: a
+    /// retry may succeed; nothing was stored.
+    #[error("runpack store unavailable (retry later): {0}")]
+    Unavailable(String),
+    /// The object store refused the request (credentials, policy, configuration).
+    #[error("runpack store refused the request: {0}")]
+    Refused(String),
     /// System call failure.
     #[error("{operation} failed for {path:?}: {source}")]
     Io {

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+pub mod seaweed;
+
 /// Path of the binary under test.
 pub fn binary() -> PathBuf {
     // DG_APPLIANCE_BIN lets a benchmark compare two builds in one run (A/B).

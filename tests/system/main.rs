@@ -22,6 +22,7 @@ mod oidc;
 mod oss_clients;
 mod runpack_names;
 mod runpacks;
+mod s3_runpacks;
 mod support_bundle;
 mod tools;
 mod transports;

@@ -6,7 +6,7 @@ use dg_engine::evidence::TrustRequirement;
 use dg_engine::validation::StrictValidationConfig;
 use dg_engine::EngineConfig;
 use dg_providers::BuiltinProviders;
-use dg_storage::runpack_store::RunpackStore;
+use dg_storage::runpack_backend::RunpackBackend;
 use dg_storage::signing::KeyStore;
 use dg_storage::Store;
 
@@ -29,8 +29,8 @@ pub struct App {
     pub engine: EngineConfig,
     /// Strict validation settings.
     pub strict: Option<StrictValidationConfig>,
-    /// The hardened runpack store.
-    pub runpacks: RunpackStore,
+    /// Where runpacks are kept (`[runpacks] backend`: the hardened filesystem tree or S3).
+    pub runpacks: Arc<dyn RunpackBackend>,
     /// Client export roots (`[runpacks] client_export_roots`; none by default).
     pub export_roots: ExportRoots,
     /// Bundle signing keys.
@@ -54,7 +54,7 @@ impl App {
         config: Config,
         store: Arc<Store>,
         providers: BuiltinProviders,
-        runpacks: RunpackStore,
+        runpacks: Arc<dyn RunpackBackend>,
         keys: Arc<KeyStore>,
     ) -> Self {
         let engine = EngineConfig {

@@ -121,10 +121,27 @@ impl Default for TimeSection {
 /// `[runpacks]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunpacksSection {
+    /// Where exported runpacks are kept: `fs` (the data directory, the default) or `s3`.
+    #[serde(default)]
+    pub backend: RunpackBackendKind,
+    /// The bucket, with `backend = "s3"` (`s3/settings.rs`).
+    #[serde(default)]
+    pub s3: Option<crate::s3::settings::S3Settings>,
     /// Directories beneath which an absolute `output_dir` is honoured (`export_roots.rs`);
     /// empty (the default): runpacks stay in the appliance's own store.
     #[serde(default)]
     pub client_export_roots: Vec<crate::export_roots::ExportRootEntry>,
+}
+
+/// `[runpacks] backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunpackBackendKind {
+    /// The hardened filesystem tree beneath the data directory.
+    #[default]
+    Fs,
+    /// An S3-compatible bucket (`[runpacks.s3]`).
+    S3,
 }
 
 /// `[audit]`.
@@ -474,6 +491,20 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
         for (key, message) in oidc.problems() {
             problems.push(problem(format!("auth.oidc.{key}"), message));
         }
+    }
+    match (config.runpacks.backend, &config.runpacks.s3) {
+        (RunpackBackendKind::S3, None) => {
+            problems.push(problem("runpacks.s3", "backend = \"s3\" needs a [runpacks.s3] section"));
+        }
+        (RunpackBackendKind::Fs, Some(_)) => {
+            problems.push(problem("runpacks.backend", "[runpacks.s3] is set but backend is \"fs\": say backend = \"s3\" or remove the section"));
+        }
+        (_, Some(s3)) => {
+            for (key, message) in s3.problems() {
+                problems.push(problem(format!("runpacks.s3.{key}"), message));
+            }
+        }
+        (RunpackBackendKind::Fs, None) => {}
     }
     for (i, root) in config.runpacks.client_export_roots.iter().enumerate() {
         if let Some(message) = crate::export_roots::problem(root) {

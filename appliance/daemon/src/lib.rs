@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod ops;
 pub mod providers_setup;
 pub mod rpc;
+pub mod s3;
 pub mod slo;
 pub mod tls_client;
 pub mod wire;

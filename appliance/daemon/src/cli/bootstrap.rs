@@ -27,13 +27,8 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
         tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
     }
-    let runpacks = dg_storage::runpack_store::RunpackStore::open(
-        &data.runpacks(),
-        dg_storage::runpack_store::RunpackLimits::default(),
-        dg_storage::runpack_store::ResolveMode::Auto,
-    )
-    .map_err(|err| err.to_string())?;
     let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
+    let runpacks = open_runpacks(&config, &data, &keys)?;
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
     data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
     let export_roots = crate::export_roots::ExportRoots::open(
@@ -43,6 +38,31 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let mut app = App::new(config, store, providers, runpacks, keys);
     app.export_roots = export_roots;
     Ok((app, data, admin_key))
+}
+
+/// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data
+/// directory, or the S3 bucket (checked at once: reachable, Object Lock and encryption as
+/// configured, else the appliance refuses to start).
+fn open_runpacks(
+    config: &config::Config,
+    data: &DataDir,
+    keys: &Arc<dg_storage::signing::KeyStore>,
+) -> Result<Arc<dyn dg_storage::runpack_backend::RunpackBackend>, String> {
+    match &config.runpacks.s3 {
+        Some(settings) if config.runpacks.backend == config::RunpackBackendKind::S3 => {
+            let store = crate::s3::S3RunpackStore::open(settings, keys.clone()).map_err(|err| err.to_string())?;
+            Ok(Arc::new(store))
+        }
+        _ => {
+            let store = dg_storage::runpack_store::RunpackStore::open(
+                &data.runpacks(),
+                dg_storage::runpack_store::RunpackLimits::default(),
+                dg_storage::runpack_store::ResolveMode::Auto,
+            )
+            .map_err(|err| err.to_string())?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// The CLI caller: whoever may open the data directory.

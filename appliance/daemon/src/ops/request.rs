@@ -53,6 +53,9 @@ pub struct RequestCtx<'a> {
     recorded: Cell<Recorded>,
     /// A write was attempted before any authorization decision (refused).
     unauthorized_write: Cell<bool>,
+    /// What the operation's audit entry records beside its outcome when it succeeds (where
+    /// an exported runpack went).
+    note: RefCell<String>,
 }
 
 impl<'a> RequestCtx<'a> {
@@ -69,7 +72,14 @@ impl<'a> RequestCtx<'a> {
             request_sha256: None,
             recorded: Cell::new(Recorded::Nothing),
             unauthorized_write: Cell::new(false),
+            note: RefCell::new(String::new()),
         }
+    }
+
+    /// Records `note` in this request's audit entry when the operation succeeds (its
+    /// `reason`: an export's bucket, key, version and retention).
+    pub fn note(&self, note: String) {
+        *self.note.borrow_mut() = note;
     }
 
     /// Commits a tool's mutation together with this request's audit record: `write` gets
@@ -106,7 +116,7 @@ impl<'a> RequestCtx<'a> {
         let mut batch = AuditBatch { events: self.decision_events(), usage: Vec::new() };
         let Some(response) = response else { return batch };
         let target = self.decisions.borrow().last().map(|(_, target)| *target).unwrap_or_default();
-        let mut call = self.event(self.action(), target, "ok", String::new());
+        let mut call = self.event(self.action(), target, "ok", self.note.take());
         call.request_sha256.clone_from(&self.request_sha256);
         call.response_sha256 = sha256_of(response);
         batch.events.push(call);
@@ -371,7 +381,7 @@ fn call_audited(
     let mut usage = Vec::new();
     if !denied {
         let (result, reason) = match &outcome {
-            Ok(_) => ("ok", String::new()),
+            Ok(_) => ("ok", ctx.note.take()),
             Err(err) => ("error", reason_override.unwrap_or_else(|| format!("{} {}", err.code, err.message))),
         };
         let mut event = ctx.event(ctx.action(), target, result, reason);

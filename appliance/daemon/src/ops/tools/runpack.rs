@@ -27,6 +27,9 @@ fn store_error(err: RunpackStoreError) -> WireError {
         RunpackStoreError::InvalidPath { .. } | RunpackStoreError::Symlink { .. } => {
             WireError::invalid_params(err.to_string())
         }
+        RunpackStoreError::NotFound(_) => WireError::new(code::NOT_FOUND, "runpack not found (export it first)"),
+        // The object store was away or slow: nothing was stored, the same call may be retried.
+        RunpackStoreError::Unavailable(_) => WireError::new(code::RUNPACK, err.to_string()).transient(),
         other => WireError::new(code::RUNPACK, other.to_string()),
     }
 }
@@ -81,7 +84,11 @@ pub(super) fn export(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
         }
         (_, name) => {
             let name = name.map_or_else(|| args.run_id.clone(), str::to_string);
-            app.runpacks.write(Scope::new(tenant, namespace), &name, &files).map_err(store_error)?;
+            let manifest_name = files.last().map(|(path, _)| path.clone()).unwrap_or_default();
+            let stored =
+                app.runpacks.put(Scope::new(tenant, namespace), &name, &manifest_name, &files).map_err(store_error)?;
+            // Where the object went (bucket, key, version, retention) is the export's audit record.
+            ctx.note(stored.detail);
             format!("dg+runpack://{tenant}/{namespace}/{name}/")
         }
     };
@@ -163,7 +170,12 @@ fn locate(ctx: &RequestCtx<'_>, args: &VerifyArgs) -> Result<(Scope, String), Wi
         return Ok((Scope::new(tenant.get(), namespace.get()), name));
     }
     let holding: Vec<Scope> =
-        reachable_scopes(ctx)?.into_iter().filter(|scope| ctx.app.runpacks.exists(*scope, &name)).collect();
+        reachable_scopes(ctx)?
+        .into_iter()
+        .map(|scope| ctx.app.runpacks.contains(scope, &name).map(|held| held.then_some(scope)))
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()
+        .map_err(store_error)?;
     match holding.as_slice() {
         [scope] => Ok((*scope, name)),
         [] => match parse_scoped_dir(&name) {
@@ -185,7 +197,7 @@ pub(super) fn verify(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErr
     } else {
         let (scope, name) = locate(ctx, &args)?;
         ctx.authorize(Target { tenant: Some(scope.tenant_id), namespace: Some(scope.namespace_id) })?;
-        app.runpacks.read(scope, &name).map_err(store_error)?
+        app.runpacks.get(scope, &name).map_err(store_error)?
     };
     let manifest = files
         .remove(&args.manifest_path)
@@ -247,20 +259,8 @@ pub fn bundle_for_download(
 ) -> Result<(Vec<u8>, String), WireError> {
     ctx.authorize(Target { tenant: Some(tenant), namespace: Some(namespace) })?;
     let app = ctx.app;
-    let mut files = app.runpacks.read(Scope::new(tenant, namespace), run_id).map_err(|err| match err {
-        RunpackStoreError::NotFound(_) => WireError::new(code::NOT_FOUND, "runpack not found (export it first)"),
-        other => store_error(other),
-    })?;
-    let manifest =
-        files.remove("manifest.json").ok_or_else(|| WireError::new(code::RUNPACK, "runpack has no manifest.json"))?;
-    let key = app.keys.active().map_err(|err| WireError::new(code::INTERNAL, err.to_string()))?;
-    let files: Vec<(String, Vec<u8>)> = files.into_iter().collect();
-    let bundle_run = serde_json::from_slice::<Value>(&manifest)
-        .ok()
-        .and_then(|manifest| manifest.get("run_id").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_default();
-    let bytes = dg_storage::bundle::build_bundle("manifest.json", &manifest, &files, &key)
-        .map_err(|err| WireError::new(code::RUNPACK, err.to_string()))?;
+    let (bytes, bundle_run) =
+        app.runpacks.bundle(Scope::new(tenant, namespace), run_id, &app.keys).map_err(store_error)?;
     Ok((bytes, bundle_run))
 }
 

