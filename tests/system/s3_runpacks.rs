@@ -430,7 +430,10 @@ fn a_bundle_altered_in_the_bucket_is_detected_on_download_and_on_verify() {
 /// A run whose runpack is larger than one 5 MiB part: ticks with incompressible payloads.
 fn seed_large_run(daemon: &Daemon, scenario: &str, run: &str) {
     use rand::RngCore as _;
-    daemon.tool("scenario_define", json!({"spec": sample_spec(scenario)})).unwrap();
+    // The gate waits for a time no tick reaches: every tick is recorded.
+    let mut spec = sample_spec(scenario);
+    spec["conditions"][0]["query"]["params"]["timestamp"] = json!(1_000_000);
+    daemon.tool("scenario_define", json!({"spec": spec})).unwrap();
     daemon
         .tool("scenario_start", json!({"scenario_id": scenario, "run_config": {"tenant_id": 2, "namespace_id": 3,
             "run_id": run, "scenario_id": scenario, "dispatch_targets": [], "policy_tags": []},
@@ -465,7 +468,13 @@ fn the_store_killed_mid_upload_fails_retryably_leaves_nothing_visible_and_a_retr
     let daemon = start_daemon(s3_config(&endpoint, "runpacks", &credentials, "part_size_mib = 5\n"));
     seed_large_run(&daemon, "large", "big");
     let started = Instant::now();
-    let failed = export(&daemon, "large", 2, "big").unwrap_err();
+    let failed = match export(&daemon, "large", 2, "big") {
+        Err(failed) => failed,
+        Ok(_) => {
+            let head = weed.block_on(weed.client().head_object().bucket("runpacks").key("dg/2/3/big/runpack.tar.zst").send());
+            panic!("the export survived the store's death: {:?} bytes stored", head.map(|h| h.content_length));
+        }
+    };
     let elapsed = started.elapsed();
     assert_eq!(failed["data"]["retryable"], true, "{failed}");
     assert!(failed.to_string().contains("unavailable"), "{failed}");
