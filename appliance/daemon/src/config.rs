@@ -497,7 +497,10 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
             problems.push(problem("runpacks.s3", "backend = \"s3\" needs a [runpacks.s3] section"));
         }
         (RunpackBackendKind::Fs, Some(_)) => {
-            problems.push(problem("runpacks.backend", "[runpacks.s3] is set but backend is \"fs\": say backend = \"s3\" or remove the section"));
+            problems.push(problem(
+                "runpacks.backend",
+                "[runpacks.s3] is set but backend is \"fs\": say backend = \"s3\" or remove the section",
+            ));
         }
         (_, Some(s3)) => {
             for (key, message) in s3.problems() {
@@ -623,6 +626,26 @@ mod tests {
         assert!(message.contains("server.bogus: unknown key"), "{message}");
         assert!(message.contains("validation.also_bogus: unknown key"), "{message}");
         assert!(message.contains("providers[1].name"), "{message}");
+    }
+
+    #[test]
+    fn the_runpack_backend_and_its_bucket_are_checked_together() {
+        let message = parse(&format!("{DEFAULT_CONFIG}\n[runpacks]\nbackend = \"s3\"\n"), "").unwrap_err().to_string();
+        assert!(message.contains("runpacks.s3: backend = \"s3\" needs a [runpacks.s3] section"), "{message}");
+        let text = format!(
+            "{DEFAULT_CONFIG}\n[runpacks]\nbackend = \"s3\"\n[runpacks.s3]\nendpoint = \"http://10.1.1.1:9000\"\n\
+             bucket = \"Bad_Bucket\"\n[runpacks.s3.object_lock]\nmode = \"compliance\"\n"
+        );
+        let message = parse(&text, "").unwrap_err().to_string();
+        assert!(message.contains("runpacks.s3.endpoint"), "{message}");
+        assert!(message.contains("runpacks.s3.bucket"), "{message}");
+        assert!(message.contains("runpacks.s3.object_lock.mode"), "{message}");
+        let fine = format!(
+            "{DEFAULT_CONFIG}\n[runpacks]\nbackend = \"s3\"\n[runpacks.s3]\nendpoint = \"https://10.1.1.1:9000\"\n\
+             bucket = \"runpacks\"\n"
+        );
+        assert_eq!(parse(&fine, "").unwrap().runpacks.backend, RunpackBackendKind::S3);
+        assert_eq!(parse(DEFAULT_CONFIG, "").unwrap().runpacks.backend, RunpackBackendKind::Fs, "fs is the default");
     }
 
     #[test]

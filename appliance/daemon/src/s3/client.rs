@@ -7,8 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
-use aws_sdk_s3::config::{StalledStreamProtectionConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{timeout::TimeoutConfig, StalledStreamProtectionConfig};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
@@ -68,7 +70,9 @@ pub fn credentials(settings: &S3Settings) -> Result<Credentials, S3Error> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || S3Error::Config(format!("credentials file {} line {}: expected key = value", path.display(), number + 1));
+        let bad = || {
+            S3Error::Config(format!("credentials file {} line {}: expected key = value", path.display(), number + 1))
+        };
         let (key, value) = line.split_once('=').ok_or_else(bad)?;
         let value = value.trim().trim_matches('"').to_string();
         match key.trim() {
@@ -77,10 +81,10 @@ pub fn credentials(settings: &S3Settings) -> Result<Credentials, S3Error> {
             "session_token" => token = Some(value),
             other => {
                 return Err(S3Error::Config(format!(
-                    "credentials file {} line {}: unknown key {other:?} (access_key_id, secret_access_key, session_token)",
-                    path.display(),
-                    number + 1
-                )))
+                "credentials file {} line {}: unknown key {other:?} (access_key_id, secret_access_key, session_token)",
+                path.display(),
+                number + 1
+            )))
             }
         }
     }
@@ -115,11 +119,10 @@ impl std::fmt::Debug for CustomerKey {
 pub fn customer_key(path: &Path) -> Result<CustomerKey, S3Error> {
     let text = read_secret(path, "SSE-C key file")?;
     let engine = base64::engine::general_purpose::STANDARD;
-    let key = engine
-        .decode(text.trim())
-        .ok()
-        .filter(|key| key.len() == 32)
-        .ok_or_else(|| S3Error::Config(format!("SSE-C key file {}: expected 32 bytes in base64", path.display())))?;
+    let key =
+        engine.decode(text.trim()).ok().filter(|key| key.len() == 32).ok_or_else(|| {
+            S3Error::Config(format!("SSE-C key file {}: expected 32 bytes in base64", path.display()))
+        })?;
     Ok(CustomerKey { key: engine.encode(&key), md5: engine.encode(md5::Md5::digest(&key)) })
 }
 

@@ -186,7 +186,7 @@ impl ObjectLock {
                 "a retention mode (governance or compliance) goes together with retain_until or retention_days".into(),
             ));
         }
-        if self.mode.is_none() && !self.legal_hold {
+        if self.mode.is_none() && !self.legal_hold && !period {
             problems.push((format!("{at}mode"), "set a retention mode, a legal hold, or both".into()));
         }
     }

@@ -190,8 +190,9 @@ impl S3RunpackStore {
                         .object_lock_configuration
                         .and_then(|config| config.object_lock_enabled)
                         .is_some_and(|enabled| enabled == ObjectLockEnabled::Enabled)),
-                    Err(err) if err.as_service_error().and_then(ProvideErrorMetadata::code)
-                        == Some("ObjectLockConfigurationNotFoundError") =>
+                    Err(err)
+                        if err.as_service_error().and_then(ProvideErrorMetadata::code)
+                            == Some("ObjectLockConfigurationNotFoundError") =>
                     {
                         Ok(false)
                     }
@@ -216,8 +217,9 @@ impl S3RunpackStore {
             let default_rule = self.run("checking default encryption", async move {
                 match client.get_bucket_encryption().bucket(&bucket).send().await {
                     Ok(answer) => Ok(answer.server_side_encryption_configuration.is_some_and(|c| !c.rules.is_empty())),
-                    Err(err) if err.as_service_error().and_then(ProvideErrorMetadata::code)
-                        == Some("ServerSideEncryptionConfigurationNotFoundError") =>
+                    Err(err)
+                        if err.as_service_error().and_then(ProvideErrorMetadata::code)
+                            == Some("ServerSideEncryptionConfigurationNotFoundError") =>
                     {
                         Ok(false)
                     }
@@ -255,34 +257,44 @@ impl S3RunpackStore {
 
     /// Reads the stored bundle of `key` and verifies it for `scope`.
     fn fetch(&self, scope: Scope, key: String) -> Result<(Vec<u8>, VerifiedBundle), RunpackStoreError> {
-        let (client, bucket, customer_key) = (self.client.clone(), self.settings.bucket.clone(), self.customer_key.clone());
+        let (client, bucket, customer_key) =
+            (self.client.clone(), self.settings.bucket.clone(), self.customer_key.clone());
         let max = self.max_bundle_bytes();
         let what = format!("reading {key}");
-        let bytes = self.run(&what.clone(), async move {
-            let mut request = client.get_object().bucket(&bucket).key(&key);
-            if let Some(customer) = &customer_key {
-                request = request
-                    .sse_customer_algorithm("AES256")
-                    .sse_customer_key(&customer.key)
-                    .sse_customer_key_md5(&customer.md5);
-            }
-            let answer = request.send().await.map_err(|err| classify(&what, &err))?;
-            let length = answer.content_length.unwrap_or(0);
-            if u64::try_from(length).unwrap_or(u64::MAX) > max {
-                return Err(RunpackStoreError::TooLarge { what: format!("bundle {key}"), actual: length as u64, limit: max });
-            }
-            let mut body = answer.body;
-            let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-            while let Some(chunk) = body.try_next().await.map_err(|err| {
-                RunpackStoreError::Unavailable(format!("{what}: the download was cut off ({err})"))
-            })? {
-                if (bytes.len() + chunk.len()) as u64 > max {
-                    return Err(RunpackStoreError::TooLarge { what: format!("bundle {key}"), actual: max + 1, limit: max });
+        let bytes =
+            self.run(&what.clone(), async move {
+                let mut request = client.get_object().bucket(&bucket).key(&key);
+                if let Some(customer) = &customer_key {
+                    request = request
+                        .sse_customer_algorithm("AES256")
+                        .sse_customer_key(&customer.key)
+                        .sse_customer_key_md5(&customer.md5);
                 }
-                bytes.extend_from_slice(&chunk);
-            }
-            Ok(bytes)
-        })?;
+                let answer = request.send().await.map_err(|err| classify(&what, &err))?;
+                let length = answer.content_length.unwrap_or(0);
+                if u64::try_from(length).unwrap_or(u64::MAX) > max {
+                    return Err(RunpackStoreError::TooLarge {
+                        what: format!("bundle {key}"),
+                        actual: length as u64,
+                        limit: max,
+                    });
+                }
+                let mut body = answer.body;
+                let mut bytes = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+                while let Some(chunk) = body.try_next().await.map_err(|err| {
+                    RunpackStoreError::Unavailable(format!("{what}: the download was cut off ({err})"))
+                })? {
+                    if (bytes.len() + chunk.len()) as u64 > max {
+                        return Err(RunpackStoreError::TooLarge {
+                            what: format!("bundle {key}"),
+                            actual: max + 1,
+                            limit: max,
+                        });
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(bytes)
+            })?;
         let ring = self.keys.ring().map_err(|err| RunpackStoreError::Integrity(format!("key ring: {err}")))?;
         let verified = read_bundle(bytes.as_slice(), &ring, self.limits())?;
         let descriptor = &verified.signed.descriptor;
@@ -305,8 +317,10 @@ impl S3RunpackStore {
     ) -> Result<Option<(ObjectFacts, Option<String>)>, RunpackStoreError> {
         let mut request = client.head_object().bucket(bucket).key(key);
         if let Some(customer) = customer_key {
-            request =
-                request.sse_customer_algorithm("AES256").sse_customer_key(&customer.key).sse_customer_key_md5(&customer.md5);
+            request = request
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&customer.key)
+                .sse_customer_key_md5(&customer.md5);
         }
         match request.send().await {
             Ok(head) => {
@@ -315,7 +329,10 @@ impl S3RunpackStore {
                     lock_mode: head.object_lock_mode.as_ref().map(|mode| mode.as_str().to_string()),
                     retain_until: head.object_lock_retain_until_date.as_ref().map(iso8601),
                     legal_hold: head.object_lock_legal_hold_status == Some(ObjectLockLegalHoldStatus::On),
-                    encryption: encryption_of(head.server_side_encryption.as_ref(), head.sse_customer_algorithm.as_deref()),
+                    encryption: encryption_of(
+                        head.server_side_encryption.as_ref(),
+                        head.sse_customer_algorithm.as_deref(),
+                    ),
                 };
                 let sha = head.metadata.and_then(|mut metadata| metadata.remove(SHA256_METADATA));
                 Ok(Some((facts, sha)))
@@ -336,9 +353,7 @@ fn retention_of(lock: &ObjectLock) -> Option<(ObjectLockMode, DateTime)> {
     };
     let until = match (&lock.retain_until, lock.retention_days) {
         (Some(until), _) => super::settings::parse_rfc3339(until)?,
-        (None, Some(days)) => {
-            i64::try_from(dg_storage::now_ms() / 1000).ok()? + i64::from(days) * 86_400
-        }
+        (None, Some(days)) => dg_storage::now_ms() / 1000 + i64::from(days) * 86_400,
         (None, None) => return None,
     };
     Some((mode, DateTime::from_secs(until)))
@@ -403,8 +418,14 @@ macro_rules! object_settings {
 impl Upload {
     async fn single(&self, bytes: Vec<u8>) -> Result<ObjectFacts, RunpackStoreError> {
         let request = self.client.put_object().bucket(&self.bucket).key(&self.key);
+        // The digest already computed for the metadata is the upload's checksum: the store
+        // checks the bytes it received against it, and nothing hashes them twice.
+        let checksum = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            hex::decode(&self.sha256).unwrap_or_default(),
+        );
         let answer = object_settings!(request, self)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(checksum)
             .body(ByteStream::from(bytes))
             .send()
             .await
@@ -492,8 +513,10 @@ impl Upload {
                     .sse_customer_key(&customer.key)
                     .sse_customer_key_md5(&customer.md5);
             }
-            let part =
-                request.send().await.map_err(|err| classify(&format!("uploading part {number} of {}", self.key), &err))?;
+            let part = request
+                .send()
+                .await
+                .map_err(|err| classify(&format!("uploading part {number} of {}", self.key), &err))?;
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -603,7 +626,8 @@ impl RunpackBackend for S3RunpackStore {
 
     fn contains(&self, scope: Scope, name: &str) -> Result<bool, RunpackStoreError> {
         let key = bundle_key(&self.settings.prefix, scope, name)?;
-        let (client, bucket, customer_key) = (self.client.clone(), self.settings.bucket.clone(), self.customer_key.clone());
+        let (client, bucket, customer_key) =
+            (self.client.clone(), self.settings.bucket.clone(), self.customer_key.clone());
         self.run(&format!("looking up {key}"), async move {
             Ok(Self::head(&client, &bucket, &key, customer_key.as_ref()).await?.is_some())
         })

@@ -169,8 +169,7 @@ fn locate(ctx: &RequestCtx<'_>, args: &VerifyArgs) -> Result<(Scope, String), Wi
     if let (Some(tenant), Some(namespace)) = (args.tenant_id, args.namespace_id) {
         return Ok((Scope::new(tenant.get(), namespace.get()), name));
     }
-    let holding: Vec<Scope> =
-        reachable_scopes(ctx)?
+    let holding: Vec<Scope> = reachable_scopes(ctx)?
         .into_iter()
         .map(|scope| ctx.app.runpacks.contains(scope, &name).map(|held| held.then_some(scope)))
         .filter_map(Result::transpose)
