@@ -14,7 +14,7 @@ use support::{binary, sample_spec, Daemon};
 
 /// Runs `dg-appliance runpack verify` with nothing but the bundle and key: empty
 /// environment, an empty working directory.
-fn offline_verify(bundle: &Path, pubkey: Option<&Path>) -> (i32, String) {
+pub(crate) fn offline_verify(bundle: &Path, pubkey: Option<&Path>) -> (i32, String) {
     let empty = tempfile::tempdir().unwrap();
     let mut command = Command::new(binary());
     command.env_clear().current_dir(empty.path()).arg("runpack").arg("verify").arg(bundle).arg("--json");
@@ -25,7 +25,7 @@ fn offline_verify(bundle: &Path, pubkey: Option<&Path>) -> (i32, String) {
     (output.status.code().unwrap(), String::from_utf8_lossy(&output.stdout).to_string())
 }
 
-fn download(daemon: &Daemon, path: &str) -> (u16, Vec<u8>) {
+pub(crate) fn download(daemon: &Daemon, path: &str) -> (u16, Vec<u8>) {
     let response = match daemon
         .agent
         .get(&format!("{}{path}", daemon.base))
@@ -41,7 +41,7 @@ fn download(daemon: &Daemon, path: &str) -> (u16, Vec<u8>) {
     (status, bytes)
 }
 
-fn show_public(daemon: &Daemon, into: &Path) {
+pub(crate) fn show_public(daemon: &Daemon, into: &Path) {
     let output =
         Command::new(binary()).args(["keys", "show-public", "--data-dir"]).arg(daemon.data_dir()).output().unwrap();
     assert!(output.status.success());

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use serde_json::{json, Value};
 
+use crate::runpacks::{download, offline_verify, show_public as public_ring};
 use crate::support::seaweed::Seaweed;
 use crate::support::{binary, sample_spec, Daemon, DaemonOptions};
 
@@ -70,45 +71,6 @@ fn export(daemon: &Daemon, scenario: &str, tenant: u64, run: &str) -> Result<Val
     )
 }
 
-fn download(daemon: &Daemon, path: &str) -> (u16, Vec<u8>) {
-    let response = match daemon
-        .agent
-        .get(&format!("{}{path}", daemon.base))
-        .set("authorization", &format!("Bearer {}", daemon.key))
-        .call()
-    {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(err) => panic!("{err}"),
-    };
-    let status = response.status();
-    let mut bytes = Vec::new();
-    response.into_reader().read_to_end(&mut bytes).unwrap();
-    (status, bytes)
-}
-
-fn public_ring(daemon: &Daemon, into: &Path) {
-    let output =
-        Command::new(binary()).args(["keys", "show-public", "--data-dir"]).arg(daemon.data_dir()).output().unwrap();
-    assert!(output.status.success());
-    std::fs::write(into, output.stdout).unwrap();
-}
-
-/// `dg-appliance runpack verify` with nothing but the bundle and the public key ring.
-fn offline_verify(bundle: &Path, ring: &Path) -> (i32, String) {
-    let empty = tempfile::tempdir().unwrap();
-    let output = Command::new(binary())
-        .env_clear()
-        .current_dir(empty.path())
-        .args(["runpack", "verify"])
-        .arg(bundle)
-        .arg("--pubkey")
-        .arg(ring)
-        .arg("--json")
-        .output()
-        .unwrap();
-    (output.status.code().unwrap(), String::from_utf8_lossy(&output.stdout).to_string())
-}
-
 /// The members of a bundle (not verified: the comparison is the point).
 fn members(bundle: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     let (_, files) =
@@ -155,7 +117,7 @@ fn export_download_and_offline_verify_through_s3_and_reference_runpacks_match_th
     std::fs::write(&path, &bundle).unwrap();
     let ring = work.path().join("ring.json");
     public_ring(&s3, &ring);
-    let (code, out) = offline_verify(&path, &ring);
+    let (code, out) = offline_verify(&path, Some(&ring));
     assert_eq!(code, 0, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "pass");
     let verified = s3.tool("runpack_verify", json!({"runpack_dir": "r1", "manifest_path": "manifest.json"})).unwrap();
@@ -534,7 +496,7 @@ fn the_store_killed_mid_upload_fails_retryably_leaves_nothing_visible_and_a_retr
     std::fs::write(&path, &bundle).unwrap();
     let ring = work.path().join("ring.json");
     public_ring(&daemon, &ring);
-    assert_eq!(offline_verify(&path, &ring).0, 0);
+    assert_eq!(offline_verify(&path, Some(&ring)).0, 0);
     // Idempotent: exporting again stores no new version.
     let versions = |weed: &Seaweed| {
         weed.block_on(client.list_object_versions().bucket("runpacks").prefix("dg/").send()).unwrap().versions().len()
