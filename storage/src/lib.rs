@@ -52,6 +52,11 @@ pub mod audit {
     pub use crate::store::forwarding::StoredAuditEntry;
 }
 
+/// Reads for browsing: runs filtered, sorted and paged; audit entries searched newest first.
+pub mod browse {
+    pub use crate::store::browse::{AuditFilter, AuditPage, RunPage, RunQuery, RunSort, AUDIT_SCAN_LIMIT, MAX_PAGE};
+}
+
 /// The usage ledger's records and counters.
 pub mod usage {
     pub use crate::store::periods::{period_of, valid_period};

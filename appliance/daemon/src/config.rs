@@ -59,6 +59,13 @@ enable_deep_equals = false
 [evidence]
 allow_raw_values = false
 
+# The admin web UI at /ui/ (same listener and TLS as the API; sign-in with an API key).
+[ui]
+enabled = true
+idle_timeout_s = 900
+absolute_timeout_s = 28800
+max_sessions = 256
+
 [[providers]]
 name = "time"
 config = { allow_logical = true }
@@ -102,6 +109,9 @@ pub struct Config {
     /// Plans and overage rules (`billing.rs`).
     #[serde(default)]
     pub billing: crate::billing::BillingSection,
+    /// The admin web UI (`ui/`).
+    #[serde(default)]
+    pub ui: crate::ui::UiSection,
 }
 
 /// `[time]`.
@@ -486,6 +496,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     }
     for (key, message) in config.billing.problems() {
         problems.push(problem(format!("billing.{key}"), message));
+    }
+    for (key, message) in config.ui.problems() {
+        problems.push(problem(format!("ui.{key}"), message));
     }
     if let Some(oidc) = &config.auth.oidc {
         for (key, message) in oidc.problems() {

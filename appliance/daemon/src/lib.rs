@@ -19,4 +19,5 @@ pub mod rpc;
 pub mod s3;
 pub mod slo;
 pub mod tls_client;
+pub mod ui;
 pub mod wire;

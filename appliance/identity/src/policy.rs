@@ -158,6 +158,12 @@ operations! {
     AuditVerify => "audit_verify", Admin, Org, false, None, [OrgAdmin, Auditor];
     AuditExport => "audit_export", Admin, Org, false, None, [OrgAdmin, Auditor];
     UsageReport => "usage_report", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    // Browsing (the admin UI, operators' scripts): runs filtered and paged, one run's whole
+    // state, one scenario's canonical spec, the newest audit entries.
+    RunList => "run_list", Admin, Tenant, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    RunGet => "run_get", Admin, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    ScenarioGet => "scenario_get", Admin, Namespace, false, None, [OrgAdmin, TenantAdmin, Auditor];
+    AuditList => "audit_list", Admin, Org, false, None, [OrgAdmin, Auditor];
 }
 
 impl Operation {

@@ -1,6 +1,7 @@
 //! The store: typed, tenant-scoped operations over the SQLite schema.
 
 pub(crate) mod audit;
+pub(crate) mod browse;
 pub(crate) mod checkpointer;
 pub(crate) mod forwarding;
 pub(crate) mod meta;

@@ -38,7 +38,9 @@ pub struct HttpFront {
     /// bounded by CPU and disk: a condition for running it on its connection's thread.
     providers_local: bool,
     activity: RecentActivity,
-    auth_failures: auth_failures::AuthFailures,
+    auth_failures: Arc<auth_failures::AuthFailures>,
+    /// The admin web UI (`None` when `[ui] enabled = false`).
+    ui: Option<Arc<crate::ui::Ui>>,
     /// One permit per open connection (`server.max_connections`).
     connection_slots: Arc<Semaphore>,
     max_connections: usize,
@@ -73,6 +75,7 @@ impl HttpFront {
         let max_connections = app.config.server.max_connections;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         let providers_local = crate::providers_setup::all_local(&app.config.providers);
+        let ui = app.config.ui.enabled.then(|| Arc::new(crate::ui::Ui::new(&app.config.ui)));
         Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
@@ -80,7 +83,8 @@ impl HttpFront {
             limiter,
             providers_local,
             activity: RecentActivity::new(ACTIVE_WINDOW),
-            auth_failures: auth_failures::AuthFailures::default(),
+            auth_failures: Arc::new(auth_failures::AuthFailures::default()),
+            ui,
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             connections: AtomicU64::new(0),
@@ -224,6 +228,7 @@ impl HttpFront {
             (&Method::GET, p) if p.starts_with("/runpacks/") => self.download(&request, p, caller).await,
             (&Method::POST, "/rpc") => self.json_rpc(request, Dialect::DecisionGate, caller).await,
             (&Method::POST, "/mcp") => self.json_rpc(request, Dialect::Mcp, caller).await,
+            (_, p) if (p == "/ui" || p.starts_with("/ui/")) && self.ui.is_some() => self.ui(request, caller).await,
             (_, "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics") => {
                 let mut response = json_response(405, &json!({"error": "method not allowed"}));
                 response.headers_mut().insert(
@@ -337,6 +342,93 @@ impl HttpFront {
         }
     }
 
+    /// `/ui/...`: the admin web UI. A form body is read bounded (`ui::MAX_FORM_BYTES`,
+    /// `body_read_timeout_ms`); the page runs on the blocking pool under
+    /// `request_timeout_ms` (pages read the store through the request path).
+    async fn ui(&self, request: Request<Incoming>, caller: Caller) -> (HttpResponse, String, Option<i64>) {
+        let Some(ui) = self.ui.clone() else {
+            return (json_response(404, &json!({"error": "not found"})), "other".into(), None);
+        };
+        let version = request.version();
+        let header = |name: hyper::header::HeaderName| {
+            request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+        let session_id = request
+            .headers()
+            .get_all(hyper::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().strip_prefix(crate::ui::COOKIE).and_then(|rest| rest.strip_prefix('=')))
+            .map(str::to_string)
+            .next();
+        let host = header(hyper::header::HOST).or_else(|| request.uri().authority().map(ToString::to_string));
+        let origin = header(hyper::header::ORIGIN);
+        let fetch_site = request.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        let body_timeout = Duration::from_millis(self.app.config.server.body_read_timeout_ms);
+        let declared =
+            request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        let body = if method == Method::POST {
+            if declared.is_some_and(|len| len > crate::ui::MAX_FORM_BYTES) {
+                let mut response = json_response(413, &json!({"error": "form too large"}));
+                response.headers_mut().insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                return (response, "rejected".into(), Some(code::REQUEST_TOO_LARGE));
+            }
+            let mut incoming = request.into_body();
+            match tokio::time::timeout(body_timeout, collect_limited(&mut incoming, crate::ui::MAX_FORM_BYTES)).await {
+                Ok(Ok(bytes)) => bytes.to_vec(),
+                Ok(Err(_)) | Err(_) => {
+                    return closing(
+                        (json_response(400, &json!({"error": "form body not read"})), "rejected".into(), None),
+                        version,
+                    );
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let Ok(_permit) = self.inflight.clone().try_acquire_owned() else {
+            let err = WireError::new(code::INFLIGHT_LIMIT, "server overloaded");
+            return (json_response(503, &err.response(None)), "rejected".into(), Some(err.code));
+        };
+        let ui_request = crate::ui::UiRequest {
+            method,
+            path,
+            query,
+            session_id,
+            origin,
+            fetch_site,
+            host,
+            body,
+            peer: caller.peer,
+            request_id: caller.request_id,
+        };
+        let app = self.app.clone();
+        let failures = self.auth_failures.clone();
+        let timeout = Duration::from_millis(app.config.server.request_timeout_ms);
+        let work = tokio::task::spawn_blocking(move || {
+            let _registry = app.store.registry_snapshot().ok();
+            let failed = |peer: std::net::IpAddr| failures.record(peer, Instant::now());
+            ui.handle(&app, &ui_request, &failed)
+        });
+        let answer = match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => crate::ui::UiResponse::text(500, "internal error"),
+            Err(_) => crate::ui::UiResponse::text(503, "the page took too long; its action may still complete"),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(answer.body.clone())));
+        *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        for (name, value) in answer.all_headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().append(name, value);
+            }
+        }
+        (response, "ui".into(), None)
+    }
+
     async fn metrics(&self, request: &Request<Incoming>, caller: &Caller) -> (HttpResponse, String, Option<i64>) {
         if let Err(err) = self.authenticate(request, caller).await {
             let err = self.failed_authentication(caller.peer, err);
@@ -365,6 +457,10 @@ impl HttpFront {
         };
         let text = match &self.app.forwarding {
             Some(forwarding) => text + &forwarding.render(),
+            None => text,
+        };
+        let text = match &self.ui {
+            Some(ui) => text + &ui.render_metrics(),
             None => text,
         };
         let mut response = Response::new(Full::new(Bytes::from(text)));
@@ -640,6 +736,7 @@ fn path_label(path: &str) -> String {
     match path {
         "/rpc" | "/mcp" | "/healthz" | "/readyz" | "/metrics" => path.to_string(),
         p if p.starts_with("/runpacks/") => "/runpacks".to_string(),
+        p if p == "/ui" || p.starts_with("/ui/") => "/ui".to_string(),
         _ => "other".to_string(),
     }
 }

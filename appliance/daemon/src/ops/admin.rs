@@ -97,6 +97,10 @@ pub fn call(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireError> {
             ctx.authorize(Target { tenant: args.tenant_id, namespace: None })?;
             to_output(&ctx.app.store.usage_report(args.tenant_id, args.since_ms)?)
         }
+        Operation::RunList => crate::ops::browse::run_list(ctx, args),
+        Operation::RunGet => crate::ops::browse::run_get(ctx, args),
+        Operation::ScenarioGet => crate::ops::browse::scenario_get(ctx, args),
+        Operation::AuditList => crate::ops::browse::audit_list(ctx, args),
         _ => Err(WireError::new(code::METHOD_NOT_FOUND, "method not found")),
     }
 }
