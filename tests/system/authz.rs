@@ -137,6 +137,10 @@ fn arguments(name: &str, t: u64, ns: u64, victims: &HashMap<u64, String>) -> Val
         "audit_verify" => json!({}),
         "audit_export" => json!({"since_ms": 0}),
         "usage_report" => json!({"tenant_id": t}),
+        "run_list" => json!({"tenant_id": t, "namespace_id": ns}),
+        "run_get" => json!({"tenant_id": t, "namespace_id": ns, "run_id": "r"}),
+        "scenario_get" => json!({"tenant_id": t, "namespace_id": ns, "scenario_id": "none"}),
+        "audit_list" => json!({"limit": 5}),
         other => panic!("no arguments for {other}; add them when adding an operation"),
     }
 }

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_ui;
 mod alert_rules;
 mod audit;
 mod audit_forward;

@@ -389,17 +389,20 @@ fn signed_out(request: &UiRequest) -> UiResponse {
     }
 }
 
-/// Whether a state-changing request comes from this site: `Sec-Fetch-Site`, when the
-/// browser sends it, must be `same-origin` (or `none`: typed by the user); `Origin`, when
-/// sent, must be this server's own `https://host`.
+/// Whether a state-changing request comes from this site. `Sec-Fetch-Site`, when the
+/// browser sends it, must be `same-origin`. `Origin`, when sent, must be this server's own
+/// `https://host`; browsers send `Origin: null` for a same-origin form under
+/// `Referrer-Policy: no-referrer`, which is accepted only beside `Sec-Fetch-Site:
+/// same-origin`. A request with neither header is not from a current browser (the CSRF
+/// token still guards every session's writes).
 fn same_origin(request: &UiRequest) -> bool {
-    if let Some(site) = request.fetch_site.as_deref() {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+    let fetch_site = request.fetch_site.as_deref();
+    if fetch_site.is_some_and(|site| site != "same-origin") {
+        return false;
     }
     match (request.origin.as_deref(), request.host.as_deref()) {
         (None, _) => true,
+        (Some("null"), _) => fetch_site == Some("same-origin"),
         (Some(origin), Some(host)) => origin == format!("https://{host}") || origin == format!("http://{host}"),
         (Some(_), None) => false,
     }

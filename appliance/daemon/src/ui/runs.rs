@@ -242,13 +242,13 @@ pub fn detail(ctx: &PageCtx<'_>, t: &str, ns: &str, run: &str) -> UiResponse {
                             .and_then(Value::as_array)
                             .map(|g| g.iter().map(|gate| text(gate, "/gate_id")).collect())
                             .unwrap_or_default();
-                        let mark = if id == current { "current" } else { "" };
+                        let mark = if id == current { "the run is here" } else { "" };
                         vec![esc(&id), esc(&gates.join(", ")), esc(&text(stage, "/advance_to/kind")), mark.to_string()]
                     })
                     .collect()
             })
             .unwrap_or_default();
-        let headers = ["Stage", "Gates", "Advances to", ""].map(String::from);
+        let headers = ["Stage", "Gates", "Advances to", "Current"].map(String::from);
         body.push_str("<h2>Stages</h2>");
         body.push_str(&html::table("Stages of the scenario", &headers, &rows));
     }
