@@ -7,7 +7,8 @@
 //
 // serve: HTTPS on 127.0.0.1:<port> with the given certificate; client-credentials grant,
 // JWT access tokens signed with the algorithm each client names, the client's dg_claims
-// added to its tokens. GET /test/jwks-requests answers how many JWKS fetches it served.
+// added to its tokens; with ui_clients, the authorization-code flow (PKCE) with the
+// provider's development login page (any password) for the accounts given. GET /test/jwks-requests answers how many JWKS fetches it served.
 // It prints "ready <issuer>" once listening and stops on SIGTERM.
 //
 // sign: a compact JWS with exactly the given header (no library rewrites it), signed with
@@ -70,12 +71,34 @@ async function serve(configFile) {
     dg_alg: c.alg,
     dg_claims: c.claims,
   }));
+  // Browser sign-in clients (the admin UI): public, authorization code with PKCE, ID
+  // tokens signed with the client's algorithm.
+  for (const c of config.ui_clients || []) {
+    clients.push({
+      client_id: c.client_id,
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: [c.redirect_uri],
+      token_endpoint_auth_method: 'none',
+      id_token_signed_response_alg: c.alg,
+      dg_alg: c.alg,
+    });
+  }
+  // Accounts for the login page (any password): their claims go into ID tokens asked
+  // for with the `dg_roles` scope.
+  const accounts = config.accounts || {};
   const provider = new Provider(issuer, {
     clients,
     jwks: { keys },
     extraClientMetadata: { properties: ['dg_alg', 'dg_claims'] },
+    findAccount: async (_ctx, id) => ({
+      accountId: id,
+      claims: async () => ({ sub: id, ...(accounts[id] || {}) }),
+    }),
+    claims: { openid: ['sub'], dg_roles: ['dg_role', 'dg_tenant', 'dg_namespaces'] },
+    conformIdTokenClaims: false,
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: (config.ui_clients || []).length > 0 },
       clientCredentials: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -90,7 +113,7 @@ async function serve(configFile) {
         }),
       },
     },
-    scopes: ['dg'],
+    scopes: ['dg', 'dg_roles'],
     extraTokenClaims: async (ctx, token) => {
       const client = await ctx.oidc.provider.Client.find(token.clientId);
       return client ? client.dg_claims : undefined;

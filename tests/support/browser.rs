@@ -16,6 +16,9 @@ use serde_json::{json, Value};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// One serious or critical axe-core finding: rule id, impact, how many elements.
+pub type AxeViolation = (String, String, usize);
+
 /// A chromedriver process and a browser session.
 pub struct Browser {
     driver: Child,
@@ -56,6 +59,12 @@ impl Browser {
     /// the server certificate in `cert` (PEM): by its public key's pin, so the page is a
     /// secure context without certificate errors (`__Host-` cookies need one).
     pub async fn start(cert: &Path) -> Self {
+        Self::start_trusting(&[cert]).await
+    }
+
+    /// [`Self::start`] trusting several servers' certificates (the daemon and an identity
+    /// provider).
+    pub async fn start_trusting(certs: &[&Path]) -> Self {
         assert!(
             Path::new(CHROMEDRIVER).exists() && Path::new(CHROMIUM).exists(),
             "the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)"
@@ -73,7 +82,8 @@ impl Browser {
             .unwrap();
         let downloads = tempfile::tempdir().unwrap();
         let profile = tempfile::tempdir().unwrap();
-        let pin = spki_pin(cert);
+        let pin: Vec<String> = certs.iter().map(|cert| spki_pin(cert)).collect();
+        let pin = pin.join(",");
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -153,7 +163,7 @@ impl Browser {
 
     /// Runs axe-core on the page; returns the serious and critical violations (rule id,
     /// impact, how many nodes).
-    pub async fn axe_serious(&self, axe: &str) -> Vec<(String, String, usize)> {
+    pub async fn axe_serious(&self, axe: &str) -> Vec<AxeViolation> {
         self.client.execute(axe, vec![]).await.unwrap();
         let result = self
             .client

@@ -70,6 +70,8 @@ pub struct DaemonOptions {
     pub bare: bool,
     /// Trust this CA file instead of the data directory's self-signed certificate.
     pub server_ca: Option<PathBuf>,
+    /// Listen on this loopback port (else a free one).
+    pub port: Option<u16>,
     /// A command that runs the daemon (`exec`s it with the arguments that follow), e.g.
     /// `unshare` into a private mount namespace; the daemon's arguments are appended.
     pub launcher: Option<Vec<String>>,
@@ -105,7 +107,7 @@ impl Daemon {
     /// Starts the daemon with options and waits until it listens.
     pub fn start_with(options: DaemonOptions) -> Self {
         let dir = options.dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let mut command = match &options.launcher {
             Some(launcher) => {
                 let mut command = Command::new(&launcher[0]);

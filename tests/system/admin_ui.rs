@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
-use crate::support::browser::Browser;
+use crate::support::browser::{AxeViolation, Browser};
 use crate::support::{binary, metric_value, sample_spec, Client, Daemon, DaemonOptions};
 
 const HOSTILE_SCENARIO: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
@@ -171,7 +171,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
     runtime().block_on(async {
         let browser = Browser::start(&daemon.data_dir().join("tls/cert.pem")).await;
         let mut timings: Vec<(String, f64)> = Vec::new();
-        let mut accessibility: Vec<(String, Vec<(String, String, usize)>)> = Vec::new();
+        let mut accessibility: Vec<(String, Vec<AxeViolation>)> = Vec::new();
         sign_in(&browser, &daemon, &daemon.key).await;
         assert!(browser.client.current_url().await.unwrap().path().ends_with("/ui/runs"));
         let (value, secure, http_only, same_site) = browser.session_cookie().await.expect("a session cookie");

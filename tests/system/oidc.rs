@@ -95,6 +95,8 @@ fn clients() -> Value {
 /// The real provider, on a loopback port, stopped by its PID when dropped.
 struct Provider {
     child: Option<Child>,
+    /// Extra members of the provider's configuration (browser clients, accounts).
+    extra: Value,
     port: u16,
     dir: PathBuf,
     cert: PathBuf,
@@ -103,8 +105,12 @@ struct Provider {
 
 impl Provider {
     fn start(dir: &Path, keys: &Path) -> Self {
+        Self::start_with(dir, keys, json!({}))
+    }
+
+    fn start_with(dir: &Path, keys: &Path, extra: Value) -> Self {
         let (cert, key) = certificate(dir);
-        let mut provider = Self { child: None, port: support::free_port(), dir: dir.to_path_buf(), cert, key };
+        let mut provider = Self { child: None, extra, port: support::free_port(), dir: dir.to_path_buf(), cert, key };
         provider.restart(keys);
         provider
     }
@@ -117,8 +123,11 @@ impl Provider {
     fn restart(&mut self, keys: &Path) {
         self.stop();
         let config = self.dir.join("provider.json");
-        let body = json!({"port": self.port, "cert": self.cert, "key": self.key, "keys_file": keys,
+        let mut body = json!({"port": self.port, "cert": self.cert, "key": self.key, "keys_file": keys,
             "audience": AUDIENCE, "clients": clients()});
+        for (name, value) in self.extra.as_object().cloned().unwrap_or_default() {
+            body[name] = value;
+        }
         std::fs::write(&config, body.to_string()).unwrap();
         let mut child = node(&["serve", config.to_str().unwrap()])
             .stdin(Stdio::null())
@@ -732,4 +741,114 @@ fn config_check_refuses_none_hmac_plain_http_and_unbounded_settings() {
     ] {
         assert!(text.contains(expected), "{expected} not reported:\n{text}");
     }
+}
+
+/// The admin UI's sign-in with the provider in a real browser: authorization code with
+/// PKCE through the provider's login page, the ID token checked and its claims mapped; a
+/// service account is refused; a callback the daemon did not begin is refused.
+#[test]
+fn the_admin_ui_signs_in_with_the_provider_in_a_real_browser() {
+    use crate::support::browser::Browser;
+    use fantoccini::Locator;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = make_keys(dir.path(), "ui", &["RS256", "ES256"]);
+    let port = support::free_port();
+    let redirect = format!("https://127.0.0.1:{port}/ui/oidc/callback");
+    let provider = Provider::start_with(
+        dir.path(),
+        &keys,
+        json!({
+            "ui_clients": [{"client_id": "dg-ui", "redirect_uri": redirect, "alg": "ES256"}],
+            "accounts": {
+                "alice": {"dg_role": "tenant_admin", "dg_tenant": 1},
+                "robot": {"dg_role": "service", "dg_tenant": 1, "dg_namespaces": [2]},
+            },
+        }),
+    );
+    let extra = format!(
+        "[ui.oidc]\nclient_id = \"dg-ui\"\nredirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"dg_roles\"]\n"
+    );
+    let config = daemon_config(&provider.issuer(), &provider.cert, &extra);
+    let daemon = Daemon::start_with(DaemonOptions { config: Some(config), port: Some(port), ..Default::default() });
+    daemon.register(1, 2);
+    let daemon_cert = daemon.data_dir().join("tls/cert.pem");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let sign_in_as = |login: &'static str| {
+        let (daemon, provider_cert, daemon_cert) = (&daemon, &provider.cert, &daemon_cert);
+        async move {
+            let browser = Browser::start_trusting(&[daemon_cert, provider_cert]).await;
+            browser.open(&format!("{}/ui/sign-in", daemon.base)).await;
+            let link = browser.client.find(Locator::LinkText("Sign in with the identity provider")).await.unwrap();
+            browser.click_and_load(link).await;
+            let url = browser.client.current_url().await.unwrap();
+            assert_eq!(url.port(), Some(provider.port), "at the provider's login page: {url}");
+            browser.client.find(Locator::Css("input[name=login]")).await.unwrap().send_keys(login).await.unwrap();
+            browser.client.find(Locator::Css("input[name=password]")).await.unwrap().send_keys("any").await.unwrap();
+            let submit = browser.client.find(Locator::Css("button[type=submit]")).await.unwrap();
+            browser.click_and_load(submit).await;
+            // The provider asks for consent once per client.
+            if let Ok(button) = browser.client.find(Locator::Css("button[type=submit]")).await {
+                if browser.client.current_url().await.unwrap().port() == Some(provider.port) {
+                    browser.click_and_load(button).await;
+                }
+            }
+            // Back at the daemon: the callback's page moves on to the runs by itself.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let url = browser.client.current_url().await.unwrap();
+                if url.port() == Some(port) && (url.path() == "/ui/runs" || url.path() == "/ui/sign-in") {
+                    break;
+                }
+                if url.port() == Some(port) && url.path() == "/ui/oidc/callback" {
+                    let text = browser.main_text().await;
+                    if !text.contains("Signed in") {
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "stuck at {url}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            browser
+        }
+    };
+    runtime.block_on(async {
+        let browser = sign_in_as("alice").await;
+        let url = browser.client.current_url().await.unwrap();
+        assert_eq!(url.path(), "/ui/runs", "signed in: {url} {}", browser.main_text().await);
+        browser.open(&format!("{}/ui/account", daemon.base)).await;
+        let text = browser.main_text().await;
+        let subject = format!("oidc:{}#alice", provider.issuer());
+        assert!(text.contains(&subject) && text.contains("tenant_admin"), "{text}");
+        let (_, secure, http_only, same_site) = browser.session_cookie().await.unwrap();
+        assert!(secure && http_only && same_site == "Strict");
+        browser.screenshot("oidc-signed-in").await;
+        browser.stop().await;
+
+        let browser = sign_in_as("robot").await;
+        let text = browser.main_text().await;
+        assert!(text.contains("service principals may not sign in"), "{text}");
+        assert!(browser.session_cookie().await.is_none());
+        browser.stop().await;
+    });
+    // A callback this daemon did not begin (no state cookie, unknown state) is refused.
+    let agent = support::tls_agent(&daemon_cert);
+    let status = match agent.get(&format!("{}/ui/oidc/callback?code=stolen&state=forged", daemon.base)).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r.status(),
+        Err(err) => panic!("{err}"),
+    };
+    assert_eq!(status, 403);
+    let entries = crate::authz::audit_entries(&daemon);
+    let sign_ins: Vec<(String, String, String)> = entries
+        .iter()
+        .filter(|e| e["action"] == "ui_sign_in")
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or("").to_string();
+            (field("principal"), field("outcome"), field("reason"))
+        })
+        .collect();
+    let alice = format!("oidc:{}#alice", provider.issuer());
+    let robot = format!("oidc:{}#robot", provider.issuer());
+    assert!(sign_ins.contains(&(alice, "ok".into(), "oidc".into())), "{sign_ins:?}");
+    assert!(sign_ins.iter().any(|(p, o, _)| *p == robot && o == "deny"), "{sign_ins:?}");
+    assert!(sign_ins.iter().any(|(_, o, r)| o == "deny" && r.contains("not begun in this browser")), "{sign_ins:?}");
 }

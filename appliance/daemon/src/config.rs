@@ -111,7 +111,7 @@ pub struct Config {
     pub billing: crate::billing::BillingSection,
     /// The admin web UI (`ui/`).
     #[serde(default)]
-    pub ui: crate::ui::UiSection,
+    pub ui: UiSection,
 }
 
 /// `[time]`.
@@ -500,6 +500,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     for (key, message) in config.ui.problems() {
         problems.push(problem(format!("ui.{key}"), message));
     }
+    if config.ui.oidc.is_some() && config.auth.oidc.is_none() {
+        problems.push(problem("ui.oidc", "sign-in with the identity provider needs [auth.oidc] (its issuer and keys)"));
+    }
     if let Some(oidc) = &config.auth.oidc {
         for (key, message) in oidc.problems() {
             problems.push(problem(format!("auth.oidc.{key}"), message));
@@ -615,6 +618,79 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
                 .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             parse(&text, &format!(" {}", path.display()))
         }
+    }
+}
+
+/// `[ui]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSection {
+    /// Serve the UI at `/ui/` (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A session unused this long ends (seconds, default 900).
+    #[serde(default = "default_idle")]
+    pub idle_timeout_s: u64,
+    /// A session ends this long after sign-in, used or not (seconds, default 8 hours).
+    #[serde(default = "default_absolute")]
+    pub absolute_timeout_s: u64,
+    /// Sessions open at once (default 256); past it a sign-in is refused.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Sign-in with the site's identity provider (authorization code + PKCE; needs
+    /// `[auth.oidc]`).
+    #[serde(default)]
+    pub oidc: Option<crate::oidc::settings::UiOidcSettings>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_idle() -> u64 {
+    900
+}
+fn default_absolute() -> u64 {
+    8 * 3600
+}
+fn default_max_sessions() -> usize {
+    256
+}
+
+impl Default for UiSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            idle_timeout_s: default_idle(),
+            absolute_timeout_s: default_absolute(),
+            max_sessions: default_max_sessions(),
+            oidc: None,
+        }
+    }
+}
+
+impl UiSection {
+    /// Problems with the values, as (key, message).
+    #[must_use]
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        if !(60..=86_400).contains(&self.idle_timeout_s) {
+            out.push(("idle_timeout_s".into(), "must be between 60 and 86400".to_string()));
+        }
+        if !(300..=7 * 86_400).contains(&self.absolute_timeout_s) || self.absolute_timeout_s < self.idle_timeout_s {
+            out.push((
+                "absolute_timeout_s".into(),
+                "must be between 300 and 604800 and at least idle_timeout_s".into(),
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_sessions) {
+            out.push(("max_sessions".into(), "must be between 1 and 65536".to_string()));
+        }
+        if let Some(oidc) = &self.oidc {
+            for (key, message) in oidc.problems() {
+                out.push((format!("oidc.{key}"), message));
+            }
+        }
+        out
     }
 }
 

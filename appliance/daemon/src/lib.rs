@@ -17,6 +17,7 @@ pub mod ops;
 pub mod providers_setup;
 pub mod rpc;
 pub mod s3;
+pub mod secret_file;
 pub mod slo;
 pub mod tls_client;
 pub mod ui;

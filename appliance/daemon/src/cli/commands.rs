@@ -161,7 +161,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let result = runtime.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|err| format!("cannot listen on {listen}: {err}"))?;
-        let front = Arc::new(http::HttpFront::new(app));
+        let front = Arc::new(http::HttpFront::new(app)?);
         // Failed authentications are audited as one summary per interval, off the request path.
         let auditing = front.clone();
         tokio::spawn(async move {

@@ -69,14 +69,19 @@ fn json_response(status: u16, body: &Value) -> HttpResponse {
 
 impl HttpFront {
     /// Builds the front end.
-    #[must_use]
-    pub fn new(app: Arc<App>) -> Self {
+    ///
+    /// # Errors
+    /// The admin UI's configuration cannot be used (`ui::Ui::new`).
+    pub fn new(app: Arc<App>) -> Result<Self, String> {
         let max_inflight = app.config.server.max_inflight;
         let max_connections = app.config.server.max_connections;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
         let providers_local = crate::providers_setup::all_local(&app.config.providers);
-        let ui = app.config.ui.enabled.then(|| Arc::new(crate::ui::Ui::new(&app.config.ui)));
-        Self {
+        let ui = match app.config.ui.enabled {
+            true => Some(Arc::new(crate::ui::Ui::new(&app.config)?)),
+            false => None,
+        };
+        Ok(Self {
             app,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
@@ -90,7 +95,7 @@ impl HttpFront {
             connections: AtomicU64::new(0),
             boot_id: rand::random(),
             counter: AtomicU64::new(0),
-        }
+        })
     }
 
     /// A new connection's identity (ids from 1), which its requests carry to
@@ -353,15 +358,19 @@ impl HttpFront {
         let header = |name: hyper::header::HeaderName| {
             request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
         };
-        let session_id = request
-            .headers()
-            .get_all(hyper::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().strip_prefix(crate::ui::COOKIE).and_then(|rest| rest.strip_prefix('=')))
-            .map(str::to_string)
-            .next();
+        let cookie = |name: &str| {
+            request
+                .headers()
+                .get_all(hyper::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+                .map(str::to_string)
+                .next()
+        };
+        let session_id = cookie(crate::ui::COOKIE);
+        let state_cookie = cookie(crate::ui::oidc::STATE_COOKIE);
         let host = header(hyper::header::HOST).or_else(|| request.uri().authority().map(ToString::to_string));
         let origin = header(hyper::header::ORIGIN);
         let fetch_site = request.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -399,6 +408,7 @@ impl HttpFront {
             path,
             query,
             session_id,
+            state_cookie,
             origin,
             fetch_site,
             host,

@@ -143,7 +143,34 @@ impl OidcVerifier {
     /// # Errors
     /// [`Refusal`], counted for `/metrics`.
     pub fn verify(&self, token: &str, now_s: u64, now: Instant) -> Result<Verified, Refusal> {
-        let result = self.check(token, now_s, now);
+        let result = self.check(token, &self.settings.audiences, now_s, now).map(|(verified, _)| verified);
+        if let Err(refusal) = &result {
+            self.count(*refusal);
+        }
+        result
+    }
+
+    /// Checks an ID token from the authorization-code sign-in (the admin UI's): the same
+    /// checks as [`Self::verify`], for the audience `client_id` instead of the API's
+    /// audiences, and its `nonce` must be the one the sign-in sent.
+    ///
+    /// # Errors
+    /// [`Refusal`], counted for `/metrics`.
+    pub fn verify_id_token(
+        &self,
+        token: &str,
+        client_id: &str,
+        nonce: &str,
+        now_s: u64,
+        now: Instant,
+    ) -> Result<Verified, Refusal> {
+        let result =
+            self.check(token, &[client_id.to_string()], now_s, now).and_then(|(verified, claims)| {
+                match claims.get("nonce").and_then(Value::as_str) {
+                    Some(sent) if sent == nonce => Ok(verified),
+                    _ => Err(Refusal::Claims),
+                }
+            });
         if let Err(refusal) = &result {
             self.count(*refusal);
         }
@@ -175,7 +202,7 @@ impl OidcVerifier {
         }
     }
 
-    fn check(&self, token: &str, now_s: u64, now: Instant) -> Result<Verified, Refusal> {
+    fn check(&self, token: &str, audiences: &[String], now_s: u64, now: Instant) -> Result<(Verified, Value), Refusal> {
         if token.len() > MAX_TOKEN_BYTES
             || !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         {
@@ -204,7 +231,7 @@ impl OidcVerifier {
         }
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[self.settings.issuer.as_str()]);
-        validation.set_audience(&self.settings.audiences);
+        validation.set_audience(audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "iat"]);
         validation.leeway = self.settings.leeway_s;
         validation.validate_nbf = true;
@@ -230,7 +257,7 @@ impl OidcVerifier {
         let subject = subject.ok_or(Refusal::Claims)?;
         let id = claims::subject_id(&self.settings.issuer, subject);
         let from_claims = claims::principal(&self.settings, &claims, id.clone());
-        Ok(Verified { subject: id, from_claims })
+        Ok((Verified { subject: id, from_claims }, claims))
     }
 
     /// The `/metrics` lines of the OIDC path (fixed label sets).

@@ -163,3 +163,67 @@ impl OidcSettings {
         problems
     }
 }
+
+/// Where the provider sends the browser back after a UI sign-in: `[ui.oidc] redirect_uri`
+/// must end with it.
+pub const CALLBACK_PATH: &str = "/ui/oidc/callback";
+
+/// `[ui.oidc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiOidcSettings {
+    /// The UI's client id at the provider (the ID token's audience).
+    pub client_id: String,
+    /// This UI's callback as the browser reaches it, e.g.
+    /// `https://dg.example/ui/oidc/callback` (registered at the provider).
+    pub redirect_uri: String,
+    /// A confidential client's secret (a 0600 file); absent for a public client (PKCE
+    /// alone).
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes asked for (must include `openid`; add the one that releases the role claims).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The provider's authorization endpoint; discovered from the issuer when absent.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// The provider's token endpoint; discovered from the issuer when absent.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".to_string()]
+}
+
+fn loopback_http(url: &str) -> bool {
+    ["http://127.0.0.1:", "http://[::1]:", "http://localhost:"].iter().any(|p| url.starts_with(p))
+}
+
+impl UiOidcSettings {
+    /// Problems, as (key relative to `ui.oidc`, message).
+    #[must_use]
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if self.client_id.is_empty() || self.client_id.len() > 256 {
+            out.push(("client_id", "1 to 256 characters".to_string()));
+        }
+        let path_ok = self.redirect_uri.split('?').next().is_some_and(|u| u.ends_with(CALLBACK_PATH));
+        if !(self.redirect_uri.starts_with("https://") || loopback_http(&self.redirect_uri)) || !path_ok {
+            out.push(("redirect_uri", format!("an https:// URL of this UI ending with {CALLBACK_PATH}")));
+        }
+        if !self.scopes.iter().any(|s| s == "openid")
+            || self.scopes.iter().any(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        {
+            out.push(("scopes", "must include \"openid\"; scopes are printable words".to_string()));
+        }
+        for (key, value) in
+            [("authorization_endpoint", &self.authorization_endpoint), ("token_endpoint", &self.token_endpoint)]
+        {
+            if value.as_ref().is_some_and(|url| !url.starts_with("https://")) {
+                out.push((key, "must be an https:// URL".to_string()));
+            }
+        }
+        out
+    }
+}

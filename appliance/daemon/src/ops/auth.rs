@@ -57,7 +57,10 @@ pub fn key_usable(record: &ApiKeyRecord, now_ms: i64) -> bool {
 }
 
 /// The principal an administrator mapped a subject to.
-fn mapped_principal(record: &OidcSubjectRecord) -> Result<Principal, String> {
+///
+/// # Errors
+/// The mapping names an unknown role.
+pub fn mapped_principal(record: &OidcSubjectRecord) -> Result<Principal, String> {
     let role =
         Role::parse(&record.role).ok_or_else(|| format!("the mapping names an unknown role {:?}", record.role))?;
     Ok(Principal { id: record.subject.clone(), role, tenant: record.tenant_id, namespaces: record.namespaces.clone() })

@@ -24,25 +24,9 @@ use md5::Digest as _;
 use super::settings::S3Settings;
 use super::S3Error;
 
-/// The largest secret file read (credentials, customer key).
-const MAX_SECRET_BYTES: u64 = 4096;
-
-/// Reads a secret file: a regular file (no link, FIFO or device), readable by its owner
-/// only, at most 4 KiB.
+/// Reads a secret file (`crate::secret_file`), as a configuration error.
 fn read_secret(path: &Path, what: &str) -> Result<String, S3Error> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let problem = |detail: String| S3Error::Config(format!("{what} {}: {detail}", path.display()));
-    let file = dg_storage::open_regular(path, dg_storage::Links::Refuse).map_err(|err| problem(err.to_string()))?;
-    let mode = file.metadata().map_err(|err| problem(err.to_string()))?.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(problem(format!(
-            "is readable or writable by group or others (mode {mode:04o}); run: chmod 600 {}",
-            path.display()
-        )));
-    }
-    drop(file);
-    dg_storage::read_text_bounded(path, MAX_SECRET_BYTES, dg_storage::Links::Refuse)
-        .map_err(|err| problem(err.to_string()))
+    crate::secret_file::read_secret(path, what).map_err(S3Error::Config)
 }
 
 /// The access key pair: from `credentials_file` (`access_key_id = …`,

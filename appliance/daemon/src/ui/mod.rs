@@ -13,6 +13,7 @@ pub mod audit;
 pub mod client;
 pub mod html;
 pub mod keys;
+pub mod oidc;
 pub mod registry;
 pub mod respond;
 pub mod runs;
@@ -24,8 +25,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
 
 use crate::app::App;
 use crate::ops::auth::Principal;
@@ -39,69 +38,12 @@ pub const COOKIE: &str = "__Host-dg_session";
 /// The largest form body the UI reads.
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// `[ui]` in the configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UiSection {
-    /// Serve the UI at `/ui/` (default true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// A session unused this long ends (seconds, default 900).
-    #[serde(default = "default_idle")]
-    pub idle_timeout_s: u64,
-    /// A session ends this long after sign-in, used or not (seconds, default 8 hours).
-    #[serde(default = "default_absolute")]
-    pub absolute_timeout_s: u64,
-    /// Sessions open at once (default 256); past it a sign-in is refused.
-    #[serde(default = "default_max_sessions")]
-    pub max_sessions: usize,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_idle() -> u64 {
-    900
-}
-fn default_absolute() -> u64 {
-    8 * 3600
-}
-fn default_max_sessions() -> usize {
-    256
-}
-
-impl Default for UiSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            idle_timeout_s: default_idle(),
-            absolute_timeout_s: default_absolute(),
-            max_sessions: default_max_sessions(),
-        }
-    }
-}
-
-impl UiSection {
-    /// Problems with the values, as (key, message).
-    #[must_use]
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        if !(60..=86_400).contains(&self.idle_timeout_s) {
-            out.push(("idle_timeout_s", "must be between 60 and 86400".to_string()));
-        }
-        if !(300..=7 * 86_400).contains(&self.absolute_timeout_s) || self.absolute_timeout_s < self.idle_timeout_s {
-            out.push(("absolute_timeout_s", "must be between 300 and 604800 and at least idle_timeout_s".to_string()));
-        }
-        if !(1..=65_536).contains(&self.max_sessions) {
-            out.push(("max_sessions", "must be between 1 and 65536".to_string()));
-        }
-        out
-    }
-}
+pub use crate::config::UiSection;
 
 /// The UI's state in the HTTP front end.
 pub struct Ui {
     sessions: Sessions,
+    oidc: Option<oidc::OidcSignIn>,
     csp_reports: AtomicU64,
     sign_ins_ok: AtomicU64,
     sign_ins_refused: AtomicU64,
@@ -118,6 +60,8 @@ pub struct UiRequest {
     pub query: String,
     /// The session cookie's value, if sent.
     pub session_id: Option<String>,
+    /// The pending identity-provider sign-in's cookie, if sent.
+    pub state_cookie: Option<String>,
     /// `Origin`, if sent.
     pub origin: Option<String>,
     /// `Sec-Fetch-Site`, if sent.
@@ -204,10 +148,20 @@ pub fn parse_pairs(text: &[u8]) -> HashMap<String, String> {
 }
 
 impl Ui {
-    /// The UI's state for `settings`.
-    #[must_use]
-    pub fn new(settings: &UiSection) -> Self {
-        Self {
+    /// The UI's state for the configuration's `[ui]` (and `[auth.oidc]`, for sign-in with
+    /// the identity provider).
+    ///
+    /// # Errors
+    /// `[ui.oidc]` without `[auth.oidc]`; its client secret or CA bundle cannot be used.
+    pub fn new(config: &crate::config::Config) -> Result<Self, String> {
+        let settings = &config.ui;
+        let oidc = match (&settings.oidc, &config.auth.oidc) {
+            (Some(ui), Some(provider)) => Some(oidc::OidcSignIn::new(ui, provider)?),
+            (Some(_), None) => return Err("[ui.oidc] needs [auth.oidc] (the provider and its keys)".to_string()),
+            (None, _) => None,
+        };
+        Ok(Self {
+            oidc,
             sessions: Sessions::new(
                 Duration::from_secs(settings.idle_timeout_s),
                 Duration::from_secs(settings.absolute_timeout_s),
@@ -217,7 +171,7 @@ impl Ui {
             sign_ins_ok: AtomicU64::new(0),
             sign_ins_refused: AtomicU64::new(0),
             csrf_refused: AtomicU64::new(0),
-        }
+        })
     }
 
     /// The UI's series for `/metrics`.
@@ -259,13 +213,32 @@ impl Ui {
                 tracing::warn!(report = %report, "the admin UI's Content-Security-Policy was violated in a browser");
                 return UiResponse::empty(204);
             }
-            (&Method::GET, "/ui/sign-in") => return sign_in::form(None, 200),
+            (&Method::GET, "/ui/sign-in") => return sign_in::form(None, 200, self.oidc.is_some()),
+            (&Method::GET, "/ui/sign-in/oidc") => {
+                return match &self.oidc {
+                    Some(flow) => sign_in::oidc_begin(flow),
+                    None => UiResponse::text(404, "sign-in with an identity provider is not configured"),
+                };
+            }
+            (&Method::GET, oidc::CALLBACK_PATH) => {
+                let Some(flow) = &self.oidc else {
+                    return UiResponse::text(404, "sign-in with an identity provider is not configured");
+                };
+                let outcome = sign_in::oidc_callback(app, &self.sessions, flow, request, failed_sign_in);
+                let counter = if outcome.status == 200 { &self.sign_ins_ok } else { &self.sign_ins_refused };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return outcome;
+            }
             (&Method::POST, "/ui/sign-in") => {
                 if !same_origin(request) {
                     self.csrf_refused.fetch_add(1, Ordering::Relaxed);
-                    return sign_in::form(Some("Refused: the sign-in did not come from this site."), 403);
+                    return sign_in::form(
+                        Some("Refused: the sign-in did not come from this site."),
+                        403,
+                        self.oidc.is_some(),
+                    );
                 }
-                let outcome = sign_in::sign_in(app, &self.sessions, request, failed_sign_in);
+                let outcome = sign_in::sign_in(app, &self.sessions, request, failed_sign_in, self.oidc.is_some());
                 let counter = if outcome.status == 303 { &self.sign_ins_ok } else { &self.sign_ins_refused };
                 counter.fetch_add(1, Ordering::Relaxed);
                 return outcome;
@@ -361,21 +334,21 @@ fn route(ctx: &PageCtx<'_>, path: &str) -> UiResponse {
 /// The principal behind a session, read again from the key table: `None` once the key is
 /// revoked, expired or gone.
 fn principal_of(app: &App, session: &Session) -> Option<Principal> {
-    match &session.credential {
+    let principal = match &session.credential {
         Credential::ApiKey { token_sha256 } => {
             let record = app.store.find_api_key(token_sha256).ok()??;
             if !crate::ops::auth::key_usable(&record, dg_storage::now_ms()) {
                 return None;
             }
             let role = dg_identity::Role::parse(&record.role)?;
-            (role != dg_identity::Role::Service).then(|| Principal {
-                id: record.key_id,
-                role,
-                tenant: record.tenant_id,
-                namespaces: record.namespaces,
-            })
+            Principal { id: record.key_id, role, tenant: record.tenant_id, namespaces: record.namespaces }
         }
-    }
+        Credential::Oidc { subject, from_claims } => match app.store.find_oidc_subject(subject).ok()? {
+            Some(mapped) => crate::ops::auth::mapped_principal(&mapped).ok()?,
+            None => from_claims.clone(),
+        },
+    };
+    (principal.role != dg_identity::Role::Service).then_some(principal)
 }
 
 /// The answer without a live session: a page load goes to the sign-in page, an action is

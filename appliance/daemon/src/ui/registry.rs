@@ -49,7 +49,7 @@ pub fn scenarios(ctx: &PageCtx<'_>) -> UiResponse {
                                 html::link(&format!("/ui/scenarios/{tenant}/{namespace}/{}", url_part(&id)), &id),
                                 format!(
                                     "<code>{}</code>",
-                                    esc(&item.pointer("/spec_hash/value").and_then(Value::as_str).unwrap_or(""))
+                                    esc(item.pointer("/spec_hash/value").and_then(Value::as_str).unwrap_or(""))
                                 ),
                             ]
                         })

@@ -23,6 +23,15 @@ pub enum Credential {
         /// `dg_identity::keys::token_hash` of the token.
         token_sha256: String,
     },
+    /// An ID token from the site's identity provider, checked at sign-in: its subject (the
+    /// mapping table is read again on every request and wins) and the principal its
+    /// claims gave.
+    Oidc {
+        /// `oidc:<iss>#<sub>`.
+        subject: String,
+        /// The principal from the token's claims (used while the subject is not mapped).
+        from_claims: dg_identity::Principal,
+    },
 }
 
 /// One session as a request sees it.
