@@ -156,6 +156,33 @@ impl Browser {
         }
     }
 
+    /// Presses and releases one key (sent to whatever has the focus).
+    pub async fn press(&self, key: fantoccini::key::Key) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let c: char = key.into();
+        let actions =
+            KeyActions::new("keyboard".to_string()).then(KeyAction::Down { value: c }).then(KeyAction::Up { value: c });
+        self.client.perform_actions(actions).await.unwrap();
+        self.client.release_actions().await.unwrap();
+    }
+
+    /// The focused element: (tag, id, text or value, whether its focus is visible: an
+    /// outline wider than 0 px that is not `none`).
+    pub async fn focused(&self) -> (String, String, String, bool) {
+        let found = self
+            .client
+            .execute(
+                "const e = document.activeElement; const s = getComputedStyle(e);
+                 return [e.tagName.toLowerCase(), e.id || '', (e.innerText || e.value || '').trim(),
+                         s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let text = |i: usize| found[i].as_str().unwrap_or("").to_string();
+        (text(0), text(1), text(2), found[3].as_bool().unwrap_or(false))
+    }
+
     /// The visible text of the page's `main`.
     pub async fn main_text(&self) -> String {
         self.client.find(fantoccini::Locator::Css("main")).await.unwrap().text().await.unwrap()

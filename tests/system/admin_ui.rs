@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fantoccini::key::Key;
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
@@ -172,8 +173,35 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         let browser = Browser::start(&daemon.data_dir().join("tls/cert.pem")).await;
         let mut timings: Vec<(String, f64)> = Vec::new();
         let mut accessibility: Vec<(String, Vec<AxeViolation>)> = Vec::new();
-        sign_in(&browser, &daemon, &daemon.key).await;
-        assert!(browser.client.current_url().await.unwrap().path().ends_with("/ui/runs"));
+        // Sign in with the keyboard alone: Tab to the skip link, Tab to the key field, type,
+        // Enter. Each focused element shows its focus.
+        browser.open(&format!("{}/ui/sign-in", daemon.base)).await;
+        browser.press(Key::Tab).await;
+        let (tag, _, text, visible) = browser.focused().await;
+        assert_eq!((tag.as_str(), text.as_str(), visible), ("a", "Skip to content", true));
+        browser.press(Key::Tab).await;
+        let (tag, id, _, visible) = browser.focused().await;
+        assert_eq!((tag.as_str(), id.as_str(), visible), ("input", "f-api_key", true));
+        browser.client.active_element().await.unwrap().send_keys(&daemon.key).await.unwrap();
+        browser.press(Key::Enter).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !browser.client.current_url().await.unwrap().path().ends_with("/ui/runs") {
+            assert!(Instant::now() < deadline, "Enter did not sign in");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Every section is reachable by Tab, each with a visible focus.
+        let mut reached = Vec::new();
+        for _ in 0..12 {
+            browser.press(Key::Tab).await;
+            let (tag, _, text, visible) = browser.focused().await;
+            assert!(visible, "{tag} {text:?} is focused without a visible outline");
+            reached.push(text);
+        }
+        for (_, label) in
+            [("", "Runs"), ("", "Scenarios"), ("", "Tenants"), ("", "API keys"), ("", "Audit"), ("", "Sign out")]
+        {
+            assert!(reached.iter().any(|t| t == label), "{label} is not reachable by Tab: {reached:?}");
+        }
         let (value, secure, http_only, same_site) = browser.session_cookie().await.expect("a session cookie");
         assert_eq!(value.len(), 64);
         assert!(secure && http_only && same_site == "Strict", "cookie flags: {secure} {http_only} {same_site}");
@@ -256,6 +284,50 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         assert!(browser.main_text().await.contains("Key revoked"));
         let refused = issued.tool("scenarios_list", json!({"tenant_id": 2, "namespace_id": 3}));
         assert!(matches!(&refused, Some(Err(e)) if e["code"] == -32001), "the revoked key is refused: {refused:?}");
+
+        // Rotate a key with an overlap: the new token is shown once, the old one keeps
+        // working for the overlap.
+        let (old_id, old_token) = {
+            let issued =
+                daemon.admin("key_issue", json!({"role": "service", "tenant_id": 2, "label": "to-rotate"})).unwrap();
+            (issued["key"]["key_id"].as_str().unwrap().to_string(), issued["token"].as_str().unwrap().to_string())
+        };
+        browser.open(&format!("{}/ui/keys", daemon.base)).await;
+        click_button(&browser, &format!("Rotate {old_id}")).await;
+        let new_token = browser.client.find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
+        assert_ne!(new_token.trim(), old_token);
+        let cert = daemon.data_dir().join("tls/cert.pem");
+        for token in [new_token.trim(), old_token.as_str()] {
+            let works = Client::new(&daemon.base, token, &cert)
+                .tool("scenarios_list", json!({"tenant_id": 2, "namespace_id": 3}));
+            assert!(matches!(works, Some(Ok(_))), "both keys work during the overlap: {works:?}");
+        }
+
+        // Tenants and namespaces: create, suspend, delete a namespace.
+        browser.open(&format!("{}/ui/tenants", daemon.base)).await;
+        browser.client.find(Locator::Css("#f-namespace_id_2")).await.unwrap().send_keys("44").await.unwrap();
+        browser.client.find(Locator::Css("#f-name_2")).await.unwrap().send_keys("made-in-the-ui").await.unwrap();
+        let create = browser
+            .client
+            .find(Locator::XPath("//input[@id='f-namespace_id_2']/ancestor::form//button"))
+            .await
+            .unwrap();
+        browser.click_and_load(create).await;
+        assert!(browser.main_text().await.contains("Namespace created."));
+        assert!(browser.main_text().await.contains("made-in-the-ui"));
+        click_button(&browser, "Suspend namespace 44").await;
+        assert!(browser.main_text().await.contains("Namespace status changed."));
+        let listed = daemon.admin("namespace_list", json!({"tenant_id": 2})).unwrap();
+        let ns44 = listed.as_array().unwrap().iter().find(|n| n["namespace_id"] == 44).unwrap().clone();
+        assert_eq!(ns44["status"], "disabled", "{ns44}");
+        click_button(&browser, "Delete namespace 44").await;
+        assert!(browser.main_text().await.contains("Namespace deleted."));
+        assert!(!browser.main_text().await.contains("made-in-the-ui"));
+        // A namespace holding runs is not deleted: the page says why.
+        click_button(&browser, "Delete namespace 3").await;
+        let text = browser.main_text().await;
+        assert!(text.contains("Failed:"), "{text}");
+        browser.screenshot("namespace-delete-refused").await;
 
         // Audit verify, and the sign-in is in the chain.
         browser.open(&format!("{}/ui/audit?action=ui_sign_in", daemon.base)).await;
