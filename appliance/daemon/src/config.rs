@@ -786,4 +786,16 @@ mod tests {
         let message = parse(&text, "").unwrap_err().to_string();
         assert!(message.contains("server.plaintext_loopback"), "{message}");
     }
+
+    #[test]
+    fn ui_settings_are_checked() {
+        let text = DEFAULT_CONFIG.replace("idle_timeout_s = 900", "idle_timeout_s = 5")
+            + "\n[ui.oidc]\nclient_id = \"\"\nredirect_uri = \"http://dg.example/callback\"\n";
+        let message = parse(&text, "").unwrap_err().to_string();
+        for key in ["ui.idle_timeout_s", "ui.oidc.client_id", "ui.oidc.redirect_uri", "ui.oidc:"] {
+            assert!(message.contains(key), "{key} in {message}");
+        }
+        let config = parse(DEFAULT_CONFIG, "").unwrap();
+        assert!(config.ui.enabled && config.ui.oidc.is_none(), "the UI is on by default, API-key sign-in only");
+    }
 }
