@@ -16,6 +16,21 @@ use serde_json::{json, Value};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
+/// Chromedriver's browser-log command (`POST /session/{id}/se/log`, type `browser`): the
+/// console messages since the last call, CSP violations and script errors among them.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/se/log", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (hyper::Method, Option<String>) {
+        (hyper::Method::POST, Some(json!({"type": "browser"}).to_string()))
+    }
+}
+
 /// One serious or critical axe-core finding: rule id, impact, how many elements.
 pub type AxeViolation = (String, String, usize);
 
@@ -85,6 +100,7 @@ impl Browser {
         let pin: Vec<String> = certs.iter().map(|cert| spki_pin(cert)).collect();
         let pin = pin.join(",");
         let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
         capabilities.insert(
             "goog:chromeOptions".into(),
             json!({
@@ -222,6 +238,21 @@ impl Browser {
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+    }
+
+    /// The browser console's errors since the last call (level `SEVERE`): script errors,
+    /// CSP violations, failed loads. Entries that the test's own injected scripts cause
+    /// are the caller's to expect.
+    pub async fn console_errors(&self) -> Vec<String> {
+        let entries = self.client.issue_cmd(BrowserLog).await.unwrap();
+        entries
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or("").to_string())
+            .collect()
     }
 
     /// Whether a JavaScript dialog (alert, confirm, prompt) is open.

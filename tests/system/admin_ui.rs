@@ -173,6 +173,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         let browser = Browser::start(&daemon.data_dir().join("tls/cert.pem")).await;
         let mut timings: Vec<(String, f64)> = Vec::new();
         let mut accessibility: Vec<(String, Vec<AxeViolation>)> = Vec::new();
+        let mut console: Vec<String> = Vec::new();
         // Sign in with the keyboard alone: Tab to the skip link, Tab to the key field, type,
         // Enter. Each focused element shows its focus.
         browser.open(&format!("{}/ui/sign-in", daemon.base)).await;
@@ -223,6 +224,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
             timings.push((path.to_string(), ms));
             accessibility.push((path.to_string(), browser.axe_serious(&axe).await));
             browser.screenshot(name).await;
+            console.extend(browser.console_errors().await.into_iter().map(|e| format!("{path}: {e}")));
         }
         assert!(browser.main_text().await.contains("seed-00800"), "page 17 sorted by run id starts at seed-00800");
 
@@ -265,6 +267,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         click_button(&browser, "Issue key").await;
         let token = browser.client.find(Locator::Css("#new-token")).await.unwrap().text().await.unwrap();
         browser.screenshot("key-issued").await;
+        accessibility.push(("key issued".into(), browser.axe_serious(&axe).await));
         let issued = Client::new(&daemon.base, token.trim(), &daemon.data_dir().join("tls/cert.pem"));
         let listed = issued.tool("scenarios_list", json!({"tenant_id": 2, "namespace_id": 3}));
         assert!(matches!(listed, Some(Ok(_))), "the issued key works: {listed:?}");
@@ -324,9 +327,16 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         assert!(browser.main_text().await.contains("Namespace deleted."));
         assert!(!browser.main_text().await.contains("made-in-the-ui"));
         // A namespace holding runs is not deleted: the page says why.
+        console.extend(browser.console_errors().await);
         click_button(&browser, "Delete namespace 3").await;
         let text = browser.main_text().await;
         assert!(text.contains("Failed:"), "{text}");
+        // That answer's status (400) is the console's one expected error.
+        let refused = browser.console_errors().await;
+        assert!(
+            refused.len() == 1 && refused[0].contains("namespace_delete") && refused[0].contains("400"),
+            "{refused:?}"
+        );
         browser.screenshot("namespace-delete-refused").await;
 
         // Audit verify, and the sign-in is in the chain.
@@ -336,7 +346,14 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         let verdict = browser.client.find(Locator::Css("#verdict")).await.unwrap().text().await.unwrap();
         assert!(verdict.starts_with("Verified"), "{verdict}");
         browser.screenshot("audit-verify").await;
+        accessibility.push(("/ui/audit/verify".into(), browser.axe_serious(&axe).await));
+        browser.open(&format!("{}/ui/scenarios/2/3/ui-target", daemon.base)).await;
+        assert!(browser.main_text().await.contains("Spec sha256"));
+        accessibility.push(("/ui/scenarios/2/3/ui-target".into(), browser.axe_serious(&axe).await));
+        browser.screenshot("scenario").await;
+        console.extend(browser.console_errors().await);
 
+        console.extend(browser.console_errors().await);
         // The accessibility check finds what it should: an unlabelled field put into a
         // page by hand is reported (so the empty results above mean something).
         browser.open(&format!("{}/ui/account", daemon.base)).await;
@@ -379,6 +396,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         for (path, violations) in &accessibility {
             assert!(violations.is_empty(), "axe-core: serious or critical violations on {path}: {violations:?}");
         }
+        assert!(console.is_empty(), "the browser console reported errors: {console:#?}");
     });
     assert_eq!(daemon.metric("dg_ui_csp_reports_total"), Some(0.0), "the browser reported no CSP violation");
 }
@@ -595,6 +613,8 @@ fn hostile_ids_render_as_text_and_forged_requests_are_refused() {
         assert_eq!(reflected.as_deref(), Some("\"><script>alert(6)</script>"), "a filter is reflected as a value");
         browser.screenshot("hostile-ids").await;
         assert_eq!(daemon.metric("dg_ui_csp_reports_total"), Some(0.0));
+        let console = browser.console_errors().await;
+        assert!(console.is_empty(), "the browser console reported errors: {console:#?}");
         // The report channel works: an inline script put into the page by hand is blocked
         // and reported (so the zero above means something).
         browser
@@ -612,6 +632,8 @@ fn hostile_ids_render_as_text_and_forged_requests_are_refused() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(daemon.metric("dg_ui_csp_reports_total").unwrap() >= 1.0, "the browser reports violations");
+        let console = browser.console_errors().await;
+        assert!(console.iter().any(|e| e.contains("Content Security Policy")), "and logs them: {console:?}");
         // After sign-out the old cookie is refused.
         let (value, ..) = browser.session_cookie().await.unwrap();
         click_button(&browser, "Sign out").await;
