@@ -347,6 +347,42 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         assert!(verdict.starts_with("Verified"), "{verdict}");
         browser.screenshot("audit-verify").await;
         accessibility.push(("/ui/audit/verify".into(), browser.axe_serious(&axe).await));
+        // The audit export downloaded from the UI verifies offline with the key ring alone.
+        std::fs::remove_file(&bundle).unwrap();
+        browser.open(&format!("{}/ui/audit", daemon.base)).await;
+        browser.client.find(Locator::LinkText("Download the export (JSONL)")).await.unwrap().click().await.unwrap();
+        let export = browser.wait_for_download();
+        assert_eq!(export.file_name().unwrap(), "audit-export.jsonl");
+        let verified = std::process::Command::new(binary())
+            .args(["audit", "verify", "--export"])
+            .arg(&export)
+            .arg("--pubkey")
+            .arg(daemon.data_dir().join("keys/keyring.json"))
+            .output()
+            .unwrap();
+        assert!(
+            verified.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&verified.stdout),
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        daemon
+            .tool(
+                "schemas_register",
+                json!({"record": {"tenant_id": 2, "namespace_id": 3, "schema_id": "ui-shape", "version": "1",
+                    "schema": {"type": "object"}, "description": "shown in the UI",
+                    "created_at": {"kind": "unix_millis", "value": 1}}}),
+            )
+            .unwrap();
+        browser.open(&format!("{}/ui/scenarios?tenant=2&namespace=3", daemon.base)).await;
+        browser.click_and_load(browser.client.find(Locator::LinkText("ui-shape")).await.unwrap()).await;
+        let shown = browser.client.find(Locator::Css("dd code")).await.unwrap().text().await.unwrap();
+        let stored: String = rusqlite::Connection::open(daemon.data_dir().join("state.db"))
+            .unwrap()
+            .query_row("SELECT record_sha256 FROM data_shapes WHERE schema_id = 'ui-shape'", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(shown, stored, "the schema page shows the stored record's sha256");
+        accessibility.push(("schema".into(), browser.axe_serious(&axe).await));
         browser.open(&format!("{}/ui/scenarios/2/3/ui-target", daemon.base)).await;
         assert!(browser.main_text().await.contains("Spec sha256"));
         accessibility.push(("/ui/scenarios/2/3/ui-target".into(), browser.axe_serious(&axe).await));
@@ -654,4 +690,21 @@ fn hostile_ids_render_as_text_and_forged_requests_are_refused() {
     });
     let text = daemon.get_authed("/metrics").1;
     assert!(metric_value(&text, "dg_ui_sign_ins_total{outcome=\"ok\"}").unwrap() >= 2.0);
+    // Guessing keys in the sign-in form is throttled like guessing them at the API.
+    let statuses: Vec<u16> = (0..25)
+        .map(|i| {
+            let form = format!("api_key=dgk_{i:032}");
+            raw(&agent, "POST", &format!("{}/ui/sign-in", daemon.base), &[("origin", &daemon.base)], Some(&form)).0
+        })
+        .collect();
+    assert_eq!(statuses[0], 401, "{statuses:?}");
+    assert_eq!(statuses[24], 429, "{statuses:?}");
+    let (status, _, _) = raw(
+        &agent,
+        "POST",
+        &format!("{}/ui/sign-in", daemon.base),
+        &[("origin", &daemon.base)],
+        Some(&format!("api_key={}", daemon.key)),
+    );
+    assert_eq!(status, 303, "a valid key from the same address still signs in");
 }

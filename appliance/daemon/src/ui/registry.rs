@@ -147,8 +147,12 @@ pub fn schema(ctx: &PageCtx<'_>, t: &str, ns: &str, id: &str, version: &str) -> 
     let args = json!({"tenant_id": tenant, "namespace_id": namespace, "schema_id": id, "version": version});
     match ctx.calls.tool(Operation::SchemasGet, args) {
         Ok(found) => {
-            let pretty = serde_json::to_string_pretty(found.get("record").unwrap_or(&Value::Null)).unwrap_or_default();
-            ctx.page(&title, "/ui/scenarios", &format!("<pre><code>{}</code></pre>", esc(&pretty)))
+            let record = found.get("record").unwrap_or(&Value::Null);
+            let hash = dg_engine::hashing::hash_canonical_json(record).map(|h| h.value).unwrap_or_default();
+            let pretty = serde_json::to_string_pretty(record).unwrap_or_default();
+            let facts =
+                html::facts(&[("Record sha256 (canonical JSON, RFC 8785)", format!("<code>{}</code>", esc(&hash)))]);
+            ctx.page(&title, "/ui/scenarios", &format!("{facts}<pre><code>{}</code></pre>", esc(&pretty)))
         }
         Err(err) => ctx.failed(&title, "/ui/scenarios", &err),
     }
