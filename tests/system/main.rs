@@ -17,6 +17,7 @@ mod execution;
 mod file_inputs;
 mod hardening;
 mod hostile_input;
+mod hsm;
 mod lifecycle;
 mod machine_wide;
 mod oidc;
