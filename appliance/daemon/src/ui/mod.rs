@@ -45,6 +45,8 @@ pub struct Ui {
     sessions: Sessions,
     oidc: Option<oidc::OidcSignIn>,
     csp_reports: AtomicU64,
+    /// The second (unix) of the last CSP report logged.
+    csp_logged_s: AtomicU64,
     sign_ins_ok: AtomicU64,
     sign_ins_refused: AtomicU64,
     csrf_refused: AtomicU64,
@@ -168,6 +170,7 @@ impl Ui {
                 settings.max_sessions,
             ),
             csp_reports: AtomicU64::new(0),
+            csp_logged_s: AtomicU64::new(0),
             sign_ins_ok: AtomicU64::new(0),
             sign_ins_refused: AtomicU64::new(0),
             csrf_refused: AtomicU64::new(0),
@@ -208,15 +211,20 @@ impl Ui {
             (&Method::GET, "/ui" | "/ui/") => return UiResponse::redirect("/ui/runs"),
             (&Method::GET, p) if p.starts_with("/ui/assets/") => return assets::serve(p),
             (&Method::POST, "/ui/csp-report") => {
-                self.csp_reports.fetch_add(1, Ordering::Relaxed);
-                let report = String::from_utf8_lossy(&request.body[..request.body.len().min(2048)]).into_owned();
-                tracing::warn!(report = %report, "the admin UI's Content-Security-Policy was violated in a browser");
+                // Counted always; logged at most once a second (anyone may post here).
+                let count = self.csp_reports.fetch_add(1, Ordering::Relaxed) + 1;
+                let now_s = u64::try_from(dg_storage::now_ms() / 1000).unwrap_or(0);
+                if self.csp_logged_s.swap(now_s, Ordering::Relaxed) != now_s {
+                    let report = String::from_utf8_lossy(&request.body[..request.body.len().min(2048)]).into_owned();
+                    tracing::warn!(report = %report, total = count, peer = %request.peer,
+                        "the admin UI's Content-Security-Policy was violated in a browser");
+                }
                 return UiResponse::empty(204);
             }
             (&Method::GET, "/ui/sign-in") => return sign_in::form(None, 200, self.oidc.is_some()),
             (&Method::GET, "/ui/sign-in/oidc") => {
                 return match &self.oidc {
-                    Some(flow) => sign_in::oidc_begin(flow),
+                    Some(flow) => sign_in::oidc_begin(flow, request.peer),
                     None => UiResponse::text(404, "sign-in with an identity provider is not configured"),
                 };
             }

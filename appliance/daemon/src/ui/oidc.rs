@@ -25,6 +25,8 @@ use crate::oidc::OidcSettings;
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
 /// Sign-ins begun and not finished, at most.
 pub const MAX_PENDING: usize = 1024;
+/// Of those, from one source address (so one client cannot take every slot).
+pub const MAX_PENDING_PER_SOURCE: usize = 16;
 /// The largest answer read from the provider (discovery, token).
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 /// How long one request to the provider may take.
@@ -42,6 +44,7 @@ struct Pending {
     verifier: String,
     nonce: String,
     started: Instant,
+    source: std::net::IpAddr,
 }
 
 #[derive(Clone)]
@@ -155,21 +158,25 @@ impl OidcSignIn {
         Ok(found)
     }
 
-    /// Begins a sign-in: the URL to send the browser to and the `state` to bind to it.
+    /// Begins a sign-in for a browser at `source`: the URL to send it to and the `state` to
+    /// bind to it.
     ///
     /// # Errors
-    /// Too many sign-ins in progress; the provider's discovery document is unusable.
-    pub fn begin(&self, now: Instant) -> Result<(String, String), SignInError> {
+    /// Too many sign-ins in progress (in all, or from `source`); the provider's discovery
+    /// document is unusable.
+    pub fn begin(&self, source: std::net::IpAddr, now: Instant) -> Result<(String, String), SignInError> {
         let endpoints = self.endpoints()?;
         let (state, verifier, nonce) = (random_token(), random_token(), random_token());
         let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         {
             let mut pending = self.pending.lock().map_err(|_| SignInError("sign-in table poisoned".into()))?;
             pending.retain(|_, p| now.duration_since(p.started) < PENDING_TTL);
-            if pending.len() >= MAX_PENDING {
+            if pending.len() >= MAX_PENDING
+                || pending.values().filter(|p| p.source == source).count() >= MAX_PENDING_PER_SOURCE
+            {
                 return Err(SignInError("too many sign-ins in progress; try again in a few minutes".into()));
             }
-            pending.insert(state.clone(), Pending { verifier, nonce: nonce.clone(), started: now });
+            pending.insert(state.clone(), Pending { verifier, nonce: nonce.clone(), started: now, source });
         }
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("response_type", "code")
@@ -269,7 +276,8 @@ mod tests {
     fn a_sign_in_sends_pkce_and_its_state_is_used_once_and_expires() {
         let flow = OidcSignIn::new(&settings(), &provider()).unwrap();
         let t0 = Instant::now();
-        let (url, state) = flow.begin(t0).unwrap();
+        let here = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (url, state) = flow.begin(here, t0).unwrap();
         let query: HashMap<String, String> =
             form_urlencoded::parse(url.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
         assert!(url.starts_with("https://idp.example/auth?"));
@@ -290,11 +298,16 @@ mod tests {
         assert!(flow.finish("forged", "code", t0).unwrap_err().0.contains("unknown or expired"));
         assert!(flow.finish(&state, "code", t0 + PENDING_TTL).unwrap_err().0.contains("unknown or expired"));
         assert_eq!(flow.pending_count(), 0, "a state is removed when it is used");
-        // Bounded.
-        for _ in 0..MAX_PENDING {
-            flow.begin(t0).unwrap();
+        // Bounded per source and in all.
+        for _ in 0..MAX_PENDING_PER_SOURCE {
+            flow.begin(here, t0).unwrap();
         }
-        assert!(flow.begin(t0).unwrap_err().0.contains("too many"));
-        assert!(flow.begin(t0 + PENDING_TTL).is_ok(), "expired ones make room");
+        assert!(flow.begin(here, t0).unwrap_err().0.contains("too many"), "one source cannot take every slot");
+        for i in 0..(MAX_PENDING - MAX_PENDING_PER_SOURCE) {
+            let source = std::net::IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]);
+            flow.begin(source, t0).unwrap();
+        }
+        assert!(flow.begin(std::net::IpAddr::from([10, 9, 9, 9]), t0).unwrap_err().0.contains("too many"));
+        assert!(flow.begin(here, t0 + PENDING_TTL).is_ok(), "expired ones make room");
     }
 }

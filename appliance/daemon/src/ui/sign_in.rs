@@ -154,8 +154,8 @@ pub fn sign_in(
 /// `GET /ui/sign-in/oidc`: off to the identity provider, with the sign-in's `state` bound
 /// to this browser by a short-lived cookie.
 #[must_use]
-pub fn oidc_begin(flow: &OidcSignIn) -> UiResponse {
-    match flow.begin(Instant::now()) {
+pub fn oidc_begin(flow: &OidcSignIn, source: IpAddr) -> UiResponse {
+    match flow.begin(source, Instant::now()) {
         Ok((url, state)) => UiResponse::redirect(&url).with_cookie(format!(
             "{STATE_COOKIE}={state}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
             PENDING_TTL.as_secs()
