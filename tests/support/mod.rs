@@ -72,8 +72,6 @@ pub struct DaemonOptions {
     pub server_ca: Option<PathBuf>,
     /// Listen on this loopback port (else a free one).
     pub port: Option<u16>,
-    /// Extra environment for the daemon (e.g. `SOFTHSM2_CONF`).
-    pub env: Vec<(String, String)>,
     /// A command that runs the daemon (`exec`s it with the arguments that follow), e.g.
     /// `unshare` into a private mount namespace; the daemon's arguments are appended.
     pub launcher: Option<Vec<String>>,
@@ -129,9 +127,6 @@ impl Daemon {
             .stderr(Stdio::piped());
         if options.plaintext {
             command.arg("--plaintext-loopback");
-        }
-        for (name, value) in &options.env {
-            command.env(name, value);
         }
         if let Some(config) = &options.config {
             let path = dir.path().join("config.toml");

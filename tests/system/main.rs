@@ -17,7 +17,6 @@ mod execution;
 mod file_inputs;
 mod hardening;
 mod hostile_input;
-mod hsm;
 mod lifecycle;
 mod machine_wide;
 mod oidc;

@@ -112,9 +112,6 @@ pub struct Config {
     /// The admin web UI (`ui/`).
     #[serde(default)]
     pub ui: UiSection,
-    /// Where the private signing keys are (`hsm/`).
-    #[serde(default)]
-    pub signing: crate::hsm::SigningSection,
 }
 
 /// `[time]`.
@@ -502,9 +499,6 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     }
     for (key, message) in config.ui.problems() {
         problems.push(problem(format!("ui.{key}"), message));
-    }
-    for (key, message) in config.signing.problems() {
-        problems.push(problem(format!("signing.{key}"), message));
     }
     if config.ui.oidc.is_some() && config.auth.oidc.is_none() {
         problems.push(problem("ui.oidc", "sign-in with the identity provider needs [auth.oidc] (its issuer and keys)"));

@@ -104,9 +104,9 @@ impl IndexBody {
     /// Signs the body.
     ///
     /// # Errors
-    /// Canonicalization errors; the key's token failed.
+    /// Canonicalization errors.
     pub fn sign(self, key: &crate::signing::ActiveKey) -> Result<Index, BackupError> {
-        let signature = key.sign_hex(&self.message()?).map_err(|err| BackupError::Signing(err.to_string()))?;
+        let signature = key.sign_hex(&self.message()?);
         Ok(Index { body: self, signature })
     }
 }
@@ -150,9 +150,6 @@ pub enum BackupError {
     /// The restore target is in use or would be overwritten.
     #[error("refusing to restore: {0}")]
     Refused(String),
-    /// The signing key could not sign (its token failed).
-    #[error("cannot sign the backup: {0}")]
-    Signing(String),
 }
 
 impl BackupError {
@@ -166,7 +163,7 @@ impl BackupError {
             Self::Unreadable { .. } => 13,
             Self::Secrets(_) => 14,
             Self::Refused(_) => 15,
-            Self::Write { .. } | Self::Snapshot(_) | Self::Signing(_) => 16,
+            Self::Write { .. } | Self::Snapshot(_) => 16,
         }
     }
 }

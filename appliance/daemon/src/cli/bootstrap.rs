@@ -27,7 +27,7 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
         tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
     }
-    let keys = open_keys(&config, &data)?;
+    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
     let runpacks = open_runpacks(&config, &data, &keys)?;
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
     data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
@@ -38,21 +38,6 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let mut app = App::new(config, store, providers, runpacks, keys);
     app.export_roots = export_roots;
     Ok((app, data, admin_key))
-}
-
-/// The signing keys `[signing] backend` names: a key file in the data directory, or a
-/// PKCS#11 token (the appliance refuses to start when the module, the token or the PIN is
-/// wrong; no key file is ever written then).
-fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
-    let dir = data.root.join("keys");
-    let store = match (&config.signing.pkcs11, config.signing.backend) {
-        (Some(settings), crate::hsm::SigningBackend::Pkcs11) => {
-            let token = crate::hsm::token::Pkcs11Token::open(settings)?;
-            dg_storage::signing::KeyStore::open_in_token(&dir, Arc::new(token))
-        }
-        _ => dg_storage::signing::KeyStore::open(&dir),
-    };
-    store.map(Arc::new).map_err(|err| err.to_string())
 }
 
 /// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data
