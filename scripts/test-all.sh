@@ -61,11 +61,14 @@ bash scripts/ui-test-deps.sh
 
 step "cargo test"
 cargo test --workspace --all-targets 2>&1 | tee "$log"
+# The admin UI's first-view times, as the browser measured them (tests/system/admin_ui.rs).
+cat target/ui-first-view.txt 2>/dev/null || true
 # The system tests once more, against the binary that ships (static, release settings,
 # built without dev-dependencies, which can change what a dependency compiles in).
 shipped_bin="$PWD/target/$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
 step "system tests against the shipped binary ($shipped_bin)"
 DG_APPLIANCE_BIN="$shipped_bin" cargo test --workspace --test system 2>&1 | tee -a "$log"
+cat target/ui-first-view.txt 2>/dev/null || true
 step "cargo bench"
 bench
 step "fuzzing, 60 s (its output follows the packaging test's), beside the packaging test"

@@ -273,7 +273,9 @@ impl Browser {
         })
     }
 
-    /// Waits (at most 30 s) for a finished download and returns its path.
+    /// Waits (at most 30 s) for a finished download and returns its path. Chromium writes a
+    /// download under a temporary name (`*.crdownload`, or a hidden `.org.chromium.*` file)
+    /// and renames it when it is complete: only a visible, final name counts.
     pub fn wait_for_download(&self) -> PathBuf {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -281,7 +283,10 @@ impl Browser {
                 .unwrap()
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| !p.to_string_lossy().ends_with(".crdownload"))
+                .filter(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    !name.starts_with('.') && !name.ends_with(".crdownload")
+                })
                 .collect();
             if let Some(path) = done.into_iter().next() {
                 return path;

@@ -422,10 +422,17 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         assert!(!browser.dialog_open().await, "no script ran");
         browser.stop().await;
 
-        eprintln!("admin UI first view with 10,002 runs in the store (ms, as the browser measured it):");
+        // Printed, and kept in target/ui-first-view.txt for the suite's log (a passing
+        // test's output is captured).
+        let mut table =
+            String::from("admin UI first view with 10,002 runs in the store (ms, as the browser measured it):\n");
         for (path, ms) in &timings {
-            eprintln!("  {ms:>7.1}  {path}");
+            table.push_str(&format!("  {ms:>7.1}  {path}\n"));
         }
+        eprint!("{table}");
+        let binary_name = binary().display().to_string();
+        let report = crate::support::browser::screenshot_dir().join("../ui-first-view.txt");
+        std::fs::write(report, format!("{table}  (binary: {binary_name})\n")).unwrap();
         for (path, ms) in &timings {
             assert!(*ms < 300.0, "{path} took {ms:.1} ms to its first view");
         }
