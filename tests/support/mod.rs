@@ -83,8 +83,8 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok())
 }
 
-/// An HTTPS client trusting the certificates in `cert` (PEM).
-pub fn tls_agent(cert: &Path) -> ureq::Agent {
+/// A TLS client configuration trusting the certificates in `cert` (PEM).
+pub fn tls_config(cert: &Path) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read(cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
@@ -95,7 +95,12 @@ pub fn tls_agent(cert: &Path) -> ureq::Agent {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    ureq::AgentBuilder::new().tls_config(Arc::new(config)).timeout(Duration::from_secs(30)).build()
+    Arc::new(config)
+}
+
+/// An HTTPS client trusting the certificates in `cert` (PEM).
+pub fn tls_agent(cert: &Path) -> ureq::Agent {
+    ureq::AgentBuilder::new().tls_config(tls_config(cert)).timeout(Duration::from_secs(30)).build()
 }
 
 impl Daemon {

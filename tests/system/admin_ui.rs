@@ -8,7 +8,6 @@
 //! cookie's prefix and flags, the old cookie refused after sign-out). Screenshots of the
 //! main pages go to `target/ui-screenshots/`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fantoccini::key::Key;
@@ -16,7 +15,7 @@ use fantoccini::Locator;
 use serde_json::{json, Value};
 
 use crate::support::browser::{AxeViolation, Browser};
-use crate::support::{binary, metric_value, sample_spec, Client, Daemon, DaemonOptions};
+use crate::support::{binary, metric_value, sample_spec, tls_config, Client, Daemon, DaemonOptions};
 
 const HOSTILE_SCENARIO: &str = "<script>alert(1)</script>\"><img src=x onerror=alert(2)>";
 
@@ -26,17 +25,8 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// An HTTPS client trusting the daemon's certificate that does not follow redirects.
 fn raw_agent(daemon: &Daemon) -> ureq::Agent {
-    let pem = std::fs::read(daemon.data_dir().join("tls/cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    ureq::AgentBuilder::new().tls_config(Arc::new(config)).redirects(0).timeout(Duration::from_secs(30)).build()
+    let config = tls_config(&daemon.data_dir().join("tls/cert.pem"));
+    ureq::AgentBuilder::new().tls_config(config).redirects(0).timeout(Duration::from_secs(30)).build()
 }
 
 /// Status, headers and body of a UI request made outside the browser.

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::document::decode;
 use crate::error::StoreError;
 use crate::store::audit::AuditEntry;
-use crate::store::{to_sql, RunSummary, Scope, Store};
+use crate::store::{to_sql, RunSummary, Store};
 
 /// The most rows one page answers.
 pub const MAX_PAGE: u32 = 200;
@@ -170,16 +170,7 @@ impl Store {
                 .map_err(StoreError::sqlite("count runs"))?;
             let mut stmt = conn.prepare(&page_sql).map_err(StoreError::sqlite("list runs"))?;
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(args.iter()), |row| {
-                    Ok(RunSummary {
-                        scope: Scope::new(row.get::<_, i64>(0)?.unsigned_abs(), row.get::<_, i64>(1)?.unsigned_abs()),
-                        run_id: row.get(2)?,
-                        scenario_id: row.get(3)?,
-                        status: row.get(4)?,
-                        version: row.get::<_, i64>(5)?.unsigned_abs(),
-                        saved_at_ms: row.get(6)?,
-                    })
-                })
+                .query_map(rusqlite::params_from_iter(args.iter()), RunSummary::from_row)
                 .map_err(StoreError::sqlite("list runs"))?;
             let runs = rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("list runs"))?;
             Ok(RunPage { total: total.unsigned_abs(), runs })
@@ -205,21 +196,15 @@ impl Store {
         let mut scanned = 0u64;
         loop {
             let batch: Vec<(i64, Vec<u8>, String)> = self.read(|conn| {
-                let (sql, tenant_arg) = match filter.tenant {
-                    Some(tenant) => (
+                let mut stmt = conn
+                    .prepare_cached(
                         "SELECT seq, entry_json, entry_sha256 FROM audit_log
-                         WHERE seq < ?1 AND entry_json IS NOT NULL AND tenant_id = ?3 ORDER BY seq DESC LIMIT ?2",
-                        to_sql(tenant),
-                    ),
-                    None => (
-                        "SELECT seq, entry_json, entry_sha256 FROM audit_log
-                         WHERE seq < ?1 AND entry_json IS NOT NULL AND ?3 = ?3 ORDER BY seq DESC LIMIT ?2",
-                        0,
-                    ),
-                };
-                let mut stmt = conn.prepare_cached(sql).map_err(StoreError::sqlite("search audit"))?;
+                         WHERE seq < ?1 AND entry_json IS NOT NULL AND (?3 IS NULL OR tenant_id = ?3)
+                         ORDER BY seq DESC LIMIT ?2",
+                    )
+                    .map_err(StoreError::sqlite("search audit"))?;
                 let rows = stmt
-                    .query_map(rusqlite::params![before, BATCH, tenant_arg], |row| {
+                    .query_map(rusqlite::params![before, BATCH, filter.tenant.map(to_sql)], |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })
                     .map_err(StoreError::sqlite("search audit"))?;

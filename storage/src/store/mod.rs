@@ -101,6 +101,21 @@ pub struct RunSummary {
     pub saved_at_ms: i64,
 }
 
+impl RunSummary {
+    /// A row of `SELECT tenant_id, namespace_id, run_id, scenario_id, status, version,
+    /// saved_at_ms FROM runs`.
+    pub(crate) fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            scope: Scope::new(row.get::<_, i64>(0)?.unsigned_abs(), row.get::<_, i64>(1)?.unsigned_abs()),
+            run_id: row.get(2)?,
+            scenario_id: row.get(3)?,
+            status: row.get(4)?,
+            version: row.get::<_, i64>(5)?.unsigned_abs(),
+            saved_at_ms: row.get(6)?,
+        })
+    }
+}
+
 /// A stored scenario definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScenarioRecord {
@@ -471,16 +486,7 @@ impl Store {
             };
             let mut stmt = conn.prepare(sql).map_err(StoreError::sqlite("list runs"))?;
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |row| {
-                    Ok(RunSummary {
-                        scope: Scope::new(row.get::<_, i64>(0)?.unsigned_abs(), row.get::<_, i64>(1)?.unsigned_abs()),
-                        run_id: row.get(2)?,
-                        scenario_id: row.get(3)?,
-                        status: row.get(4)?,
-                        version: row.get::<_, i64>(5)?.unsigned_abs(),
-                        saved_at_ms: row.get(6)?,
-                    })
-                })
+                .query_map(rusqlite::params_from_iter(args), RunSummary::from_row)
                 .map_err(StoreError::sqlite("list runs"))?;
             rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("list runs"))
         })

@@ -25,7 +25,6 @@ use crate::metrics::Executor;
 use crate::ops::auth::{authenticate, Principal};
 use crate::rpc::{self, Dialect, Reply};
 use crate::wire::{code, WireError};
-use dg_identity::Operation;
 
 /// Per-server state of the HTTP front end.
 pub struct HttpFront {
@@ -284,23 +283,7 @@ impl HttpFront {
         let peer = caller.peer;
         let result = tokio::task::spawn_blocking(move || {
             let principal = identify(&app, authorization.as_deref(), caller.certificate.as_deref())?;
-            let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
-            crate::ops::request::call(
-                &app,
-                &principal,
-                caller.request_id,
-                Operation::RunpackDownload,
-                Value::Null,
-                |ctx, _| {
-                    let (bytes, bundle_run) =
-                        crate::ops::tools::runpack::bundle_for_download(ctx, tenant, namespace, &run_id)?;
-                    let summary = json!({"tenant_id": tenant, "namespace_id": namespace, "name": run_id,
-                        "run_id": bundle_run, "bytes": bytes.len()});
-                    *bundle.borrow_mut() = (bytes, bundle_run);
-                    Ok(summary)
-                },
-            )?;
-            Ok(bundle.into_inner())
+            crate::ops::tools::runpack::download(&app, &principal, caller.request_id, tenant, namespace, &run_id)
         })
         .await
         .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "internal error")));
@@ -310,16 +293,9 @@ impl HttpFront {
                 let headers = response.headers_mut();
                 headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/zstd"));
                 // The URL names the runpack as it was exported (its run id, or the
-                // client's output_dir); the file is named after the run the bundle holds,
-                // so what a browser saves and what the bundle says agree.
-                let filename = if !bundle_run.is_empty()
-                    && bundle_run.len() <= 128
-                    && bundle_run.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                {
-                    format!("attachment; filename=\"{bundle_run}.tar.zst\"")
-                } else {
-                    "attachment; filename=\"runpack.tar.zst\"".to_string()
-                };
+                // client's output_dir); the file is named after the run the bundle holds.
+                let filename =
+                    format!("attachment; filename=\"{}\"", crate::ops::tools::runpack::download_file_name(&bundle_run));
                 if let Ok(value) = HeaderValue::from_str(&filename) {
                     headers.insert(hyper::header::CONTENT_DISPOSITION, value);
                 }

@@ -14,6 +14,8 @@ mod keys;
 pub mod settings;
 mod source;
 
+pub use source::{discovery_document, provider_agent};
+
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -48,17 +48,8 @@ impl KeySource {
         if let Some(path) = &settings.jwks_file {
             return Ok(Self::File { path: path.clone(), stamp: Mutex::new(None) });
         }
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout(FETCH_TIMEOUT)
-            .redirects(0)
-            .user_agent(concat!("dg-appliance/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &settings.ca_file {
-            builder = builder.tls_config(Arc::new(
-                crate::tls_client::client_config(ca, None).map_err(|err| format!("CA bundle: {err}"))?,
-            ));
-        }
         Ok(Self::Provider {
-            agent: builder.build(),
+            agent: provider_agent(settings, FETCH_TIMEOUT)?,
             issuer: settings.issuer.trim_end_matches('/').to_string(),
             jwks_url: Mutex::new(settings.jwks_url.clone()),
         })
@@ -130,8 +121,29 @@ fn read_file(path: &Path) -> Result<(Vec<u8>, FileStamp), String> {
     Ok((bytes, stamp))
 }
 
-/// The `jwks_uri` of the issuer's discovery document, which must name the same issuer.
-fn discover(agent: &ureq::Agent, issuer: &str) -> Result<String, String> {
+/// An HTTPS client for the settings' provider: its CA bundle (else the system roots), no
+/// redirects, `timeout` per request. The key fetches and the UI's sign-in use it alike.
+///
+/// # Errors
+/// The CA bundle cannot be read or holds no certificate.
+pub fn provider_agent(settings: &OidcSettings, timeout: Duration) -> Result<ureq::Agent, String> {
+    let mut builder = ureq::AgentBuilder::new()
+        .timeout(timeout)
+        .redirects(0)
+        .user_agent(concat!("dg-appliance/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &settings.ca_file {
+        builder = builder.tls_config(Arc::new(
+            crate::tls_client::client_config(ca, None).map_err(|err| format!("CA bundle: {err}"))?,
+        ));
+    }
+    Ok(builder.build())
+}
+
+/// The issuer's discovery document (read bounded), which must name the same issuer.
+///
+/// # Errors
+/// Unreachable, too large, not JSON, or naming another issuer.
+pub fn discovery_document(agent: &ureq::Agent, issuer: &str) -> Result<serde_json::Value, String> {
     let url = format!("{issuer}/.well-known/openid-configuration");
     let bytes = get(agent, &url)?;
     let document: serde_json::Value =
@@ -140,6 +152,13 @@ fn discover(agent: &ureq::Agent, issuer: &str) -> Result<String, String> {
     if named.trim_end_matches('/') != issuer {
         return Err(format!("discovery document {url} names issuer {named:?}, not {issuer:?}"));
     }
+    Ok(document)
+}
+
+/// The `jwks_uri` of the issuer's discovery document.
+fn discover(agent: &ureq::Agent, issuer: &str) -> Result<String, String> {
+    let document = discovery_document(agent, issuer)?;
+    let url = format!("{issuer}/.well-known/openid-configuration");
     let jwks = document
         .get("jwks_uri")
         .and_then(serde_json::Value::as_str)

@@ -6,16 +6,8 @@ use std::fmt::Write as _;
 use dg_identity::Operation;
 use serde_json::{json, Value};
 
-use crate::ui::html::{self, esc, url_part};
+use crate::ui::html::{self, esc, json_text as text, url_part};
 use crate::ui::{PageCtx, UiResponse};
-
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
 
 const FILTERS: [(&str, &str); 5] = [
     ("action", "Action"),
@@ -57,28 +49,19 @@ pub fn list(ctx: &PageCtx<'_>) -> UiResponse {
         body,
         "<form method=\"get\" action=\"/ui/audit\" class=\"filters\" role=\"search\" aria-label=\"Filter audit entries\">{fields}<button type=\"submit\">Filter</button></form>"
     );
-    let rows: Vec<Vec<String>> = found
-        .get("entries")
-        .and_then(Value::as_array)
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| {
-                    vec![
-                        esc(&text(e, "seq")),
-                        esc(&e.get("time_ms").and_then(Value::as_i64).map(html::time_ms).unwrap_or_default()),
-                        esc(&text(e, "principal")),
-                        esc(&text(e, "role")),
-                        esc(&text(e, "action")),
-                        esc(&text(e, "target")),
-                        esc(&text(e, "outcome")),
-                        esc(&text(e, "reason")),
-                        esc(&text(e, "tenant_id")),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = html::rows_of(&found, "entries", |e| {
+        vec![
+            esc(&text(e, "seq")),
+            esc(&e.get("time_ms").and_then(Value::as_i64).map(html::time_ms).unwrap_or_default()),
+            esc(&text(e, "principal")),
+            esc(&text(e, "role")),
+            esc(&text(e, "action")),
+            esc(&text(e, "target")),
+            esc(&text(e, "outcome")),
+            esc(&text(e, "reason")),
+            esc(&text(e, "tenant_id")),
+        ]
+    });
     let headers =
         ["Seq", "Time", "Principal", "Role", "Action", "Target", "Outcome", "Reason", "Tenant"].map(String::from);
     body.push_str(&html::table("Newest audit entries first", &headers, &rows));

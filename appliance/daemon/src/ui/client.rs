@@ -92,21 +92,6 @@ impl<'a> Calls<'a> {
     /// # Errors
     /// Not found, refusals, signing failures.
     pub fn runpack_bundle(&self, tenant: u64, namespace: u64, name: &str) -> Result<(Vec<u8>, String), WireError> {
-        let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
-        crate::ops::request::call(
-            self.app,
-            self.principal,
-            self.request_id(),
-            Operation::RunpackDownload,
-            Value::Null,
-            |ctx, _| {
-                let (bytes, run) = crate::ops::tools::runpack::bundle_for_download(ctx, tenant, namespace, name)?;
-                let summary = json!({"tenant_id": tenant, "namespace_id": namespace, "name": name,
-                    "run_id": run, "bytes": bytes.len(), "via": "ui"});
-                *bundle.borrow_mut() = (bytes, run);
-                Ok(summary)
-            },
-        )?;
-        Ok(bundle.into_inner())
+        crate::ops::tools::runpack::download(self.app, self.principal, self.request_id(), tenant, namespace, name)
     }
 }

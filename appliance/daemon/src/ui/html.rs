@@ -135,6 +135,21 @@ pub fn table(caption: &str, headers: &[String], rows: &[Vec<String>]) -> String 
     out
 }
 
+/// Table rows from the array `key` of a JSON answer, one per element (none when it is
+/// absent).
+#[must_use]
+pub fn rows_of(
+    value: &serde_json::Value,
+    key: &str,
+    row: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> Vec<Vec<String>> {
+    value
+        .get(key)
+        .and_then(serde_json::Value::as_array)
+        .map(|items| items.iter().map(row).collect())
+        .unwrap_or_default()
+}
+
 /// A definition list of (term, value HTML).
 #[must_use]
 pub fn facts(items: &[(&str, String)]) -> String {
@@ -199,6 +214,19 @@ pub fn hidden(name: &str, value: &str) -> String {
 #[must_use]
 pub fn link(href: &str, text: &str) -> String {
     format!("<a href=\"{}\">{}</a>", esc(href), esc(text))
+}
+
+/// A member of a JSON answer as text: `key` names a member, or is a JSON pointer (`/a/b`);
+/// a string as it is, null or absent as "", anything else as JSON.
+#[must_use]
+pub fn json_text(value: &serde_json::Value, key: &str) -> String {
+    use serde_json::Value;
+    let found = if key.starts_with('/') { value.pointer(key) } else { value.get(key) };
+    match found {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
 }
 
 /// Unix milliseconds as an RFC 3339 UTC time.

@@ -4,16 +4,8 @@
 use dg_identity::{Operation, Role};
 use serde_json::{json, Value};
 
-use crate::ui::html::{self, esc};
+use crate::ui::html::{self, esc, json_text as text};
 use crate::ui::{PageCtx, UiResponse};
-
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
 
 fn when(value: &Value, key: &str) -> String {
     value.get(key).and_then(Value::as_i64).map(html::time_ms).unwrap_or_default()

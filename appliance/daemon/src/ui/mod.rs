@@ -139,6 +139,12 @@ impl PageCtx<'_> {
     }
 }
 
+/// A tenant and namespace from two path segments.
+#[must_use]
+pub fn scope_of(t: &str, ns: &str) -> Option<(u64, u64)> {
+    Some((t.parse().ok()?, ns.parse().ok()?))
+}
+
 /// Parses `a=b&c=d` (first value of each name kept; at most 64 names).
 #[must_use]
 pub fn parse_pairs(text: &[u8]) -> HashMap<String, String> {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -94,15 +94,8 @@ impl OidcSignIn {
             }
             None => None,
         };
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout(PROVIDER_TIMEOUT)
-            .redirects(0)
-            .user_agent(concat!("dg-appliance/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &provider.ca_file {
-            builder = builder.tls_config(Arc::new(
-                crate::tls_client::client_config(ca, None).map_err(|err| format!("[auth.oidc] ca_file: {err}"))?,
-            ));
-        }
+        let agent = crate::oidc::provider_agent(provider, PROVIDER_TIMEOUT)
+            .map_err(|err| format!("[auth.oidc] ca_file: {err}"))?;
         let endpoints = match (&settings.authorization_endpoint, &settings.token_endpoint) {
             (Some(authorization), Some(token)) => {
                 Some(Endpoints { authorization: authorization.clone(), token: token.clone() })
@@ -112,7 +105,7 @@ impl OidcSignIn {
         Ok(Self {
             settings: settings.clone(),
             issuer: provider.issuer.trim_end_matches('/').to_string(),
-            agent: builder.build(),
+            agent,
             client_secret,
             endpoints: Mutex::new(endpoints),
             pending: Mutex::new(HashMap::new()),
@@ -130,13 +123,8 @@ impl OidcSignIn {
         if let Some(known) = self.endpoints.lock().ok().and_then(|e| e.clone()) {
             return Ok(known);
         }
+        let document = crate::oidc::discovery_document(&self.agent, &self.issuer).map_err(SignInError)?;
         let url = format!("{}/.well-known/openid-configuration", self.issuer);
-        let response = self.agent.get(&url).call().map_err(|err| SignInError(format!("GET {url}: {err}")))?;
-        let document = read_answer(response, &url)?;
-        let named = document.get("issuer").and_then(Value::as_str).unwrap_or_default();
-        if named.trim_end_matches('/') != self.issuer {
-            return Err(SignInError(format!("{url} names issuer {named:?}, not {:?}", self.issuer)));
-        }
         let endpoint = |configured: &Option<String>, key: &str| -> Result<String, SignInError> {
             let value = configured
                 .clone()

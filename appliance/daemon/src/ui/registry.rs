@@ -6,20 +6,8 @@ use std::fmt::Write as _;
 use dg_identity::{Operation, Role};
 use serde_json::{json, Value};
 
-use crate::ui::html::{self, esc, url_part};
-use crate::ui::{PageCtx, UiResponse};
-
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    }
-}
-
-fn scope(t: &str, ns: &str) -> Option<(u64, u64)> {
-    Some((t.parse().ok()?, ns.parse().ok()?))
-}
+use crate::ui::html::{self, esc, json_text as text, url_part};
+use crate::ui::{scope_of as scope, PageCtx, UiResponse};
 
 /// `GET /ui/scenarios?tenant=&namespace=`: the namespace's scenarios and schemas.
 pub fn scenarios(ctx: &PageCtx<'_>) -> UiResponse {
@@ -37,25 +25,16 @@ pub fn scenarios(ctx: &PageCtx<'_>) -> UiResponse {
     let args = json!({"tenant_id": tenant, "namespace_id": namespace, "limit": 200});
     match ctx.calls.tool(Operation::ScenariosList, args.clone()) {
         Ok(found) => {
-            let rows: Vec<Vec<String>> = found
-                .get("items")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|item| {
-                            let id = text(item, "scenario_id");
-                            vec![
-                                html::link(&format!("/ui/scenarios/{tenant}/{namespace}/{}", url_part(&id)), &id),
-                                format!(
-                                    "<code>{}</code>",
-                                    esc(item.pointer("/spec_hash/value").and_then(Value::as_str).unwrap_or(""))
-                                ),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = html::rows_of(&found, "items", |item| {
+                let id = text(item, "scenario_id");
+                vec![
+                    html::link(&format!("/ui/scenarios/{tenant}/{namespace}/{}", url_part(&id)), &id),
+                    format!(
+                        "<code>{}</code>",
+                        esc(item.pointer("/spec_hash/value").and_then(Value::as_str).unwrap_or(""))
+                    ),
+                ]
+            });
             let headers = ["Scenario", "Spec sha256"].map(String::from);
             body.push_str(&html::table(
                 &format!("Scenarios of tenant {tenant}, namespace {namespace}"),
@@ -67,31 +46,18 @@ pub fn scenarios(ctx: &PageCtx<'_>) -> UiResponse {
     }
     match ctx.calls.tool(Operation::SchemasList, args) {
         Ok(found) => {
-            let rows: Vec<Vec<String>> = found
-                .get("items")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|item| {
-                            let id = text(item, "schema_id");
-                            let version = text(item, "version");
-                            vec![
-                                html::link(
-                                    &format!(
-                                        "/ui/schemas/{tenant}/{namespace}/{}/{}",
-                                        url_part(&id),
-                                        url_part(&version)
-                                    ),
-                                    &id,
-                                ),
-                                esc(&version),
-                                esc(&text(item, "description")),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+            let rows = html::rows_of(&found, "items", |item| {
+                let id = text(item, "schema_id");
+                let version = text(item, "version");
+                vec![
+                    html::link(
+                        &format!("/ui/schemas/{tenant}/{namespace}/{}/{}", url_part(&id), url_part(&version)),
+                        &id,
+                    ),
+                    esc(&version),
+                    esc(&text(item, "description")),
+                ]
+            });
             let headers = ["Schema", "Version", "Description"].map(String::from);
             body.push_str(&html::table("Data shapes (schemas)", &headers, &rows));
         }

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use dg_identity::Operation;
 use serde_json::{json, Value};
 
-use crate::ui::html::{self, esc, url_part};
-use crate::ui::{PageCtx, UiResponse};
+use crate::ui::html::{self, esc, json_text as text, url_part};
+use crate::ui::{scope_of as scope, PageCtx, UiResponse};
 
 const STATUSES: [&str; 3] = ["active", "completed", "failed"];
 const SORTS: [(&str, &str); 4] =
@@ -27,14 +27,6 @@ pub fn timestamp(value: &Value) -> String {
         (Some("unix_millis"), Some(ms)) => ms.as_i64().map_or_else(|| ms.to_string(), html::time_ms),
         (Some(kind), Some(v)) => format!("{kind} {v}"),
         _ => value.to_string(),
-    }
-}
-
-fn text(value: &Value, pointer: &str) -> String {
-    match value.pointer(pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
     }
 }
 
@@ -118,28 +110,20 @@ pub fn list(ctx: &PageCtx<'_>) -> UiResponse {
         None => (*label).to_string(),
     })
     .collect();
-    let rows: Vec<Vec<String>> = found
-        .get("runs")
-        .and_then(Value::as_array)
-        .map(|runs| {
-            runs.iter()
-                .map(|run| {
-                    let t = text(run, "/scope/tenant_id");
-                    let ns = text(run, "/scope/namespace_id");
-                    let id = text(run, "/run_id");
-                    vec![
-                        esc(&t),
-                        esc(&ns),
-                        html::link(&format!("/ui/runs/{t}/{ns}/{}", url_part(&id)), &id),
-                        esc(&text(run, "/scenario_id")),
-                        esc(&text(run, "/status")),
-                        esc(&text(run, "/version")),
-                        esc(&run.get("saved_at_ms").and_then(Value::as_i64).map(html::time_ms).unwrap_or_default()),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let rows = html::rows_of(&found, "runs", |run| {
+        let t = text(run, "/scope/tenant_id");
+        let ns = text(run, "/scope/namespace_id");
+        let id = text(run, "/run_id");
+        vec![
+            esc(&t),
+            esc(&ns),
+            html::link(&format!("/ui/runs/{t}/{ns}/{}", url_part(&id)), &id),
+            esc(&text(run, "/scenario_id")),
+            esc(&text(run, "/status")),
+            esc(&text(run, "/version")),
+            esc(&run.get("saved_at_ms").and_then(Value::as_i64).map(html::time_ms).unwrap_or_default()),
+        ]
+    });
     body.push_str(&html::table(&format!("{total} runs; page {page} of {pages}"), &headers, &rows));
     let _ = write!(body, "<nav class=\"pager\" aria-label=\"Pages\">");
     if page > 1 {
@@ -159,10 +143,6 @@ fn done_text(done: &str) -> &'static str {
         "exported" => "Runpack exported. Its signed bundle can be downloaded below.",
         _ => "Done.",
     }
-}
-
-fn scope(t: &str, ns: &str) -> Option<(u64, u64)> {
-    Some((t.parse().ok()?, ns.parse().ok()?))
 }
 
 /// `GET /ui/runs/{tenant}/{namespace}/{run}`.
@@ -229,32 +209,22 @@ pub fn detail(ctx: &PageCtx<'_>, t: &str, ns: &str, run: &str) -> UiResponse {
             .and_then(Value::as_str)
             .and_then(|s| serde_json::from_str(s).ok())
             .unwrap_or(Value::Null);
-        let rows: Vec<Vec<String>> = spec
-            .get("stages")
-            .and_then(Value::as_array)
-            .map(|stages| {
-                stages
-                    .iter()
-                    .map(|stage| {
-                        let id = text(stage, "/stage_id");
-                        let gates: Vec<String> = stage
-                            .get("gates")
-                            .and_then(Value::as_array)
-                            .map(|g| g.iter().map(|gate| text(gate, "/gate_id")).collect())
-                            .unwrap_or_default();
-                        let mark = if id == current { "the run is here" } else { "" };
-                        vec![esc(&id), esc(&gates.join(", ")), esc(&text(stage, "/advance_to/kind")), mark.to_string()]
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let rows = html::rows_of(&spec, "stages", |stage| {
+            let id = text(stage, "/stage_id");
+            let gates: Vec<String> = stage
+                .get("gates")
+                .and_then(Value::as_array)
+                .map(|g| g.iter().map(|gate| text(gate, "/gate_id")).collect())
+                .unwrap_or_default();
+            let mark = if id == current { "the run is here" } else { "" };
+            vec![esc(&id), esc(&gates.join(", ")), esc(&text(stage, "/advance_to/kind")), mark.to_string()]
+        });
         let headers = ["Stage", "Gates", "Advances to", "Current"].map(String::from);
         body.push_str("<h2>Stages</h2>");
         body.push_str(&html::table("Stages of the scenario", &headers, &rows));
     }
     let section = |title: &str, key: &str, headers: &[&str], row: &dyn Fn(&Value) -> Vec<String>| -> String {
-        let rows: Vec<Vec<String>> =
-            state.get(key).and_then(Value::as_array).map(|items| items.iter().map(row).collect()).unwrap_or_default();
+        let rows = html::rows_of(&state, key, row);
         let headers: Vec<String> = headers.iter().map(|h| (*h).to_string()).collect();
         format!("<h2>{}</h2>{}", esc(title), html::table(title, &headers, &rows))
     };
@@ -333,13 +303,11 @@ pub fn bundle(ctx: &PageCtx<'_>, t: &str, ns: &str, run: &str) -> UiResponse {
         return UiResponse::text(404, "no such run");
     };
     match ctx.calls.runpack_bundle(tenant, namespace, run) {
-        Ok((bytes, bundle_run)) => {
-            let safe = !bundle_run.is_empty()
-                && bundle_run.len() <= 128
-                && bundle_run.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            let name = if safe { format!("{bundle_run}.tar.zst") } else { "runpack.tar.zst".to_string() };
-            UiResponse::attachment("application/zstd", &name, bytes)
-        }
+        Ok((bytes, bundle_run)) => UiResponse::attachment(
+            "application/zstd",
+            &crate::ops::tools::runpack::download_file_name(&bundle_run),
+            bytes,
+        ),
         Err(err) if err.code == crate::wire::code::NOT_FOUND => ctx.failed(
             &title,
             "/ui/runs",

@@ -56,6 +56,17 @@ pub enum Full {
     Principal,
 }
 
+impl Full {
+    /// Why, for the sign-in page and the audit entry.
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Table => "the session table is full",
+            Self::Principal => "this principal holds the most sessions allowed",
+        }
+    }
+}
+
 /// The session table.
 pub struct Sessions {
     by_id_sha256: Mutex<HashMap<[u8; 32], Session>>,

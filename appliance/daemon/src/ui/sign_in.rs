@@ -13,7 +13,7 @@ use dg_storage::audit::AuditEvent;
 
 use crate::app::App;
 use crate::ui::oidc::{OidcSignIn, PENDING_TTL, STATE_COOKIE};
-use crate::ui::session::{Credential, Full, Sessions};
+use crate::ui::session::{Credential, Sessions};
 use crate::ui::{html, parse_pairs, UiRequest, UiResponse, COOKIE};
 
 /// The sign-in page, with an optional message (and the identity provider's button when
@@ -38,6 +38,11 @@ pub fn form(message: Option<&str>, status: u16, oidc: bool) -> UiResponse {
         );
     }
     UiResponse::html(status, html::page("Sign in", "", None, &body))
+}
+
+/// What a throttled source is told.
+fn throttled_text(wait: Duration) -> String {
+    format!("Too many failed sign-ins from this address; try again in {} s.", wait.as_secs().max(1))
 }
 
 /// The session cookie.
@@ -97,8 +102,8 @@ pub fn sign_in(
         audit(app, principal, role, "ui_sign_in", "deny", reason, &request.request_id);
         form(Some(shown), status, oidc)
     };
-    // API keys only: bearer JWTs are for programs (OIDC sign-in in the browser is not
-    // offered yet).
+    // API keys only: bearer JWTs are for programs (people sign in with the identity
+    // provider through `oidc_callback`).
     let principal = if keys::parse(&token).is_ok() {
         crate::ops::auth::authenticate(&app.store, None, Some(&header), dg_storage::now_ms()).ok()
     } else {
@@ -106,9 +111,7 @@ pub fn sign_in(
     };
     let Some(principal) = principal else {
         if let Some(wait) = failed(request.peer) {
-            let shown =
-                format!("Too many failed sign-ins from this address; try again in {} s.", wait.as_secs().max(1));
-            return refuse("unauthenticated", None, "sign-in throttled", &shown, 429);
+            return refuse("unauthenticated", None, "sign-in throttled", &throttled_text(wait), 429);
         }
         return refuse(
             "unauthenticated",
@@ -142,10 +145,7 @@ pub fn sign_in(
             UiResponse::redirect("/ui/runs").with_cookie(cookie(&id))
         }
         Err(full) => {
-            let reason = match full {
-                Full::Table => "the session table is full",
-                Full::Principal => "this key holds the most sessions allowed",
-            };
+            let reason = full.reason();
             refuse(&principal.id, Some(principal.role.as_str()), reason, &format!("Sign-in refused: {reason}."), 503)
         }
     }
@@ -183,9 +183,7 @@ pub fn oidc_callback(
         audit(app, principal, role, "ui_sign_in", "deny", &format!("oidc: {reason}"), &request.request_id);
         let throttled = failed(request.peer);
         let shown = match throttled {
-            Some(wait) => {
-                format!("Too many failed sign-ins from this address; try again in {} s.", wait.as_secs().max(1))
-            }
+            Some(wait) => throttled_text(wait),
             None => format!("Sign-in with the identity provider failed: {reason}."),
         };
         form(Some(&shown), if throttled.is_some() { 429 } else { status }, true).with_cookie(state_cookie_clear())
@@ -247,12 +245,6 @@ pub fn oidc_callback(
                         <h1>Signed in</h1><p><a href=\"/ui/runs\">Continue to the runs</a></p></main></body></html>";
             UiResponse::html(200, page.to_string()).with_cookie(cookie(&id)).with_cookie(state_cookie_clear())
         }
-        Err(full) => {
-            let reason = match full {
-                Full::Table => "the session table is full",
-                Full::Principal => "this principal holds the most sessions allowed",
-            };
-            refuse(&principal.id, Some(principal.role.as_str()), reason, 503)
-        }
+        Err(full) => refuse(&principal.id, Some(principal.role.as_str()), full.reason(), 503),
     }
 }

@@ -263,6 +263,53 @@ pub fn bundle_for_download(
     Ok((bytes, bundle_run))
 }
 
+/// The runpack download operation (`runpack_download`) for `principal`, through the request
+/// path: the signed bundle of the runpack stored under `name` and the run id it holds. The
+/// one path behind `GET /runpacks/...` and the admin UI's download.
+///
+/// # Errors
+/// Not found, refusals, signing failures.
+pub fn download(
+    app: &crate::app::App,
+    principal: &crate::ops::auth::Principal,
+    request_id: String,
+    tenant: u64,
+    namespace: u64,
+    name: &str,
+) -> Result<(Vec<u8>, String), WireError> {
+    let bundle = std::cell::RefCell::new((Vec::new(), String::new()));
+    crate::ops::request::call(
+        app,
+        principal,
+        request_id,
+        dg_identity::Operation::RunpackDownload,
+        Value::Null,
+        |ctx, _| {
+            let (bytes, bundle_run) = bundle_for_download(ctx, tenant, namespace, name)?;
+            let summary = json!({"tenant_id": tenant, "namespace_id": namespace, "name": name,
+            "run_id": bundle_run, "bytes": bytes.len()});
+            *bundle.borrow_mut() = (bytes, bundle_run);
+            Ok(summary)
+        },
+    )?;
+    Ok(bundle.into_inner())
+}
+
+/// The file name a downloaded bundle is saved under: the run it holds, when that id is a safe
+/// file name (what a browser saves and what the bundle says then agree), else
+/// `runpack.tar.zst`.
+#[must_use]
+pub fn download_file_name(bundle_run: &str) -> String {
+    let safe = !bundle_run.is_empty()
+        && bundle_run.len() <= 128
+        && bundle_run.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if safe {
+        format!("{bundle_run}.tar.zst")
+    } else {
+        "runpack.tar.zst".to_string()
+    }
+}
+
 /// This family's handler of `operation`, when it is one of its tools (`super::handler`).
 pub(super) fn handler(operation: dg_identity::Operation) -> Option<super::Handler> {
     Some(match operation {
