@@ -18,7 +18,7 @@ use dg_engine::runpack::{decision_log_errors, Prechecked, DECISION_LOG_PATH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 use thiserror::Error;
 
 use crate::runpack_store::validate_relative;

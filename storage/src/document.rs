@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::error::StoreError;
 

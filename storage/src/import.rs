@@ -10,7 +10,7 @@ use dg_engine::state::RunState;
 use dg_engine::time::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::error::StoreError;
 use crate::store::{Scope, Store};

@@ -358,10 +358,10 @@ impl RunpackStore {
         dir_segments.extend_from_slice(parent_segments);
         let parent = self.create_dir(&dir_segments, name)?;
         let leaf = leaf[0];
-        let staging = format!(".staging-{:016x}", rand::random::<u64>());
+        let staging = format!(".staging-{:016x}", dg_crypto::random_u64());
         rustix::fs::mkdirat(&parent, staging.as_str(), Mode::from_raw_mode(0o700)).map_err(io_err("mkdirat", name))?;
         let result = self.fill_staging(&parent, &staging, files).and_then(|()| {
-            let replaced = format!(".replaced-{:016x}", rand::random::<u64>());
+            let replaced = format!(".replaced-{:016x}", dg_crypto::random_u64());
             let had_old = match rustix::fs::renameat(&parent, leaf, &parent, replaced.as_str()) {
                 Ok(()) => true,
                 Err(Errno::NOENT) => false,

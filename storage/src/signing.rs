@@ -7,9 +7,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use dg_crypto::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 use thiserror::Error;
 
 /// One public key of the ring.
@@ -117,11 +117,7 @@ impl PublicKeyRing {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| SigningError::BadSignature(key_id.to_string()))?;
-        public
-            .verify_strict(message, &Signature::from_bytes(&signature))
-            .map_err(|_| SigningError::BadSignature(key_id.to_string()))?;
-        // verify_strict also rejects small-order keys and non-canonical signatures.
-        Ok(())
+        public.verify(message, &signature).map_err(|_| SigningError::BadSignature(key_id.to_string()))
     }
 }
 
@@ -142,7 +138,7 @@ impl ActiveKey {
     /// Signs `message`; returns the hex signature.
     #[must_use]
     pub fn sign_hex(&self, message: &[u8]) -> String {
-        hex::encode(self.signing.sign(message).to_bytes())
+        hex::encode(self.signing.sign(message))
     }
 }
 
@@ -192,7 +188,8 @@ impl KeyStore {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| SigningError::Malformed(path.display().to_string()))?;
-        let signing = SigningKey::from_bytes(&seed);
+        let signing =
+            SigningKey::from_seed(&seed).map_err(|_| SigningError::Malformed(path.display().to_string()))?;
         Ok(ActiveKey { key_id: key_id(&signing.verifying_key()), signing })
     }
 
@@ -201,7 +198,7 @@ impl KeyStore {
     /// # Errors
     /// Filesystem errors.
     pub fn rotate(&self) -> Result<String, SigningError> {
-        let signing = SigningKey::generate(&mut rand::rngs::OsRng);
+        let signing = SigningKey::generate().map_err(|err| SigningError::Malformed(format!("new key: {err}")))?;
         let id = key_id(&signing.verifying_key());
         let mut ring = self.ring()?;
         let now = crate::clock::now_ms();
@@ -221,7 +218,7 @@ impl KeyStore {
         // Ring first: a crash between the two leaves a published key that never signed,
         // never a signing key missing from the ring.
         write_private(&self.dir.join("keyring.json"), &ring_json, 0o644)?;
-        write_private(&self.dir.join("active.key"), hex::encode(signing.to_bytes()).as_bytes(), 0o600)?;
+        write_private(&self.dir.join("active.key"), hex::encode(signing.seed()).as_bytes(), 0o600)?;
         Ok(id)
     }
 }

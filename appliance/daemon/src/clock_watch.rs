@@ -111,7 +111,7 @@ impl ClockWatch {
             target: "wall_clock".into(),
             outcome: "warn".into(),
             reason: step.message.clone(),
-            request_id: format!("clock-step-{:016x}", rand::random::<u64>()),
+            request_id: format!("clock-step-{:016x}", dg_crypto::random_u64()),
             ..Default::default()
         };
         if let Err(err) = store.append_audit(vec![event], Vec::new()) {

@@ -3,7 +3,6 @@
 //! client certificate. One place, so every outbound connection checks certificates alike.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
 
@@ -36,7 +35,7 @@ pub fn client_config(ca: &Path, client: Option<(&Path, &Path)>) -> Result<rustls
     for cert in pem_certs(ca)? {
         roots.add(cert).map_err(|err| format!("{}: {err}", ca.display()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = dg_crypto::tls_provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|err| err.to_string())?

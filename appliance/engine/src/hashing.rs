@@ -7,7 +7,7 @@
 //! so every digest matches the reference runpacks bit for bit.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 use thiserror::Error;
 
 /// The only hash algorithm Decision Gate defines; kept as an enum so the wire spelling
@@ -79,7 +79,7 @@ pub fn canonical_json_bytes_with_limit<T: Serialize + ?Sized>(value: &T, limit: 
 /// sha256 of raw bytes, as a wire digest.
 #[must_use]
 pub fn hash_bytes(bytes: &[u8]) -> HashDigest {
-    HashDigest::sha256(Sha256::digest(bytes).into())
+    HashDigest::sha256(Sha256::digest(bytes))
 }
 
 /// sha256 of the canonical JSON of a value.

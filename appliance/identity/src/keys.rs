@@ -2,8 +2,7 @@
 //! anyone (a log scanner, a secret scanner) recognise a leaked key offline; the secret is
 //! 256 random bits; only the sha256 of the whole token is stored.
 
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 use thiserror::Error;
 
 /// Visible prefix of every appliance API key.
@@ -39,11 +38,10 @@ fn checksum(key_id: &str, secret: &str) -> String {
 /// Issues a new key.
 #[must_use]
 pub fn issue() -> IssuedKey {
-    let mut rng = rand::rngs::OsRng;
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
-    rng.fill_bytes(&mut id);
-    rng.fill_bytes(&mut secret);
+    dg_crypto::fill_random(&mut id);
+    dg_crypto::fill_random(&mut secret);
     let key_id = hex::encode(id);
     let secret = hex::encode(secret);
     let sum = checksum(&key_id, &secret);

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use super::verify::{verify, BackupReport};
 use super::{unreadable, write_error, BackupError, IndexBody, Member, Part, BACKUP_FORMAT, INDEX_NAME, SECRETS_MEMBER};
@@ -175,7 +175,8 @@ fn walk(root: &Path, prefix: &str, out: &mut Vec<(String, Source)>) -> Result<()
     Ok(())
 }
 
-/// Packs the private files into a tar encrypted with the passphrase (age, scrypt).
+/// Packs the private files into a tar sealed with the passphrase (AES-256-GCM, PBKDF2:
+/// [`dg_crypto::seal`], the same format in the standard and the FIPS build).
 fn encrypted_secrets(secrets: &[(String, PathBuf)], passphrase: &str) -> Result<Vec<u8>, BackupError> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, path) in secrets {
@@ -189,12 +190,8 @@ fn encrypted_secrets(secrets: &[(String, PathBuf)], passphrase: &str) -> Result<
             .map_err(|err| BackupError::Secrets(err.to_string()))?;
     }
     let plain = builder.into_inner().map_err(|err| BackupError::Secrets(err.to_string()))?;
-    let encryptor = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(passphrase.to_string()));
-    let mut out = Vec::new();
-    let mut writer = encryptor.wrap_output(&mut out).map_err(|err| BackupError::Secrets(err.to_string()))?;
-    writer.write_all(&plain).map_err(|err| BackupError::Secrets(err.to_string()))?;
-    writer.finish().map_err(|err| BackupError::Secrets(err.to_string()))?;
-    Ok(out)
+    dg_crypto::seal(passphrase.as_bytes(), &plain, dg_crypto::DEFAULT_ITERATIONS)
+        .map_err(|err| BackupError::Secrets(err.to_string()))
 }
 
 /// Makes a backup under `to` while the appliance may keep writing, verifies it from the
@@ -213,7 +210,7 @@ pub fn create(
 ) -> Result<(PathBuf, BackupReport), BackupError> {
     fs::create_dir_all(to).map_err(write_error(to))?;
     let created_at_ms = crate::clock::now_ms();
-    let backup_id = format!("{:016x}", rand::random::<u64>());
+    let backup_id = format!("{:016x}", dg_crypto::random_u64());
     let partial = to.join(format!("dg-backup-{created_at_ms}-{backup_id}.partial"));
     fs::create_dir(&partial).map_err(write_error(&partial))?;
     match fill(sources, &partial, key, ring, options, created_at_ms, &backup_id) {

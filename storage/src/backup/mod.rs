@@ -32,7 +32,10 @@ const SIGNATURE_CONTEXT: &[u8] = b"dg-backup-v1\n";
 /// Largest part by default: below FAT32's 4 GiB file limit.
 pub const DEFAULT_PART_SIZE: u64 = 4 * 1024 * 1024 * 1024 - 64 * 1024 * 1024;
 /// Member holding the encrypted private keys.
-pub const SECRETS_MEMBER: &str = "secrets.tar.age";
+pub const SECRETS_MEMBER: &str = "secrets.tar.sealed";
+/// The secrets member of backups made before the crypto seam (age, scrypt): read by the
+/// standard build only.
+pub const LEGACY_SECRETS_MEMBER: &str = "secrets.tar.age";
 
 /// One member of the archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,7 +102,7 @@ pub fn restore(
         None
     };
     recover_leftovers(&parent, &name)?;
-    let staging = parent.join(format!(".{name}.restore-{:016x}", rand::random::<u64>()));
+    let staging = parent.join(format!(".{name}.restore-{:016x}", dg_crypto::random_u64()));
     fs::create_dir(&staging).map_err(write_error(&staging))?;
     write_private(&staging.join(STAGING_MARKER), b"an unfinished restore; safe to delete\n")?;
     let report = match check(backup, ring, options.passphrase.as_deref(), Some(&staging), &|step| pause(options, step))
@@ -143,7 +143,7 @@ pub fn restore(
     sync_dir(&parent)?;
     if let Err(err) = open_check(data_dir) {
         // Put the previous directory back.
-        let failed = parent.join(format!(".{name}.restore-failed-{:016x}", rand::random::<u64>()));
+        let failed = parent.join(format!(".{name}.restore-failed-{:016x}", dg_crypto::random_u64()));
         rustix::fs::renameat_with(CWD, &previous, CWD, data_dir, RenameFlags::EXCHANGE)
             .map_err(|e| BackupError::Write { path: data_dir.to_path_buf(), source: e.into() })?;
         let _ = fs::rename(&previous, &failed);

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
-use super::{backup_dir, unreadable, write_error, BackupError, Index, BACKUP_FORMAT, INDEX_NAME, SECRETS_MEMBER};
+use super::{backup_dir, unreadable, write_error, BackupError, Index, BACKUP_FORMAT, INDEX_NAME, LEGACY_SECRETS_MEMBER, SECRETS_MEMBER};
 use crate::runpack_store::validate_relative;
 use crate::signing::{PublicKeyRing, SigningError};
 
@@ -119,16 +119,15 @@ fn check_database(path: &Path, expected_version: i64) -> Result<String, BackupEr
     Ok(check)
 }
 
-/// Opens the encrypted secrets and returns their files.
+/// Opens the sealed secrets and returns their files.
 pub(crate) fn open_secrets(bytes: &[u8], passphrase: &str) -> Result<Vec<(String, Vec<u8>)>, BackupError> {
     let secrets = |err: &dyn std::fmt::Display| BackupError::Secrets(err.to_string());
-    let decryptor = age::Decryptor::new(bytes).map_err(|err| secrets(&err))?;
-    let identity = age::scrypt::Identity::new(age::secrecy::SecretString::from(passphrase.to_string()));
-    let mut reader = decryptor
-        .decrypt(std::iter::once(&identity as &dyn age::Identity))
-        .map_err(|err| BackupError::Secrets(format!("cannot open the encrypted keys (wrong passphrase?): {err}")))?;
-    let mut plain = Vec::new();
-    reader.read_to_end(&mut plain).map_err(|err| secrets(&err))?;
+    let plain = if dg_crypto::is_sealed(bytes) {
+        dg_crypto::open(passphrase.as_bytes(), bytes)
+            .map_err(|err| BackupError::Secrets(format!("cannot open the sealed keys: {err}")))?
+    } else {
+        open_legacy_age(bytes, passphrase)?
+    };
     let mut archive = tar::Archive::new(plain.as_slice());
     let mut out = Vec::new();
     for entry in archive.entries().map_err(|err| secrets(&err))? {
@@ -140,6 +139,30 @@ pub(crate) fn open_secrets(bytes: &[u8], passphrase: &str) -> Result<Vec<(String
         out.push((name, bytes));
     }
     Ok(out)
+}
+
+/// Secrets of a backup made before the crypto seam: age (scrypt, ChaCha20-Poly1305).
+#[cfg(feature = "legacy-age")]
+fn open_legacy_age(bytes: &[u8], passphrase: &str) -> Result<Vec<u8>, BackupError> {
+    let secrets = |err: &dyn std::fmt::Display| BackupError::Secrets(err.to_string());
+    let decryptor = age::Decryptor::new(bytes).map_err(|err| secrets(&err))?;
+    let identity = age::scrypt::Identity::new(age::secrecy::SecretString::from(passphrase.to_string()));
+    let mut reader = decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .map_err(|err| BackupError::Secrets(format!("cannot open the encrypted keys (wrong passphrase?): {err}")))?;
+    let mut plain = Vec::new();
+    reader.read_to_end(&mut plain).map_err(|err| secrets(&err))?;
+    Ok(plain)
+}
+
+/// The FIPS build has no approved equivalent of age's scrypt and ChaCha20-Poly1305.
+#[cfg(not(feature = "legacy-age"))]
+fn open_legacy_age(_bytes: &[u8], _passphrase: &str) -> Result<Vec<u8>, BackupError> {
+    Err(BackupError::Secrets(
+        "these secrets are sealed with age (scrypt, ChaCha20-Poly1305), which is not FIPS-approved: \
+         restore this backup with the standard build, then take a new backup"
+            .to_string(),
+    ))
 }
 
 /// Writes a file with 0600 and fsyncs it.
@@ -195,7 +218,7 @@ pub(crate) fn check(
     }
     step("parts-checked");
 
-    let scratch = std::env::temp_dir().join(format!("dg-backup-check-{:016x}.db", rand::random::<u64>()));
+    let scratch = std::env::temp_dir().join(format!("dg-backup-check-{:016x}.db", dg_crypto::random_u64()));
     let result = check_members(&index, part_paths, passphrase, extract_to, &scratch, step);
     let _ = fs::remove_file(&scratch);
     let (bytes, integrity) = result?;
@@ -248,7 +271,7 @@ fn check_members(
         if entry.size() != member.size {
             return Err(corrupt(format!("member {name}: {} bytes, the index says {}", entry.size(), member.size)));
         }
-        let keep_in_memory = name == SECRETS_MEMBER;
+        let keep_in_memory = name == SECRETS_MEMBER || name == LEGACY_SECRETS_MEMBER;
         let target = if name == "state.db" && extract_to.is_none() {
             Some(scratch.to_path_buf())
         } else if keep_in_memory {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::clock::now_ms;
 use crate::error::StoreError;

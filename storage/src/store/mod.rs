@@ -224,7 +224,7 @@ impl Store {
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(StoreError::sqlite("open database"))?;
         configure(&conn)?;
-        let instance = format!("{:032x}", rand::random::<u128>());
+        let instance = format!("{:032x}", dg_crypto::random_u128());
         let backup = path.with_extension(format!("pre-migration-{}.db", now_ms()));
         migrations::migrate(&mut conn, Some(&backup), &instance)?;
         let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))

@@ -328,7 +328,7 @@ fn usage_export(data: &DataDirArgs, period: &str, format: &str, out: &std::path:
     let mut message = EXPORT_CONTEXT.to_vec();
     message.extend_from_slice(&bytes);
     let signature = json!({"key_id": key.key_id, "signature": key.sign_hex(&message), "sha256":
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))});
+        hex::encode(dg_crypto::Sha256::digest(&bytes))});
     let sig_path = std::path::PathBuf::from(format!("{}.sig", out.display()));
     dg_storage::write_atomic(out, &bytes, 0o600).map_err(|err| format!("{}: {err}", out.display()))?;
     let sig = serde_json::to_vec_pretty(&signature).map_err(|err| err.to_string())?;

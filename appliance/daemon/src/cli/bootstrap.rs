@@ -72,7 +72,7 @@ pub(crate) fn cli_principal() -> Principal {
 
 /// A fresh request id for one CLI command.
 pub(crate) fn cli_request_id() -> String {
-    format!("cli-{:016x}", rand::random::<u64>())
+    format!("cli-{:016x}", dg_crypto::random_u64())
 }
 
 /// An audit event of the CLI caller for work done outside `request::call` (signing key
@@ -98,7 +98,7 @@ pub(crate) fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &
         target: "dg-appliance".into(),
         outcome: "ok".into(),
         reason: reason.into(),
-        request_id: format!("{action}-{:016x}", rand::random::<u64>()),
+        request_id: format!("{action}-{:016x}", dg_crypto::random_u64()),
         ..Default::default()
     };
     store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))

@@ -107,7 +107,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     // The configuration in force is identified by its hash, so a change of configuration
     // between two starts shows in the audit log.
     let config_sha256 = dg_engine::canonical_json_bytes(&app.config)
-        .map(|bytes| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes)))
+        .map(|bytes| hex::encode(dg_crypto::Sha256::digest(bytes)))
         .map_err(|err| err.to_string())?;
     bootstrap::lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
     // One async thread is a current-thread runtime: the same thread without the

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use dg_storage::signing::{KeyStore, PublicKeyRing};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::cli::{Cli, ReleaseCommand};
 

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::cli::SupportBundleArgs;
 

@@ -92,7 +92,7 @@ impl HttpFront {
             connection_slots: Arc::new(Semaphore::new(max_connections)),
             max_connections,
             connections: AtomicU64::new(0),
-            boot_id: rand::random(),
+            boot_id: dg_crypto::random_u64(),
             counter: AtomicU64::new(0),
         })
     }
@@ -144,7 +144,7 @@ impl HttpFront {
                 summary.sources,
                 top.join(", ")
             ),
-            request_id: format!("auth-failures-{:016x}", rand::random::<u64>()),
+            request_id: format!("auth-failures-{:016x}", dg_crypto::random_u64()),
             request_sha256: None,
             response_sha256: None,
         };

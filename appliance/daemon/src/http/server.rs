@@ -62,7 +62,7 @@ pub fn tls_config(
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|err| ServerError::Tls(format!("{}: {err}", key_path.display())))?
         .ok_or_else(|| ServerError::Tls(format!("{}: no private key found", key_path.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = dg_crypto::tls_provider();
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|err| ServerError::Tls(err.to_string()))?;

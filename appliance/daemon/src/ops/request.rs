@@ -21,7 +21,7 @@ use dg_storage::audit::{AuditBatch, AuditEvent};
 use dg_storage::usage::UsageRecord;
 use dg_storage::StoreError;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::app::App;
 use crate::wire::{code, WireError};

@@ -67,7 +67,7 @@ pub fn run(app: &App, framing: Framing, dialect: Dialect) -> std::io::Result<()>
     let stdout = std::io::stdout();
     let mut output = stdout.lock();
     let principal = Principal::local_operator();
-    let boot: u64 = rand::random();
+    let boot: u64 = dg_crypto::random_u64();
     let mut sequence: u64 = 0;
     let max = app.config.server.max_body_bytes;
     loop {

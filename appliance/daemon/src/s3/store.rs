@@ -26,7 +26,7 @@ use dg_storage::runpack_backend::{RunpackBackend, StoredRunpack, MANIFEST};
 use dg_storage::runpack_store::RunpackStoreError;
 use dg_storage::signing::KeyStore;
 use dg_storage::Scope;
-use sha2::{Digest as _, Sha256};
+use dg_crypto::Sha256;
 
 use super::client::{self, CustomerKey};
 use super::keys::bundle_key;

@@ -15,9 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rand::RngCore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 use crate::oidc::OidcSettings;
 
@@ -65,7 +64,7 @@ pub struct OidcSignIn {
 
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    dg_crypto::fill_random(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 

@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rand::RngCore;
-use sha2::{Digest, Sha256};
+use dg_crypto::Sha256;
 
 /// Sessions one principal may hold at once.
 pub const MAX_PER_PRINCIPAL: usize = 16;
@@ -77,12 +76,12 @@ pub struct Sessions {
 
 fn random_hex() -> String {
     let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    dg_crypto::fill_random(&mut bytes);
     hex::encode(bytes)
 }
 
 fn key_of(id: &str) -> [u8; 32] {
-    Sha256::digest(id.as_bytes()).into()
+    Sha256::digest(id.as_bytes())
 }
 
 impl Sessions {
