@@ -34,3 +34,7 @@ release:
 # Packaging checks: reproducibility, unit hardening, rpm contents, booted install test.
 package-test:
     bash scripts/test-packaging.sh
+
+# The FIPS build (fips/README.md): static binary and dg-appliance-fips .deb/.rpm in dist/fips/.
+release-fips:
+    bash scripts/release-fips.sh

@@ -75,6 +75,8 @@ pub struct DaemonOptions {
     /// A command that runs the daemon (`exec`s it with the arguments that follow), e.g.
     /// `unshare` into a private mount namespace; the daemon's arguments are appended.
     pub launcher: Option<Vec<String>>,
+    /// Run this binary instead of [`binary`] (the FIPS tests start both builds).
+    pub binary: Option<PathBuf>,
 }
 
 /// The value of one series in a `/metrics` text (see [`Daemon::metric`]).
@@ -116,10 +118,10 @@ impl Daemon {
         let mut command = match &options.launcher {
             Some(launcher) => {
                 let mut command = Command::new(&launcher[0]);
-                command.args(&launcher[1..]).arg(binary());
+                command.args(&launcher[1..]).arg(options.binary.clone().unwrap_or_else(binary));
                 command
             }
-            None => Command::new(binary()),
+            None => Command::new(options.binary.clone().unwrap_or_else(binary)),
         };
         command
             .arg("serve")

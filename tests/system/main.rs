@@ -14,6 +14,7 @@ mod audit_forward;
 mod authz;
 mod backup;
 mod execution;
+mod fips;
 mod file_inputs;
 mod hardening;
 mod hostile_input;

@@ -30,4 +30,4 @@ pub use module::{module, self_check, Module, ModuleError};
 pub use random::{fill_random, random_u128, random_u64};
 pub use seal::{is_sealed, open, seal, SealError, DEFAULT_ITERATIONS};
 pub use signature::{SignatureError, SigningKey, VerifyingKey, PUBLIC_KEY_LEN, SEED_LEN, SIGNATURE_LEN};
-pub use tls::provider as tls_provider;
+pub use tls::{provider as tls_provider, public_client_config as tls_public_client_config};

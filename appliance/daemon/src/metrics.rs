@@ -149,6 +149,13 @@ impl Metrics {
         for (status, count) in runs_by_status {
             let _ = writeln!(out, "dg_runs{{status=\"{status}\"}} {count}");
         }
+        let module = crypto_module();
+        let _ = writeln!(out, "# HELP dg_fips_mode 1 when the crypto provider is the FIPS module in FIPS mode.");
+        let _ = writeln!(out, "# TYPE dg_fips_mode gauge");
+        let _ = writeln!(out, "dg_fips_mode {}", u8::from(module.fips_mode));
+        let _ = writeln!(out, "# HELP dg_crypto_provider_info The crypto provider this build runs (standard or fips).");
+        let _ = writeln!(out, "# TYPE dg_crypto_provider_info gauge");
+        let _ = writeln!(out, "dg_crypto_provider_info{{provider=\"{}\"}} 1", module.provider);
         let _ = writeln!(out, "# HELP dg_runs_started_total Runs started since the daemon started.");
         let _ = writeln!(out, "# TYPE dg_runs_started_total counter");
         let _ = writeln!(out, "dg_runs_started_total {}", inner.runs_started);
@@ -210,4 +217,10 @@ impl Metrics {
         let _ = writeln!(out, "dg_requests_in_flight {inflight}");
         out
     }
+}
+
+/// The build's crypto provider, read once (it cannot change while the process runs).
+fn crypto_module() -> &'static dg_crypto::Module {
+    static MODULE: std::sync::OnceLock<dg_crypto::Module> = std::sync::OnceLock::new();
+    MODULE.get_or_init(dg_crypto::module)
 }

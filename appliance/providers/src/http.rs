@@ -90,10 +90,15 @@ impl HttpProvider {
     /// Builds the provider on a given resolver (tests point one at a loopback DNS server).
     #[must_use]
     pub fn with_resolver(config: HttpProviderConfig, resolver: HostResolver) -> Self {
-        let builder = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(config.timeout_ms))
             .redirects(0)
             .user_agent(&config.user_agent);
+        // TLS on the build's provider (dg-crypto), never ureq's own default. (It fails only
+        // for a provider without TLS 1.2 and 1.3, which neither build has.)
+        if let Ok(tls) = dg_crypto::tls_public_client_config() {
+            builder = builder.tls_config(Arc::new(tls));
+        }
         // With an allowlist every host that reaches the resolver was listed by the operator.
         let reach_any_address = config.allow_private_networks || config.allowed_hosts.is_some();
         let resolver = Arc::new(resolver);

@@ -45,6 +45,13 @@ fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dg_storage::Stor
 
 fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let (mut app, data, admin_key) = bootstrap::build_app(&args.data)?;
+    let module = dg_crypto::module();
+    tracing::info!(
+        provider = module.provider,
+        implementation = %module.implementation,
+        fips_mode = module.fips_mode,
+        "crypto module"
+    );
     // Held while serving: `backup restore` refuses to replace a directory in use.
     let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
     if let Some(listen) = args.listen {
@@ -210,12 +217,33 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     result
 }
 
+/// `dg-appliance version`: the release and the crypto provider.
+fn version_text() -> String {
+    let module = dg_crypto::module();
+    format!(
+        "dg-appliance {}\ncrypto provider: {}\ncrypto module: {}\nFIPS mode: {}",
+        env!("CARGO_PKG_VERSION"),
+        module.provider,
+        module.implementation,
+        if module.fips_mode { "yes" } else { "no" }
+    )
+}
+
 /// Runs one parsed command line; `Err` is a message for the operator (exit code 2).
 ///
 /// # Errors
 /// A message for the operator.
 pub fn run(cli: Cli) -> Result<ExitCode, String> {
+    if matches!(cli.command, Command::Version) {
+        println!("{}", version_text());
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The FIPS build runs nothing unless its module is in FIPS mode (a failed power-on
+    // self test has already aborted the process before main).
+    let module = dg_crypto::self_check().map_err(|err| err.to_string())?;
+    tracing::debug!(provider = module.provider, implementation = %module.implementation, "crypto provider");
     match cli.command {
+        Command::Version => Ok(ExitCode::SUCCESS),
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),
         Command::Stdio(args) => {
             let (app, data, _) = bootstrap::build_app(&args.data)?;

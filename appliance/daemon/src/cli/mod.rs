@@ -32,6 +32,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Speak the same tools over stdin/stdout (for local agents).
     Stdio(StdioArgs),
+    /// The version and the crypto provider of this build (standard, or the FIPS module and
+    /// whether it runs in FIPS mode).
+    Version,
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),

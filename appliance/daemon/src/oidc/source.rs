@@ -131,11 +131,11 @@ pub fn provider_agent(settings: &OidcSettings, timeout: Duration) -> Result<ureq
         .timeout(timeout)
         .redirects(0)
         .user_agent(concat!("dg-appliance/", env!("CARGO_PKG_VERSION")));
-    if let Some(ca) = &settings.ca_file {
-        builder = builder.tls_config(Arc::new(
-            crate::tls_client::client_config(ca, None).map_err(|err| format!("CA bundle: {err}"))?,
-        ));
-    }
+    let tls = match &settings.ca_file {
+        Some(ca) => crate::tls_client::client_config(ca, None).map_err(|err| format!("CA bundle: {err}"))?,
+        None => dg_crypto::tls_public_client_config().map_err(|err| format!("TLS: {err}"))?,
+    };
+    builder = builder.tls_config(Arc::new(tls));
     Ok(builder.build())
 }
 

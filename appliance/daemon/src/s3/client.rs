@@ -12,6 +12,12 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
+
+/// The S3 client's TLS provider: the same as the rest of the build (dg-crypto).
+#[cfg(not(feature = "fips"))]
+const S3_CRYPTO: CryptoMode = CryptoMode::Ring;
+#[cfg(feature = "fips")]
+const S3_CRYPTO: CryptoMode = CryptoMode::AwsLcFips;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
@@ -171,7 +177,7 @@ pub fn build(settings: &S3Settings) -> Result<aws_sdk_s3::Client, S3Error> {
     let resolver = dg_providers::host_resolver::HostResolver::from_system(connect)
         .map_err(|err| S3Error::Config(format!("name resolution: {err}")))?;
     let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(S3_CRYPTO))
         .tls_context(tls_context)
         .build_with_resolver(Resolver(Arc::new(resolver)));
     let operation = Duration::from_secs(settings.timeout_s);
