@@ -2,7 +2,9 @@
 # The full test suite: unit, property, fixture-replay and black-box system tests (the
 # real binary on loopback; the system tests run twice, against the test build and against
 # the shipped release binary), every benchmark once so its figures are in the log, 60 s of
-# fuzzing (bundle reader, Authorization header and key parser), and the packaging test
+# fuzzing (bundle reader, Authorization header and key parser), the FIPS build (its own
+# tests in tests/system/fips.rs, and the security-relevant system tests against it), and
+# the packaging test
 # (static reproducible release, .deb/.rpm, unit hardening score, booted install under
 # systemd-nspawn). Ends with one summary line over all cargo tests.
 #
@@ -45,6 +47,9 @@ step "build: tests (debug)"
 cargo test --workspace --all-targets --no-run
 step "build: benchmarks (release settings, shared with the packaging step's release build)"
 bench --no-run
+step "build: the FIPS binary (scripts/release-fips.sh build: static, --features fips, target/fips)"
+fips_bin="$(bash scripts/release-fips.sh build | tail -n 1)"
+export DG_FIPS_BIN="$fips_bin"
 step "waiting for the background jobs"
 # A failed job does not stop the tests: the step that needs it (fuzzing, the packaging
 # test) runs the same script again and fails there with its own message.
@@ -69,6 +74,13 @@ shipped_bin="$PWD/target/$(source scripts/release-env.sh && echo "$DG_RELEASE_TA
 step "system tests against the shipped binary ($shipped_bin)"
 DG_APPLIANCE_BIN="$shipped_bin" cargo test --workspace --test system 2>&1 | tee -a "$log"
 cat target/ui-first-view.txt 2>/dev/null || true
+# The security-relevant system tests once more, against the FIPS binary: the authorization
+# matrix, runpacks (the reference runpacks verify, and replay byte-identically through the
+# filesystem and the S3 store), backups and the audit chain.
+step "system tests against the FIPS binary ($fips_bin): authz, runpacks, backup, audit, the reference-runpack replay"
+DG_APPLIANCE_BIN="$fips_bin" cargo test --workspace --test system -- \
+    authz:: runpacks::reference runpacks::signed backup:: audit:: \
+    s3_runpacks::export_download_and_offline_verify_through_s3_and_reference_runpacks_match 2>&1 | tee -a "$log"
 step "cargo bench"
 bench
 step "fuzzing, 60 s (its output follows the packaging test's), beside the packaging test"

@@ -72,6 +72,22 @@ grep -qx "/usr/share/dg-appliance/prometheus/dg-appliance.rules.yml" /tmp/dg-deb
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
 grep -q "systemd-sysusers" /tmp/dg-rpm-scripts || { echo "rpm scripts missing"; exit 1; }
 
+echo "== [${SECONDS}s into packaging] the FIPS packages (scripts/release-fips.sh): same files, the FIPS binary, conflicting names"
+bash scripts/release-fips.sh >/dev/null
+fips_deb=$(ls dist/fips/*.deb) && fips_rpm=$(ls dist/fips/*.rpm)
+[ "$(dpkg-deb -f "$fips_deb" Package)" = dg-appliance-fips ] || { echo "$fips_deb: wrong package name"; exit 1; }
+dpkg-deb -f "$fips_deb" Conflicts | grep -qw dg-appliance || { echo "$fips_deb does not conflict with dg-appliance"; exit 1; }
+rpm -qp --conflicts "$fips_rpm" | grep -qw dg-appliance || { echo "$fips_rpm does not conflict with dg-appliance"; exit 1; }
+rpm -qp --qf '%{NAME}\n' "$fips_rpm" | grep -qx dg-appliance-fips || { echo "$fips_rpm: wrong package name"; exit 1; }
+diff <(dpkg-deb -c "$fips_deb" | awk '{print $NF}') <(dpkg-deb -c dist/*.deb | awk '{print $NF}') \
+    || { echo "the FIPS .deb holds other files than the standard one"; exit 1; }
+fips_unpacked=$(mktemp -d)
+dpkg-deb -x "$fips_deb" "$fips_unpacked"
+"$fips_unpacked/usr/bin/dg-appliance" version | grep -qx "FIPS mode: yes" || { echo "the FIPS .deb's binary is not the FIPS build"; exit 1; }
+grep -q "/usr/share/doc/dg-appliance/fips.md" <(dpkg-deb -c "$fips_deb") || { echo "the FIPS .deb lacks fips.md"; exit 1; }
+rm -rf "$fips_unpacked"
+echo "FIPS packages: $(basename "$fips_deb"), $(basename "$fips_rpm")"
+
 echo "== [${SECONDS}s into packaging] booted install test (with an upgrade to a newer package revision)"
 rm -rf target/upgrade-test && mkdir -p target/upgrade-test
 cargo deb -p dg-appliance --no-build --no-strip --target "$target" --deb-revision 2 --output target/upgrade-test/ >/dev/null

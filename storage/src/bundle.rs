@@ -243,7 +243,7 @@ pub fn build_bundle(
     let signature = BundleSignature {
         algorithm: "ed25519".into(),
         key_id: key.key_id.clone(),
-        value: key.sign_hex(&canonical(&descriptor)?),
+        value: key.sign_hex(&canonical(&descriptor)?)?,
     };
     let signed = canonical(&SignedDescriptor { descriptor, signature })?;
     // The tar stream goes straight into the compressor: no second copy of the runpack.

@@ -1,11 +1,13 @@
 //! The appliance's Ed25519 signing keys and the public key ring. The private key of the
-//! active key lives in the data directory (0600); retired keys' public halves stay in the
-//! ring so bundles signed before a rotation keep verifying. A key id is the first 16 hex
-//! digits of the sha256 of the public key.
+//! active key lives in the data directory (0600), or in a hardware token ([`KeyToken`],
+//! PKCS#11: made and used there, never read out, no key file written); retired keys'
+//! public halves stay in the ring so bundles signed before a rotation keep verifying. A key
+//! id is the first 16 hex digits of the sha256 of the public key.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dg_crypto::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,32 @@ pub enum SigningError {
     /// The signature does not verify.
     #[error("signature does not verify with key {0}")]
     BadSignature(String),
+    /// The key token (HSM) failed or refused.
+    #[error("signing key token: {0}")]
+    Token(String),
+}
+
+/// Where keys live when they are not files: a hardware security module's token. Keys are
+/// generated in it and sign in it; only their public halves come out.
+pub trait KeyToken: Send + Sync {
+    /// What it is, for messages (module, token).
+    fn describe(&self) -> String;
+    /// Generates an Ed25519 key pair in the token, labelled with its key id; returns the
+    /// public key.
+    ///
+    /// # Errors
+    /// [`SigningError::Token`].
+    fn generate(&self) -> Result<VerifyingKey, SigningError>;
+    /// Whether the token holds the private key `key_id`.
+    ///
+    /// # Errors
+    /// [`SigningError::Token`].
+    fn holds(&self, key_id: &str) -> Result<bool, SigningError>;
+    /// Signs `message` (Ed25519) with the private key `key_id`.
+    ///
+    /// # Errors
+    /// [`SigningError::Token`].
+    fn sign(&self, key_id: &str, message: &[u8]) -> Result<[u8; 64], SigningError>;
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SigningError + '_ {
@@ -121,9 +149,17 @@ impl PublicKeyRing {
     }
 }
 
-/// The signing keys in a directory (`<dir>/active.key`, `<dir>/keyring.json`).
+/// The signing keys: the public ring in `<dir>/keyring.json`; the active private key in
+/// `<dir>/active.key`, or in a [`KeyToken`].
 pub struct KeyStore {
     dir: PathBuf,
+    token: Option<Arc<dyn KeyToken>>,
+}
+
+#[derive(Clone)]
+enum KeyHolder {
+    File(Box<SigningKey>),
+    Token { token: Arc<dyn KeyToken>, public: VerifyingKey },
 }
 
 /// The active signing key.
@@ -131,14 +167,27 @@ pub struct KeyStore {
 pub struct ActiveKey {
     /// Its id.
     pub key_id: String,
-    signing: SigningKey,
+    holder: KeyHolder,
 }
 
 impl ActiveKey {
-    /// Signs `message`; returns the hex signature.
-    #[must_use]
-    pub fn sign_hex(&self, message: &[u8]) -> String {
-        hex::encode(self.signing.sign(message))
+    /// Signs `message`; returns the hex signature. A token's signature is checked against
+    /// the ring's public key before it is used (a token or helper that answers wrongly is
+    /// an error, never a bad signature shipped).
+    ///
+    /// # Errors
+    /// The token failed ([`SigningError::Token`]); a file key never fails.
+    pub fn sign_hex(&self, message: &[u8]) -> Result<String, SigningError> {
+        match &self.holder {
+            KeyHolder::File(key) => Ok(hex::encode(key.sign(message))),
+            KeyHolder::Token { token, public } => {
+                let signature = token.sign(&self.key_id, message)?;
+                public.verify(message, &signature).map_err(|_| {
+                    SigningError::Token(format!("{} returned a signature that does not verify", token.describe()))
+                })?;
+                Ok(hex::encode(signature))
+            }
+        }
     }
 }
 
@@ -152,15 +201,61 @@ impl KeyStore {
     /// # Errors
     /// Filesystem errors.
     pub fn open(dir: &Path) -> Result<Self, SigningError> {
-        if !dir.exists() {
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-        }
-        let store = Self { dir: dir.to_path_buf() };
+        create_dir(dir)?;
+        let store = Self { dir: dir.to_path_buf(), token: None };
         if !store.dir.join("active.key").exists() {
             store.rotate()?;
         }
         Ok(store)
+    }
+
+    /// Opens an existing key directory whose active key is a file, creating nothing (the
+    /// offline `runpack export`).
+    ///
+    /// # Errors
+    /// No key file (the keys may be in a token: export with the daemon then).
+    pub fn open_existing(dir: &Path) -> Result<Self, SigningError> {
+        if !dir.join("active.key").exists() {
+            return Err(SigningError::Malformed(format!(
+                "{}: no active.key (with [signing] backend = \"pkcs11\" the keys are in the token: export with the daemon)",
+                dir.display()
+            )));
+        }
+        Ok(Self { dir: dir.to_path_buf(), token: None })
+    }
+
+    /// Opens the key ring in `dir` with the private keys in `token`: a first key is made
+    /// in the token when the ring's active key is not there (a fresh appliance, or one
+    /// moving from a key file: the file key is retired and stays in the ring). No private
+    /// key file is ever written.
+    ///
+    /// # Errors
+    /// Filesystem and token errors.
+    pub fn open_in_token(dir: &Path, token: Arc<dyn KeyToken>) -> Result<Self, SigningError> {
+        create_dir(dir)?;
+        let store = Self { dir: dir.to_path_buf(), token: Some(token.clone()) };
+        let usable = match store.active_entry()? {
+            Some(entry) => token.holds(&entry.key_id)?,
+            None => false,
+        };
+        if !usable {
+            store.rotate()?;
+        }
+        Ok(store)
+    }
+
+    /// Where private keys are: `file` or `pkcs11`.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        if self.token.is_some() {
+            "pkcs11"
+        } else {
+            "file"
+        }
+    }
+
+    fn active_entry(&self) -> Result<Option<PublicKeyEntry>, SigningError> {
+        Ok(self.ring()?.keys.into_iter().rev().find(|entry| entry.retired_at_ms.is_none()))
     }
 
     /// The public key ring.
@@ -182,6 +277,16 @@ impl KeyStore {
     /// # Errors
     /// Filesystem or format errors.
     pub fn active(&self) -> Result<ActiveKey, SigningError> {
+        if let Some(token) = &self.token {
+            let entry = self.active_entry()?.ok_or_else(|| SigningError::Malformed("the key ring has no active key".into()))?;
+            let bytes: [u8; 32] = hex::decode(&entry.public_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
+            let public =
+                VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
+            return Ok(ActiveKey { key_id: entry.key_id, holder: KeyHolder::Token { token: token.clone(), public } });
+        }
         let path = self.dir.join("active.key");
         let text = crate::fsutil::read_text_bounded(&path, 4096, crate::fsutil::Links::Refuse).map_err(io(&path))?;
         let seed: [u8; 32] = hex::decode(text.trim())
@@ -190,16 +295,35 @@ impl KeyStore {
             .ok_or_else(|| SigningError::Malformed(path.display().to_string()))?;
         let signing =
             SigningKey::from_seed(&seed).map_err(|_| SigningError::Malformed(path.display().to_string()))?;
-        Ok(ActiveKey { key_id: key_id(&signing.verifying_key()), signing })
+        Ok(ActiveKey { key_id: key_id(&signing.verifying_key()), holder: KeyHolder::File(Box::new(signing)) })
     }
 
-    /// Makes a new active key; the old one is retired but stays in the ring.
+    /// Makes a new active key (in the token, when there is one); the old one is retired but
+    /// stays in the ring.
     ///
     /// # Errors
-    /// Filesystem errors.
+    /// Filesystem and token errors.
     pub fn rotate(&self) -> Result<String, SigningError> {
-        let signing = SigningKey::generate().map_err(|err| SigningError::Malformed(format!("new key: {err}")))?;
-        let id = key_id(&signing.verifying_key());
+        let (public, file_key) = match &self.token {
+            Some(token) => {
+                let public = token.generate()?;
+                // The token names its keys by id: check it holds the one just made.
+                if !token.holds(&key_id(&public))? {
+                    return Err(SigningError::Token(format!(
+                        "{} does not hold the key it just generated ({})",
+                        token.describe(),
+                        key_id(&public)
+                    )));
+                }
+                (public, None)
+            }
+            None => {
+                let signing =
+                    SigningKey::generate().map_err(|err| SigningError::Malformed(format!("new key: {err}")))?;
+                (signing.verifying_key(), Some(signing))
+            }
+        };
+        let id = key_id(&public);
         let mut ring = self.ring()?;
         let now = crate::clock::now_ms();
         for entry in &mut ring.keys {
@@ -210,7 +334,7 @@ impl KeyStore {
         ring.keys.push(PublicKeyEntry {
             key_id: id.clone(),
             algorithm: "ed25519".to_string(),
-            public_key: hex::encode(signing.verifying_key().as_bytes()),
+            public_key: hex::encode(public.as_bytes()),
             created_at_ms: now,
             retired_at_ms: None,
         });
@@ -218,7 +342,17 @@ impl KeyStore {
         // Ring first: a crash between the two leaves a published key that never signed,
         // never a signing key missing from the ring.
         write_private(&self.dir.join("keyring.json"), &ring_json, 0o644)?;
-        write_private(&self.dir.join("active.key"), hex::encode(signing.seed()).as_bytes(), 0o600)?;
+        if let Some(signing) = file_key {
+            write_private(&self.dir.join("active.key"), hex::encode(signing.seed()).as_bytes(), 0o600)?;
+        }
         Ok(id)
     }
+}
+
+fn create_dir(dir: &Path) -> Result<(), SigningError> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    }
+    Ok(())
 }

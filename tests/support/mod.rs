@@ -77,6 +77,8 @@ pub struct DaemonOptions {
     pub launcher: Option<Vec<String>>,
     /// Run this binary instead of [`binary`] (the FIPS tests start both builds).
     pub binary: Option<PathBuf>,
+    /// Extra environment for the daemon (e.g. `SOFTHSM2_CONF`).
+    pub env: Vec<(String, String)>,
 }
 
 /// The value of one series in a `/metrics` text (see [`Daemon::metric`]).
@@ -123,6 +125,9 @@ impl Daemon {
             }
             None => Command::new(options.binary.clone().unwrap_or_else(binary)),
         };
+        for (name, value) in &options.env {
+            command.env(name, value);
+        }
         command
             .arg("serve")
             .arg("--data-dir")

@@ -18,6 +18,7 @@ mod fips;
 mod file_inputs;
 mod hardening;
 mod hostile_input;
+mod hsm;
 mod lifecycle;
 mod machine_wide;
 mod oidc;

@@ -112,6 +112,9 @@ pub struct Config {
     /// The admin web UI (`ui/`).
     #[serde(default)]
     pub ui: UiSection,
+    /// Where the private signing keys are (`hsm/`).
+    #[serde(default)]
+    pub signing: crate::hsm::SigningSection,
 }
 
 /// `[time]`.
@@ -486,6 +489,9 @@ fn take_out(value: &mut toml::Value, segments: &[serde_path_to_error::Segment]) 
 /// Cross-field rules.
 fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
+    for (key, message) in config.signing.problems() {
+        problems.push(problem(format!("signing.{key}"), message));
+    }
     if config.time.readiness_bound_s == 0 || config.time.readiness_bound_s > 86_400 {
         problems.push(problem("time.readiness_bound_s", "must be between 1 and 86400 (a day)"));
     }

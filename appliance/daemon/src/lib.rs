@@ -10,6 +10,7 @@ pub mod config;
 pub mod datadir;
 pub mod export_roots;
 pub mod forward;
+pub mod hsm;
 pub mod http;
 pub mod metrics;
 pub mod oidc;

@@ -107,9 +107,9 @@ impl IndexBody {
     /// Signs the body.
     ///
     /// # Errors
-    /// Canonicalization errors.
+    /// Canonicalization errors; the key's token failed.
     pub fn sign(self, key: &crate::signing::ActiveKey) -> Result<Index, BackupError> {
-        let signature = key.sign_hex(&self.message()?);
+        let signature = key.sign_hex(&self.message()?).map_err(|err| BackupError::Signing(err.to_string()))?;
         Ok(Index { body: self, signature })
     }
 }
@@ -147,6 +147,9 @@ pub enum BackupError {
     /// The snapshot of the database failed.
     #[error("database snapshot failed: {0}")]
     Snapshot(String),
+    /// The signing key could not sign (its token failed).
+    #[error("cannot sign the backup: {0}")]
+    Signing(String),
     /// The passphrase does not open the secrets, or none was given.
     #[error("secrets: {0}")]
     Secrets(String),
@@ -166,7 +169,7 @@ impl BackupError {
             Self::Unreadable { .. } => 13,
             Self::Secrets(_) => 14,
             Self::Refused(_) => 15,
-            Self::Write { .. } | Self::Snapshot(_) => 16,
+            Self::Write { .. } | Self::Snapshot(_) | Self::Signing(_) => 16,
         }
     }
 }

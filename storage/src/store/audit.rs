@@ -168,7 +168,8 @@ impl AuditSigner for KeyStore {
 
     fn sign(&self, message: &[u8]) -> Result<(String, String), String> {
         let key = self.active().map_err(|err| err.to_string())?;
-        Ok((key.key_id.clone(), key.sign_hex(message)))
+        let signature = key.sign_hex(message).map_err(|err| err.to_string())?;
+        Ok((key.key_id.clone(), signature))
     }
 }
 

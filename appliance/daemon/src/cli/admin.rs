@@ -327,7 +327,8 @@ fn usage_export(data: &DataDirArgs, period: &str, format: &str, out: &std::path:
     app.store.close();
     let mut message = EXPORT_CONTEXT.to_vec();
     message.extend_from_slice(&bytes);
-    let signature = json!({"key_id": key.key_id, "signature": key.sign_hex(&message), "sha256":
+    let signature = key.sign_hex(&message).map_err(|err| err.to_string())?;
+    let signature = json!({"key_id": key.key_id, "signature": signature, "sha256":
         hex::encode(dg_crypto::Sha256::digest(&bytes))});
     let sig_path = std::path::PathBuf::from(format!("{}.sig", out.display()));
     dg_storage::write_atomic(out, &bytes, 0o600).map_err(|err| format!("{}: {err}", out.display()))?;

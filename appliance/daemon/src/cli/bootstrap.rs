@@ -27,7 +27,7 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
         tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
     }
-    let keys = Arc::new(dg_storage::signing::KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?);
+    let keys = open_keys(&config, &data)?;
     let runpacks = open_runpacks(&config, &data, &keys)?;
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
     data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
@@ -38,6 +38,37 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let mut app = App::new(config, store, providers, runpacks, keys);
     app.export_roots = export_roots;
     Ok((app, data, admin_key))
+}
+
+/// The signing keys `[signing] backend` names: a key file in the data directory, or a
+/// PKCS#11 token through the helper (the appliance refuses to start when the helper, the
+/// module, the token or the PIN is wrong, or when the active key in the token could be
+/// extracted; no key file is ever written then).
+fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
+    let dir = data.root.join("keys");
+    let Some(settings) = config.signing.pkcs11.as_ref().filter(|_| config.signing.backend == crate::hsm::SigningBackend::Pkcs11)
+    else {
+        return dg_storage::signing::KeyStore::open(&dir).map(Arc::new).map_err(|err| err.to_string());
+    };
+    let token = Arc::new(crate::hsm::helper::Pkcs11Helper::open(settings)?);
+    let store = dg_storage::signing::KeyStore::open_in_token(&dir, token.clone()).map_err(|err| err.to_string())?;
+    let active = store.active().map_err(|err| err.to_string())?;
+    let (sensitive, extractable, never_extractable) = token.protection(&active.key_id).map_err(|err| err.to_string())?;
+    if !sensitive || extractable {
+        return Err(format!(
+            "the signing key {} in {} can leave the token (sensitive: {sensitive}, extractable: {extractable}); \
+             refusing to sign with it: rotate to a key the appliance generates (`keys rotate`)",
+            active.key_id,
+            dg_storage::signing::KeyToken::describe(token.as_ref())
+        ));
+    }
+    tracing::info!(
+        key_id = active.key_id,
+        never_extractable,
+        helper = %token.program().display(),
+        "signing keys in a PKCS#11 token"
+    );
+    Ok(Arc::new(store))
 }
 
 /// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data

@@ -55,7 +55,7 @@ pub fn run(command: ReleaseCommand) -> Result<ExitCode, String> {
             let key = store.active().map_err(|err| err.to_string())?;
             for path in files {
                 let (file, sha256) = digest(&path)?;
-                let signature = key.sign_hex(&message(&file, &sha256, &key.key_id));
+                let signature = key.sign_hex(&message(&file, &sha256, &key.key_id)).map_err(|err| err.to_string())?;
                 let sig = FileSignature { file, sha256, key_id: key.key_id.clone(), signature };
                 let json = serde_json::to_vec_pretty(&sig).map_err(|err| err.to_string())?;
                 std::fs::write(sig_path(&path), json).map_err(|err| format!("{}: {err}", path.display()))?;

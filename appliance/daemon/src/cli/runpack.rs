@@ -174,7 +174,7 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
                 security: Some(RunpackSecurity { dev_permissive: false, namespace_authority: "dg_registry".into() }),
             };
             let pack = build_runpack(&spec, &state, &options).map_err(|err| err.to_string())?;
-            let keys = KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
+            let keys = KeyStore::open_existing(&data.root.join("keys")).map_err(|err| err.to_string())?;
             let bytes = build_bundle(
                 "manifest.json",
                 &pack.manifest_bytes,
@@ -200,10 +200,9 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
 /// A message for the operator.
 pub fn show_public(dir: Option<std::path::PathBuf>) -> Result<ExitCode, String> {
     let data = data_dir(dir)?;
-    let keys = KeyStore::open(&data.root.join("keys")).map_err(|err| err.to_string())?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&keys.ring().map_err(|err| err.to_string())?).map_err(|err| err.to_string())?
-    );
+    // Read only: the ring is published whatever holds the private keys.
+    let ring = dg_storage::signing::PublicKeyRing::load(&data.root.join("keys/keyring.json"))
+        .map_err(|err| err.to_string())?;
+    println!("{}", serde_json::to_string_pretty(&ring).map_err(|err| err.to_string())?);
     Ok(ExitCode::SUCCESS)
 }

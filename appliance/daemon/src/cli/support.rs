@@ -96,7 +96,7 @@ fn create(args: &SupportBundleArgs, out: &Path) -> Result<ExitCode, String> {
     let manifest_bytes = dg_engine::canonical_json_bytes(&manifest).map_err(|err| err.to_string())?;
     let mut message = CONTEXT.to_vec();
     message.extend_from_slice(&manifest_bytes);
-    let signature = json!({"key_id": key.key_id, "signature": key.sign_hex(&message)});
+    let signature = json!({"key_id": key.key_id, "signature": key.sign_hex(&message).map_err(|err| err.to_string())?});
     files.insert("manifest.json".into(), manifest_bytes);
     files.insert("manifest.sig".into(), text(&signature));
 
