@@ -26,6 +26,12 @@ libs="$(ldd "$bin" 2>&1 || true)"
 echo "== generated files"
 rm -rf dist/generated
 mkdir -p dist/generated
+# The PKCS#11 helper (appliance/pkcs11-helper): dynamically linked on purpose (it loads the
+# HSM vendor's shared library, which a static program cannot), so it is built without
+# +crt-static, in its own target directory.
+(RUSTFLAGS="${RUSTFLAGS/-C target-feature=+crt-static /}" \
+    cargo build --release --locked -p dg-appliance-pkcs11 --target "$target" --target-dir target/helper)
+cp "target/helper/$target/release/dg-appliance-pkcs11" dist/generated/dg-appliance-pkcs11
 "$bin" generate-docs --out dist/generated
 "$bin" config default > dist/generated/config.toml
 for page in dist/generated/man/*.1; do

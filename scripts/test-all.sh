@@ -76,10 +76,10 @@ DG_APPLIANCE_BIN="$shipped_bin" cargo test --workspace --test system 2>&1 | tee 
 cat target/ui-first-view.txt 2>/dev/null || true
 # The security-relevant system tests once more, against the FIPS binary: the authorization
 # matrix, runpacks (the reference runpacks verify, and replay byte-identically through the
-# filesystem and the S3 store), backups and the audit chain.
+# filesystem and the S3 store), backups, the audit chain and HSM-held keys.
 step "system tests against the FIPS binary ($fips_bin): authz, runpacks, backup, audit, the reference-runpack replay"
 DG_APPLIANCE_BIN="$fips_bin" cargo test --workspace --test system -- \
-    authz:: runpacks::reference runpacks::signed backup:: audit:: \
+    authz:: runpacks::reference runpacks::signed backup:: audit:: hsm:: \
     s3_runpacks::export_download_and_offline_verify_through_s3_and_reference_runpacks_match 2>&1 | tee -a "$log"
 step "cargo bench"
 bench

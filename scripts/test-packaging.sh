@@ -67,6 +67,10 @@ for doc in README.md backup-and-restore.md identity-and-audit.md install-offline
 done
 grep -qx "/usr/share/dg-appliance/prometheus/dg-appliance.rules.yml" /tmp/dg-rpm-files || { echo "rpm lacks the Prometheus rules"; exit 1; }
 grep -qx "/usr/share/dg-appliance/prometheus/dg-appliance.rules.yml" /tmp/dg-deb-files || { echo "deb lacks the Prometheus rules"; exit 1; }
+# The PKCS#11 helper ships in both, dynamically linked (it loads the HSM vendor's module).
+grep -qx "/usr/libexec/dg-appliance/dg-appliance-pkcs11" /tmp/dg-rpm-files || { echo "rpm lacks the PKCS#11 helper"; exit 1; }
+grep -qx "/usr/libexec/dg-appliance/dg-appliance-pkcs11" /tmp/dg-deb-files || { echo "deb lacks the PKCS#11 helper"; exit 1; }
+file dist/generated/dg-appliance-pkcs11 | grep -q "dynamically linked" || { echo "the PKCS#11 helper is not dynamically linked"; exit 1; }
 # The default package changes no device: no udev rule in either package.
 ! grep -q udev /tmp/dg-rpm-files /tmp/dg-deb-files || { echo "a package ships a udev rule"; exit 1; }
 rpm -qp --scripts dist/*.rpm > /tmp/dg-rpm-scripts
