@@ -45,7 +45,7 @@ echo "== FIPS packages"
 [ -d dist/generated ] || bash scripts/release.sh >/dev/null
 rm -rf dist/fips
 mkdir -p dist/fips
-cargo deb -p dg-appliance --variant fips --no-build --no-strip --target "$target" --target-dir "$target_dir" --output dist/fips/
+CARGO_TARGET_DIR="$target_dir" cargo deb -p dg-appliance --variant fips --no-build --no-strip --target "$target" --output dist/fips/
 cargo generate-rpm -p appliance/daemon --variant fips --target "$target" --target-dir "$target_dir" \
     --output dist/fips/ --source-date "$SOURCE_DATE_EPOCH"
 (cd dist/fips && sha256sum -- *.deb *.rpm > SHA256SUMS)

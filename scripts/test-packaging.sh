@@ -83,12 +83,18 @@ fips_deb=$(ls dist/fips/*.deb) && fips_rpm=$(ls dist/fips/*.rpm)
 dpkg-deb -f "$fips_deb" Conflicts | grep -qw dg-appliance || { echo "$fips_deb does not conflict with dg-appliance"; exit 1; }
 rpm -qp --conflicts "$fips_rpm" | grep -qw dg-appliance || { echo "$fips_rpm does not conflict with dg-appliance"; exit 1; }
 rpm -qp --qf '%{NAME}\n' "$fips_rpm" | grep -qx dg-appliance-fips || { echo "$fips_rpm: wrong package name"; exit 1; }
-diff <(dpkg-deb -c "$fips_deb" | awk '{print $NF}') <(dpkg-deb -c dist/*.deb | awk '{print $NF}') \
+# (cargo-deb puts each package's copyright under its own name: /usr/share/doc/<package>/.)
+deb_files() { dpkg-deb -c "$1" | awk '{print $NF}' | grep -Ev '^\./usr/share/doc/dg-appliance(-fips)?/(copyright)?$'; }
+diff <(deb_files "$fips_deb") <(deb_files dist/*.deb) \
     || { echo "the FIPS .deb holds other files than the standard one"; exit 1; }
 fips_unpacked=$(mktemp -d)
 dpkg-deb -x "$fips_deb" "$fips_unpacked"
 "$fips_unpacked/usr/bin/dg-appliance" version | grep -qx "FIPS mode: yes" || { echo "the FIPS .deb's binary is not the FIPS build"; exit 1; }
-grep -q "/usr/share/doc/dg-appliance/fips.md" <(dpkg-deb -c "$fips_deb") || { echo "the FIPS .deb lacks fips.md"; exit 1; }
+dpkg-deb -c "$fips_deb" > /tmp/dg-fips-deb-files
+grep -q "/usr/share/doc/dg-appliance/fips.md" /tmp/dg-fips-deb-files || { echo "the FIPS .deb lacks fips.md"; exit 1; }
+fips_bin_sha=$(sha256sum "target/fips/$target/release/dg-appliance" | awk '{print $1}')
+rpm -qp --qf '[%{FILENAMES} %{FILEDIGESTS}\n]' "$fips_rpm" | grep -qx "/usr/bin/dg-appliance $fips_bin_sha" \
+    || { echo "the FIPS .rpm's binary is not the FIPS build"; exit 1; }
 rm -rf "$fips_unpacked"
 echo "FIPS packages: $(basename "$fips_deb"), $(basename "$fips_rpm")"
 
