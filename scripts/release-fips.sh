@@ -45,8 +45,8 @@ echo "== FIPS packages"
 [ -d dist/generated ] || bash scripts/release.sh >/dev/null
 rm -rf dist/fips
 mkdir -p dist/fips
-CARGO_TARGET_DIR="$target_dir" cargo deb -p dg-appliance --variant fips --no-build --no-strip --target "$target" --output dist/fips/
+SOURCE_DATE_EPOCH="$DG_PACKAGE_EPOCH" CARGO_TARGET_DIR="$target_dir" cargo deb -p dg-appliance --variant fips --no-build --no-strip --target "$target" --output dist/fips/
 cargo generate-rpm -p appliance/daemon --variant fips --target "$target" --target-dir "$target_dir" \
-    --output dist/fips/ --source-date "$SOURCE_DATE_EPOCH"
+    --output dist/fips/ --source-date "$DG_PACKAGE_EPOCH"
 (cd dist/fips && sha256sum -- *.deb *.rpm > SHA256SUMS)
 ls -l dist/fips

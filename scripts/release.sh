@@ -2,7 +2,8 @@
 # The release: a statically linked dg-appliance (glibc, +crt-static), its man pages and
 # completions, the .deb (cargo-deb) and .rpm (cargo-generate-rpm), and the offline install
 # bundle: both packages, SHA256SUMS and its Ed25519 signature, and the public key ring.
-# Reproducible: SOURCE_DATE_EPOCH (default: the last commit's time) fixes every timestamp,
+# Reproducible: DG_PACKAGE_EPOCH (default: the last commit's time) fixes the packages'
+# timestamps and a constant SOURCE_DATE_EPOCH the compilers' (scripts/release-env.sh),
 # paths are remapped, and two builds give the same bytes (scripts/test-packaging.sh checks).
 # Usage: scripts/release.sh            (output in dist/)
 # Env:   DG_RELEASE_KEYS=DIR            release signing key directory (default dist/release-keys,
@@ -37,12 +38,12 @@ cp "target/helper/$target/release/dg-appliance-pkcs11" dist/generated/dg-applian
 for page in dist/generated/man/*.1; do
     gzip -9 -n -f "$page"
 done
-find dist/generated -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find dist/generated -exec touch -h -d "@$DG_PACKAGE_EPOCH" {} +
 
 echo "== packages"
 rm -f dist/*.deb dist/*.rpm
-cargo deb -p dg-appliance --no-build --no-strip --target "$target" --output dist/
-cargo generate-rpm -p appliance/daemon --target "$target" --output dist/ --source-date "$SOURCE_DATE_EPOCH"
+SOURCE_DATE_EPOCH="$DG_PACKAGE_EPOCH" cargo deb -p dg-appliance --no-build --no-strip --target "$target" --output dist/
+cargo generate-rpm -p appliance/daemon --target "$target" --output dist/ --source-date "$DG_PACKAGE_EPOCH"
 
 echo "== offline bundle"
 keys="${DG_RELEASE_KEYS:-dist/release-keys}"

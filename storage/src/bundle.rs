@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use dg_engine::runpack::{decision_log_errors, Prechecked, DECISION_LOG_PATH};
 
+use dg_crypto::Sha256;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use dg_crypto::Sha256;
 use thiserror::Error;
 
 use crate::runpack_store::validate_relative;

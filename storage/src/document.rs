@@ -1,8 +1,8 @@
 //! Stored documents: canonical JSON bytes plus their sha256, verified on every read.
 
+use dg_crypto::Sha256;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use dg_crypto::Sha256;
 
 use crate::error::StoreError;
 

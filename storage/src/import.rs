@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
+use dg_crypto::Sha256;
 use dg_engine::data_shape::{DataShapeRecord, DataShapeSignature};
 use dg_engine::state::RunState;
 use dg_engine::time::Timestamp;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use dg_crypto::Sha256;
 
 use crate::error::StoreError;
 use crate::store::{Scope, Store};

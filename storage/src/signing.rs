@@ -9,9 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dg_crypto::Sha256;
 use dg_crypto::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use dg_crypto::Sha256;
 use thiserror::Error;
 
 /// One public key of the ring.
@@ -278,13 +278,14 @@ impl KeyStore {
     /// Filesystem or format errors.
     pub fn active(&self) -> Result<ActiveKey, SigningError> {
         if let Some(token) = &self.token {
-            let entry = self.active_entry()?.ok_or_else(|| SigningError::Malformed("the key ring has no active key".into()))?;
+            let entry =
+                self.active_entry()?.ok_or_else(|| SigningError::Malformed("the key ring has no active key".into()))?;
             let bytes: [u8; 32] = hex::decode(&entry.public_key)
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
-            let public =
-                VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
+            let public = VerifyingKey::from_bytes(&bytes)
+                .map_err(|_| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
             return Ok(ActiveKey { key_id: entry.key_id, holder: KeyHolder::Token { token: token.clone(), public } });
         }
         let path = self.dir.join("active.key");
@@ -293,8 +294,7 @@ impl KeyStore {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| SigningError::Malformed(path.display().to_string()))?;
-        let signing =
-            SigningKey::from_seed(&seed).map_err(|_| SigningError::Malformed(path.display().to_string()))?;
+        let signing = SigningKey::from_seed(&seed).map_err(|_| SigningError::Malformed(path.display().to_string()))?;
         Ok(ActiveKey { key_id: key_id(&signing.verifying_key()), holder: KeyHolder::File(Box::new(signing)) })
     }
 

@@ -87,10 +87,7 @@ fn healthz_with_suites(daemon: &Daemon, suites: Vec<rustls::SupportedCipherSuite
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = rustls::crypto::CryptoProvider {
-        cipher_suites: suites,
-        ..rustls::crypto::ring::default_provider()
-    };
+    let provider = rustls::crypto::CryptoProvider { cipher_suites: suites, ..rustls::crypto::ring::default_provider() };
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| err.to_string())?
@@ -159,11 +156,11 @@ fn cross_verify(signer: &Path, verifier: &Path) {
     std::fs::write(&ring, ok(&run(signer, &["keys", "show-public", "--data-dir"], &[&data]))).unwrap();
 
     let bundle = out.path().join("r0.tar.zst");
-    ok(&run(signer, &["runpack", "export", "--tenant", "2", "--namespace", "3", "--run-id", "r0", "--out"], &[
-        &bundle,
-        Path::new("--data-dir"),
-        &data,
-    ]));
+    ok(&run(
+        signer,
+        &["runpack", "export", "--tenant", "2", "--namespace", "3", "--run-id", "r0", "--out"],
+        &[&bundle, Path::new("--data-dir"), &data],
+    ));
     let verified = ok(&run(verifier, &["runpack", "verify", "--pubkey"], &[&ring, &bundle]));
     assert!(verified.contains("result: VERIFIED"), "{verified}");
     let mut forged = std::fs::read(&bundle).unwrap();
@@ -175,24 +172,19 @@ fn cross_verify(signer: &Path, verifier: &Path) {
 
     let pass = out.path().join("pass");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-    let backup = ok(&run(signer, &["backup", "create", "--include-secrets", "--passphrase-file"], &[
-        &pass,
-        Path::new("--to"),
-        &out.path().join("usb"),
-        Path::new("--data-dir"),
-        &data,
-    ]));
+    let backup = ok(&run(
+        signer,
+        &["backup", "create", "--include-secrets", "--passphrase-file"],
+        &[&pass, Path::new("--to"), &out.path().join("usb"), Path::new("--data-dir"), &data],
+    ));
     let backup = PathBuf::from(backup.trim());
     ok(&run(verifier, &["backup", "verify", "--pubkey"], &[&ring, &backup, Path::new("--passphrase-file"), &pass]));
     let restored = out.path().join("restored");
-    ok(&run(verifier, &["backup", "restore", "--pubkey"], &[
-        &ring,
-        &backup,
-        Path::new("--passphrase-file"),
-        &pass,
-        Path::new("--data-dir"),
-        &restored,
-    ]));
+    ok(&run(
+        verifier,
+        &["backup", "restore", "--pubkey"],
+        &[&ring, &backup, Path::new("--passphrase-file"), &pass, Path::new("--data-dir"), &restored],
+    ));
     assert_eq!(
         std::fs::read(restored.join("keys/active.key")).unwrap(),
         std::fs::read(data.join("keys/active.key")).unwrap(),
@@ -234,7 +226,8 @@ fn file_offset_of(bin: &Path, symbol: &str) -> u64 {
         .unwrap_or_else(|| panic!("{symbol} is not in the FIPS binary's symbol table"));
     let sections = ok(&run(Path::new("readelf"), &["-SW"], &[bin]));
     for line in sections.lines() {
-        let fields: Vec<&str> = line.trim_start_matches(|c: char| c == ' ' || c == '[' || c.is_ascii_digit() || c == ']')
+        let fields: Vec<&str> = line
+            .trim_start_matches(|c: char| c == ' ' || c == '[' || c.is_ascii_digit() || c == ']')
             .split_whitespace()
             .collect();
         // Name Type Address Off Size ...

@@ -6,8 +6,8 @@
 //! exact encoding (written by [`crate::canonical`], checked against that crate version)
 //! so every digest matches the reference runpacks bit for bit.
 
-use serde::{Deserialize, Serialize};
 use dg_crypto::Sha256;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// The only hash algorithm Decision Gate defines; kept as an enum so the wire spelling

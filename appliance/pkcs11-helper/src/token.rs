@@ -113,7 +113,8 @@ impl Token {
             .session
             .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_template, &private_template)
             .map_err(failed("generate an Ed25519 key pair"))?;
-        let point = self.session.get_attributes(public, &[AttributeType::EcPoint]).map_err(failed("read the public key"))?;
+        let point =
+            self.session.get_attributes(public, &[AttributeType::EcPoint]).map_err(failed("read the public key"))?;
         let bytes = point
             .iter()
             .find_map(|attribute| match attribute {

@@ -4,8 +4,8 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OpenFlags};
 use dg_crypto::Sha256;
+use rusqlite::{Connection, OpenFlags};
 
 use super::verify::{verify, BackupReport};
 use super::{unreadable, write_error, BackupError, IndexBody, Member, Part, BACKUP_FORMAT, INDEX_NAME, SECRETS_MEMBER};

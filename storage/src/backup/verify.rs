@@ -7,11 +7,14 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use dg_crypto::Sha256;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use dg_crypto::Sha256;
 
-use super::{backup_dir, unreadable, write_error, BackupError, Index, BACKUP_FORMAT, INDEX_NAME, LEGACY_SECRETS_MEMBER, SECRETS_MEMBER};
+use super::{
+    backup_dir, unreadable, write_error, BackupError, Index, BACKUP_FORMAT, INDEX_NAME, LEGACY_SECRETS_MEMBER,
+    SECRETS_MEMBER,
+};
 use crate::runpack_store::validate_relative;
 use crate::signing::{PublicKeyRing, SigningError};
 

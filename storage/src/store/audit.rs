@@ -10,9 +10,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dg_crypto::Sha256;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use dg_crypto::Sha256;
 
 use crate::clock::now_ms;
 use crate::error::StoreError;

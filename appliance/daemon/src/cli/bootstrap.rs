@@ -46,14 +46,16 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
 /// extracted; no key file is ever written then).
 fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
     let dir = data.root.join("keys");
-    let Some(settings) = config.signing.pkcs11.as_ref().filter(|_| config.signing.backend == crate::hsm::SigningBackend::Pkcs11)
+    let Some(settings) =
+        config.signing.pkcs11.as_ref().filter(|_| config.signing.backend == crate::hsm::SigningBackend::Pkcs11)
     else {
         return dg_storage::signing::KeyStore::open(&dir).map(Arc::new).map_err(|err| err.to_string());
     };
     let token = Arc::new(crate::hsm::helper::Pkcs11Helper::open(settings)?);
     let store = dg_storage::signing::KeyStore::open_in_token(&dir, token.clone()).map_err(|err| err.to_string())?;
     let active = store.active().map_err(|err| err.to_string())?;
-    let (sensitive, extractable, never_extractable) = token.protection(&active.key_id).map_err(|err| err.to_string())?;
+    let (sensitive, extractable, never_extractable) =
+        token.protection(&active.key_id).map_err(|err| err.to_string())?;
     if !sensitive || extractable {
         return Err(format!(
             "the signing key {} in {} can leave the token (sensitive: {sensitive}, extractable: {extractable}); \

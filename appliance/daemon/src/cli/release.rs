@@ -5,9 +5,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
+use dg_crypto::Sha256;
 use dg_storage::signing::{KeyStore, PublicKeyRing};
 use serde::{Deserialize, Serialize};
-use dg_crypto::Sha256;
 
 use crate::cli::{Cli, ReleaseCommand};
 

@@ -13,9 +13,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use dg_crypto::Sha256;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use dg_crypto::Sha256;
 
 use crate::cli::SupportBundleArgs;
 

@@ -15,13 +15,13 @@
 
 use std::cell::{Cell, RefCell};
 
+use dg_crypto::Sha256;
 use dg_identity::policy::ScopeKind;
 use dg_identity::{decide, Decision, Operation, Principal, Target, UsageCounter};
 use dg_storage::audit::{AuditBatch, AuditEvent};
 use dg_storage::usage::UsageRecord;
 use dg_storage::StoreError;
 use serde_json::Value;
-use dg_crypto::Sha256;
 
 use crate::app::App;
 use crate::wire::{code, WireError};

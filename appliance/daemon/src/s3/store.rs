@@ -21,12 +21,12 @@ use aws_sdk_s3::types::{
 };
 use aws_sdk_s3::Client;
 use aws_smithy_types::DateTime;
+use dg_crypto::Sha256;
 use dg_storage::bundle::{build_bundle, read_bundle, BundleLimits, VerifiedBundle};
 use dg_storage::runpack_backend::{RunpackBackend, StoredRunpack, MANIFEST};
 use dg_storage::runpack_store::RunpackStoreError;
 use dg_storage::signing::KeyStore;
 use dg_storage::Scope;
-use dg_crypto::Sha256;
 
 use super::client::{self, CustomerKey};
 use super::keys::bundle_key;

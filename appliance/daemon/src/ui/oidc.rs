@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::Value;
 use dg_crypto::Sha256;
+use serde_json::Value;
 
 use crate::oidc::OidcSettings;
 
