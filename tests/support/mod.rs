@@ -55,6 +55,8 @@ pub struct Daemon {
     pub agent: ureq::Agent,
     /// Lines the daemon printed on stderr after start.
     pub stderr: mpsc::Receiver<String>,
+    /// Lines it printed on stderr before it listened (its start-up log).
+    pub startup_log: Vec<String>,
 }
 
 /// Options for [`Daemon::start_with`].
@@ -176,7 +178,15 @@ impl Daemon {
         } else {
             tls_agent(options.server_ca.as_deref().unwrap_or(&data.join("tls/cert.pem")))
         };
-        let daemon = Self { child, dir, base: format!("{scheme}://127.0.0.1:{port}"), key, agent, stderr: rx };
+        let daemon = Self {
+            child,
+            dir,
+            base: format!("{scheme}://127.0.0.1:{port}"),
+            key,
+            agent,
+            stderr: rx,
+            startup_log: seen,
+        };
         if !options.bare {
             // sample_spec and most tests work in tenant 2, namespace 3.
             daemon.register(2, 3);

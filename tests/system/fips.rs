@@ -69,8 +69,18 @@ fn the_fips_binary_runs_the_module_in_fips_mode_and_says_so() {
     assert!(standard.lines().any(|line| line == "FIPS mode: no"), "{standard}");
 
     // The daemon serves only once its server TLS configuration reports fips() (it refuses
-    // otherwise), and /metrics says which provider runs.
+    // otherwise) and logs what it found; /metrics says which provider runs.
     let daemon = start(&fips);
+    let logged = |message: &str| -> Value {
+        daemon
+            .startup_log
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|entry| entry["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in the start-up log: {:?}", daemon.startup_log))
+    };
+    assert_eq!(logged("TLS server configuration")["fields"]["tls_fips"], true);
+    assert_eq!(logged("crypto module")["fields"]["fips_mode"], true);
     assert_eq!(daemon.metric("dg_fips_mode"), Some(1.0));
     let (status, text) = daemon.get_authed("/metrics");
     assert_eq!(status, 200);

@@ -351,3 +351,45 @@ fn check_members(
     }
     Ok((bytes, integrity))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Write as _;
+
+    use super::open_secrets;
+
+    fn secrets_tar() -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append_data(&mut header, "keys/active.key", &b"00ff\n"[..]).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn sealed_secrets_open_with_the_passphrase_only() {
+        let sealed = dg_crypto::seal(b"pass", &secrets_tar(), 100_000).unwrap();
+        let files = open_secrets(&sealed, "pass").unwrap();
+        assert_eq!(files, vec![("keys/active.key".to_string(), b"00ff\n".to_vec())]);
+        let err = open_secrets(&sealed, "wrong").unwrap_err().to_string();
+        assert!(err.contains("passphrase is wrong"), "{err}");
+    }
+
+    /// Backups made before the crypto seam sealed their secrets with age: the standard
+    /// build still opens them.
+    #[cfg(feature = "legacy-age")]
+    #[test]
+    fn age_sealed_secrets_of_older_backups_still_open() {
+        let encryptor = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from("pass".to_string()));
+        let mut sealed = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut sealed).unwrap();
+        writer.write_all(&secrets_tar()).unwrap();
+        writer.finish().unwrap();
+        let files = open_secrets(&sealed, "pass").unwrap();
+        assert_eq!(files, vec![("keys/active.key".to_string(), b"00ff\n".to_vec())]);
+        assert!(open_secrets(&sealed, "wrong").is_err());
+    }
+}
