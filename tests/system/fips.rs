@@ -292,3 +292,89 @@ fn a_module_that_fails_its_integrity_self_test_refuses_to_start() {
     std::fs::copy(&fips, &intact).unwrap();
     ok(&run(&intact, &["version"], &[]));
 }
+
+/// A backup as releases before the crypto seam wrote it: the secrets sealed with age
+/// (scrypt, ChaCha20-Poly1305) under `secrets.tar.age`, the index re-signed.
+fn age_sealed_copy(backup: &Path, data: &Path, passphrase: &str, into: &Path) -> PathBuf {
+    use std::io::Read as _;
+    let copy = into.join("age-backup");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(backup).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    let mut index: dg_storage::backup::Index =
+        serde_json::from_slice(&std::fs::read(copy.join("backup.json")).unwrap()).unwrap();
+    let mut compressed = Vec::new();
+    for part in &index.body.parts {
+        compressed.extend(std::fs::read(copy.join(&part.name)).unwrap());
+        std::fs::remove_file(copy.join(&part.name)).unwrap();
+    }
+    let plain = zstd::decode_all(compressed.as_slice()).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut members = Vec::new();
+    for entry in tar::Archive::new(plain.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut name = entry.path().unwrap().to_string_lossy().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name == "secrets.tar.sealed" {
+            let secrets = dg_crypto::open(passphrase.as_bytes(), &bytes).unwrap();
+            let encryptor =
+                age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(passphrase.to_string()));
+            let mut sealed = Vec::new();
+            let mut writer = encryptor.wrap_output(&mut sealed).unwrap();
+            std::io::Write::write_all(&mut writer, &secrets).unwrap();
+            writer.finish().unwrap();
+            (name, bytes) = ("secrets.tar.age".to_string(), sealed);
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        builder.append_data(&mut header, &name, bytes.as_slice()).unwrap();
+        members.push(dg_storage::backup::Member {
+            sha256: dg_crypto::sha256_hex(&bytes),
+            size: bytes.len() as u64,
+            path: name,
+        });
+    }
+    let compressed = zstd::encode_all(builder.into_inner().unwrap().as_slice(), 3).unwrap();
+    std::fs::write(copy.join("part-000.tar.zst"), &compressed).unwrap();
+    index.body.parts = vec![dg_storage::backup::Part {
+        name: "part-000.tar.zst".to_string(),
+        size: compressed.len() as u64,
+        sha256: dg_crypto::sha256_hex(&compressed),
+    }];
+    index.body.members = members;
+    let key = dg_storage::signing::KeyStore::open(&data.join("keys")).unwrap().active().unwrap();
+    let signed = index.body.sign(&key).unwrap();
+    std::fs::write(copy.join("backup.json"), serde_json::to_vec_pretty(&signed).unwrap()).unwrap();
+    copy
+}
+
+#[test]
+fn age_sealed_secrets_of_older_backups_open_in_the_standard_build_and_are_refused_by_the_fips_one() {
+    let Some(fips) = fips_binary() else { return };
+    let mut daemon = start(&standard_binary());
+    let data = daemon.data_dir();
+    daemon.terminate(Duration::from_secs(20)).expect("clean stop");
+    let out = tempfile::tempdir().unwrap();
+    let pass = out.path().join("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let backup = ok(&run(
+        &standard_binary(),
+        &["backup", "create", "--include-secrets", "--passphrase-file"],
+        &[&pass, Path::new("--to"), &out.path().join("usb"), Path::new("--data-dir"), &data],
+    ));
+    let old = age_sealed_copy(Path::new(backup.trim()), &data, "correct horse battery staple", out.path());
+    let ring = out.path().join("ring.json");
+    std::fs::write(&ring, ok(&run(&standard_binary(), &["keys", "show-public", "--data-dir"], &[&data]))).unwrap();
+    let verify =
+        |bin: &Path| run(bin, &["backup", "verify", "--pubkey"], &[&ring, &old, Path::new("--passphrase-file"), &pass]);
+    ok(&verify(&standard_binary()));
+    let refused = verify(&fips);
+    let said = format!("{}{}", String::from_utf8_lossy(&refused.stdout), String::from_utf8_lossy(&refused.stderr));
+    assert!(!refused.status.success(), "the FIPS build opened age-sealed secrets: {said}");
+    assert!(said.contains("not FIPS-approved") && said.contains("standard build"), "{said}");
+}
