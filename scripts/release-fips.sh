@@ -22,7 +22,21 @@ bash scripts/install-tools.sh cargo-deb cargo-generate-rpm
 source scripts/release-env.sh
 export CARGO_PROFILE_RELEASE_STRIP=debuginfo
 target="$DG_RELEASE_TARGET"
-target_dir="target/fips"
+# By its real path: the module is built with CMake, which refuses a build directory it
+# created under another path, and target/ is often a link (.ci/run keeps it outside the
+# clone, so every clone reaches it by another path).
+mkdir -p target/fips
+target_dir="$(realpath target/fips)"
+# A FIPS target directory whose CMake caches were made through another path (before the
+# real path was used, or a moved directory) starts over rather than fail in the module's build.
+stale=""
+while IFS= read -r cache; do
+    grep -qxF "CMAKE_CACHEFILE_DIR:INTERNAL=$(dirname "$cache")" "$cache" || stale="$cache"
+done < <(find "$target_dir" -path '*/out/build/CMakeCache.txt' 2>/dev/null)
+if [ -n "$stale" ]; then
+    echo "$stale was made under another path: starting $target_dir over"
+    rm -rf "$target_dir" && mkdir -p "$target_dir"
+fi
 
 echo "== static FIPS release build (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
 cargo build --release --locked -p dg-appliance --no-default-features --features fips \
@@ -35,7 +49,7 @@ libs="$(ldd "$bin" 2>&1 || true)"
 "$bin" version
 "$bin" version | grep -qx "FIPS mode: yes" || { echo "the FIPS binary does not report FIPS mode"; exit 1; }
 if [ "${1:-}" = build ]; then
-    echo "$PWD/$bin"
+    echo "$bin"
     exit 0
 fi
 
