@@ -9,8 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use dg_crypto::Sha256;
-use dg_crypto::{SigningKey, VerifyingKey};
+use dg_crypto::{Sha256, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -96,6 +95,19 @@ pub fn key_id(public: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(public.as_bytes())[..8])
 }
 
+impl PublicKeyEntry {
+    /// Its public key.
+    ///
+    /// # Errors
+    /// [`SigningError::Malformed`] when it is not 32 bytes of hex on the curve.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, SigningError> {
+        let malformed = || SigningError::Malformed(format!("public key {}", self.key_id));
+        let bytes: [u8; 32] =
+            hex::decode(&self.public_key).ok().and_then(|b| b.try_into().ok()).ok_or_else(malformed)?;
+        VerifyingKey::from_bytes(&bytes).map_err(|_| malformed())
+    }
+}
+
 impl PublicKeyRing {
     /// Parses a ring, or a single public key entry, from JSON text.
     ///
@@ -132,12 +144,7 @@ impl PublicKeyRing {
             .iter()
             .find(|k| k.key_id == key_id)
             .ok_or_else(|| SigningError::UnknownKey(key_id.to_string()))?;
-        let bytes: [u8; 32] = hex::decode(&entry.public_key)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| SigningError::Malformed(format!("public key {key_id}")))?;
-        let public =
-            VerifyingKey::from_bytes(&bytes).map_err(|_| SigningError::Malformed(format!("public key {key_id}")))?;
+        let public = entry.verifying_key()?;
         if self::key_id(&public) != key_id {
             return Err(SigningError::Malformed(format!("key id {key_id} does not match its public key")));
         }
@@ -244,16 +251,6 @@ impl KeyStore {
         Ok(store)
     }
 
-    /// Where private keys are: `file` or `pkcs11`.
-    #[must_use]
-    pub fn backend(&self) -> &'static str {
-        if self.token.is_some() {
-            "pkcs11"
-        } else {
-            "file"
-        }
-    }
-
     fn active_entry(&self) -> Result<Option<PublicKeyEntry>, SigningError> {
         Ok(self.ring()?.keys.into_iter().rev().find(|entry| entry.retired_at_ms.is_none()))
     }
@@ -280,12 +277,7 @@ impl KeyStore {
         if let Some(token) = &self.token {
             let entry =
                 self.active_entry()?.ok_or_else(|| SigningError::Malformed("the key ring has no active key".into()))?;
-            let bytes: [u8; 32] = hex::decode(&entry.public_key)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
-            let public = VerifyingKey::from_bytes(&bytes)
-                .map_err(|_| SigningError::Malformed(format!("public key {}", entry.key_id)))?;
+            let public = entry.verifying_key()?;
             return Ok(ActiveKey { key_id: entry.key_id, holder: KeyHolder::Token { token: token.clone(), public } });
         }
         let path = self.dir.join("active.key");

@@ -222,7 +222,7 @@ fn a_backup_under_load_restores_a_consistent_prefix_that_serves_the_same_data() 
 }
 
 /// The members of a backup, in archive order.
-fn unpack(backup: &Path, index: &Index) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn unpack(backup: &Path, index: &Index) -> Vec<(String, Vec<u8>)> {
     let mut compressed = Vec::new();
     for part in &index.body.parts {
         compressed.extend(std::fs::read(backup.join(&part.name)).unwrap());
@@ -244,7 +244,7 @@ fn unpack(backup: &Path, index: &Index) -> Vec<(String, Vec<u8>)> {
 
 /// Re-packs members (as given), re-splits them and re-signs the index with `key`,
 /// listing the members in `listed` (so the index can disagree with the archive).
-fn repack(
+pub(crate) fn repack(
     backup: &Path,
     members: &[(String, Vec<u8>)],
     listed: Vec<dg_storage::backup::Member>,
@@ -278,7 +278,7 @@ fn repack(
     std::fs::write(backup.join("backup.json"), serde_json::to_vec_pretty(&signed).unwrap()).unwrap();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

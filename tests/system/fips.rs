@@ -296,29 +296,16 @@ fn a_module_that_fails_its_integrity_self_test_refuses_to_start() {
 /// A backup as releases before the crypto seam wrote it: the secrets sealed with age
 /// (scrypt, ChaCha20-Poly1305) under `secrets.tar.age`, the index re-signed.
 fn age_sealed_copy(backup: &Path, data: &Path, passphrase: &str, into: &Path) -> PathBuf {
-    use std::io::Read as _;
     let copy = into.join("age-backup");
-    std::fs::create_dir_all(&copy).unwrap();
-    for entry in std::fs::read_dir(backup).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    let mut index: dg_storage::backup::Index =
+    crate::backup::copy_dir(backup, &copy);
+    let index: dg_storage::backup::Index =
         serde_json::from_slice(&std::fs::read(copy.join("backup.json")).unwrap()).unwrap();
-    let mut compressed = Vec::new();
-    for part in &index.body.parts {
-        compressed.extend(std::fs::read(copy.join(&part.name)).unwrap());
-        std::fs::remove_file(copy.join(&part.name)).unwrap();
-    }
-    let plain = zstd::decode_all(compressed.as_slice()).unwrap();
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut members = Vec::new();
-    for entry in tar::Archive::new(plain.as_slice()).entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let mut name = entry.path().unwrap().to_string_lossy().to_string();
-        let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).unwrap();
-        if name == "secrets.tar.sealed" {
+    let members: Vec<(String, Vec<u8>)> = crate::backup::unpack(&copy, &index)
+        .into_iter()
+        .map(|(name, bytes)| {
+            if name != "secrets.tar.sealed" {
+                return (name, bytes);
+            }
             let secrets = dg_crypto::open(passphrase.as_bytes(), &bytes).unwrap();
             let encryptor =
                 age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from(passphrase.to_string()));
@@ -326,30 +313,19 @@ fn age_sealed_copy(backup: &Path, data: &Path, passphrase: &str, into: &Path) ->
             let mut writer = encryptor.wrap_output(&mut sealed).unwrap();
             std::io::Write::write_all(&mut writer, &secrets).unwrap();
             writer.finish().unwrap();
-            (name, bytes) = ("secrets.tar.age".to_string(), sealed);
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o600);
-        header.set_cksum();
-        builder.append_data(&mut header, &name, bytes.as_slice()).unwrap();
-        members.push(dg_storage::backup::Member {
-            sha256: dg_crypto::sha256_hex(&bytes),
+            ("secrets.tar.age".to_string(), sealed)
+        })
+        .collect();
+    let listed = members
+        .iter()
+        .map(|(name, bytes)| dg_storage::backup::Member {
+            path: name.clone(),
             size: bytes.len() as u64,
-            path: name,
-        });
-    }
-    let compressed = zstd::encode_all(builder.into_inner().unwrap().as_slice(), 3).unwrap();
-    std::fs::write(copy.join("part-000.tar.zst"), &compressed).unwrap();
-    index.body.parts = vec![dg_storage::backup::Part {
-        name: "part-000.tar.zst".to_string(),
-        size: compressed.len() as u64,
-        sha256: dg_crypto::sha256_hex(&compressed),
-    }];
-    index.body.members = members;
+            sha256: dg_crypto::sha256_hex(bytes),
+        })
+        .collect();
     let key = dg_storage::signing::KeyStore::open(&data.join("keys")).unwrap().active().unwrap();
-    let signed = index.body.sign(&key).unwrap();
-    std::fs::write(copy.join("backup.json"), serde_json::to_vec_pretty(&signed).unwrap()).unwrap();
+    crate::backup::repack(&copy, &members, listed, &key);
     copy
 }
 

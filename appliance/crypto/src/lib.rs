@@ -26,7 +26,7 @@ mod signature;
 mod tls;
 
 pub use digest::{sha256, sha256_hex, Sha256};
-pub use module::{module, self_check, Module, ModuleError};
+pub use module::{module, self_check, Module, ModuleError, FIPS_BUILD};
 pub use random::{fill_random, random_u128, random_u64};
 pub use seal::{is_sealed, open, seal, SealError, DEFAULT_ITERATIONS};
 pub use signature::{SignatureError, SigningKey, VerifyingKey, PUBLIC_KEY_LEN, SEED_LEN, SIGNATURE_LEN};

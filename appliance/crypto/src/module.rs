@@ -24,6 +24,9 @@ pub enum ModuleError {
     TlsNotFips,
 }
 
+/// Whether this is the FIPS build (the `fips` provider is compiled in).
+pub const FIPS_BUILD: bool = cfg!(feature = "fips");
+
 /// This build's provider.
 #[must_use]
 pub fn module() -> Module {

@@ -27,6 +27,8 @@ pub enum SignatureError {
 pub struct SigningKey {
     seed: [u8; SEED_LEN],
     public: VerifyingKey,
+    #[cfg(feature = "fips")]
+    key: std::sync::Arc<aws_lc_rs::signature::Ed25519KeyPair>,
     #[cfg(all(feature = "standard", not(feature = "fips")))]
     key: ed25519_dalek::SigningKey,
 }
@@ -74,8 +76,7 @@ impl SigningKey {
                 aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| SignatureError::BadKey)?;
             let public: [u8; PUBLIC_KEY_LEN] =
                 pair.public_key().as_ref().try_into().map_err(|_| SignatureError::BadKey)?;
-            let public = VerifyingKey(public);
-            Ok(Self { seed: *seed, public })
+            Ok(Self { seed: *seed, public: VerifyingKey(public), key: std::sync::Arc::new(pair) })
         }
         #[cfg(all(feature = "standard", not(feature = "fips")))]
         {
@@ -102,12 +103,8 @@ impl SigningKey {
     pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
         #[cfg(feature = "fips")]
         {
-            // The seed was accepted in from_seed; re-deriving the pair per signature keeps
-            // no module key object alive between calls (and SigningKey Clone + Send).
             let mut out = [0u8; SIGNATURE_LEN];
-            if let Ok(pair) = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&self.seed) {
-                out.copy_from_slice(pair.sign(message).as_ref());
-            }
+            out.copy_from_slice(self.key.sign(message).as_ref());
             out
         }
         #[cfg(all(feature = "standard", not(feature = "fips")))]

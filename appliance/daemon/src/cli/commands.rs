@@ -240,8 +240,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     }
     // The FIPS build runs nothing unless its module is in FIPS mode (a failed power-on
     // self test has already aborted the process before main).
-    let module = dg_crypto::self_check().map_err(|err| err.to_string())?;
-    tracing::debug!(provider = module.provider, implementation = %module.implementation, "crypto provider");
+    dg_crypto::self_check().map_err(|err| err.to_string())?;
     match cli.command {
         Command::Version => Ok(ExitCode::SUCCESS),
         Command::Serve(args) => serve(args).map(|()| ExitCode::SUCCESS),

@@ -71,13 +71,16 @@ impl Pkcs11Helper {
     /// the PIN.
     pub fn open(settings: &Pkcs11Settings) -> Result<Self, String> {
         let pin = crate::secret_file::read_secret(&settings.pin_file, "[signing.pkcs11] pin_file")?;
-        let helper = Self {
+        let mut helper = Self {
             settings: settings.clone(),
             program: helper_program(settings),
             pin: pin.trim().to_string(),
             conversation: Mutex::new(None),
         };
-        helper.call(&json!({"op": "holds", "key_id": "0000000000000000"})).map_err(|err| err.to_string())?;
+        // Started (and the token opened) now, so a wrong helper, module, token or PIN
+        // refuses the start with its own message.
+        let conversation = helper.start().map_err(|err| err.to_string())?;
+        helper.conversation = Mutex::new(Some(conversation));
         Ok(helper)
     }
 

@@ -74,7 +74,7 @@ pub fn tls_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // The FIPS build serves only with a configuration rustls reports as FIPS (approved
     // provider, suites, groups and verifier); a key or verifier that breaks that refuses.
-    let fips_required = dg_crypto::module().provider == "fips";
+    let fips_required = dg_crypto::FIPS_BUILD;
     tracing::info!(tls_fips = config.fips(), fips_required, "TLS server configuration");
     if fips_required && !config.fips() {
         return Err(ServerError::Tls("the TLS server configuration is not FIPS-approved; refusing to serve".into()));
