@@ -27,19 +27,21 @@ pub fn encode<T: Serialize>(value: &T, what: &'static str, limit: usize) -> Resu
     Ok(Document { bytes, sha256 })
 }
 
-/// Checks a stored document against its stored hash, then parses it.
+/// Checks a stored document (canonical JSON, or its compact form: `compact.rs`) against its
+/// stored hash, then parses it.
 ///
 /// # Errors
-/// [`StoreError::Integrity`] on a hash mismatch (the bytes are never parsed then), or
-/// [`StoreError::Corrupt`] when they do not parse.
+/// [`StoreError::Integrity`] on a hash mismatch or a damaged compact form (the bytes are
+/// never parsed then), or [`StoreError::Corrupt`] when they do not parse.
 pub fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
+    stored: &[u8],
     stored_sha256: &str,
     table: &'static str,
-    key: impl FnOnce() -> String,
+    key: impl Fn() -> String,
 ) -> Result<T, StoreError> {
-    if hex::encode(Sha256::digest(bytes)) != stored_sha256 {
+    let bytes = crate::compact::unpack(stored, table, &key)?;
+    if hex::encode(Sha256::digest(&bytes)) != stored_sha256 {
         return Err(StoreError::Integrity { table, key: key() });
     }
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt { table, key: key(), reason: err.to_string() })
+    serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt { table, key: key(), reason: err.to_string() })
 }

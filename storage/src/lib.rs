@@ -23,6 +23,7 @@
 pub mod backup;
 pub mod bundle;
 mod clock;
+mod compact;
 mod document;
 mod error;
 mod fsutil;

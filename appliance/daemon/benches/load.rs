@@ -2,8 +2,10 @@
 //! daemon changes nothing machine-wide and does not busy-poll), over TLS on loopback:
 //! scenario_start + scenario_next cycles per second, p50/p99 latency and the daemon's CPU
 //! time per cycle with 1, 8 and 32 keep-alive clients; one client again over plain HTTP
-//! on loopback (the transport of the reference figure); and the daemon's RSS after
-//! 10,000, 50,000 and 100,000 runs.
+//! on loopback (the transport of the reference figure); the daemon's RSS after 10,000,
+//! 50,000 and 100,000 runs; the database's bytes on disk per cycle; and the 8-client phase
+//! again at 500,000 runs, to show whether cost depends on how many runs came before.
+//! Ends with the performance goals (docs/performance.md), each stated as met or not.
 //! Bounded: each phase stops at its run count or its time budget. Prints figures only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -17,13 +19,32 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::{sample_spec, Client, Daemon};
 
-fn rss_kib(pid: u32) -> u64 {
+/// One line of `/proc/<pid>/status` in KiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field).and_then(|rest| rest.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// Bytes of the database on disk: the file, its WAL and the WAL index.
+fn database_bytes(daemon: &Daemon) -> u64 {
+    ["state.db", "state.db-wal", "state.db-shm"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(daemon.data_dir().join(name)).ok())
+        .map(|meta| meta.len())
+        .sum()
+}
+
+/// One goal: its figure against its bound, stated as met or not.
+fn goal(name: &str, figure: String, met: bool) {
+    println!("daemon/load goal: {name}: {figure}: {}", if met { "met" } else { "NOT met" });
 }
 
 /// The process's user + system CPU time in clock ticks (1/100 s).
@@ -158,6 +179,11 @@ fn measured_phase(
 /// range over a third of their median (the disk's and the scheduler's phases), and the
 /// median of five moves less with one unlucky round.
 const ONE_CLIENT_RUNS: usize = 5_000;
+/// Cycles of each 8-client phase (the first after the one-client rounds' 5,000 runs, the
+/// second at [`LARGE_RUNS`]).
+const EIGHT_CLIENT_RUNS: usize = 3_000;
+/// Runs in the database before the last 8-client phase.
+const LARGE_RUNS: usize = 500_000;
 const ONE_CLIENT_ROUNDS: usize = 5;
 
 /// Rounds of one phase: the rate of each, and every cycle's latency.
@@ -270,11 +296,15 @@ fn main() {
     // Concurrency, each phase with the daemon's CPU time per cycle (all of it: TLS, HTTP,
     // the engine, the store and its audit and usage rows).
     let mut cpu_lines = Vec::new();
-    for (clients, runs) in [(8usize, 2_000usize), (32, 3_000)] {
+    let mut at_8 = (0.0, 0.0, 0.0);
+    for (clients, runs) in [(8usize, EIGHT_CLIENT_RUNS), (32, 2_000)] {
         let (rate, latencies, cpu_ms) =
             measured_phase(&daemon, &format!("c{clients}"), clients, runs, Duration::from_secs(60));
         report(&format!("clients={clients}"), rate, "", &latencies);
         cpu_lines.push(format!("{cpu_ms:.3} ms at {clients} clients"));
+        if clients == 8 {
+            at_8 = (rate, cpu_ms, percentile(&latencies, 0.99));
+        }
     }
     println!("daemon/load server CPU per start+next cycle: {}", cpu_lines.join(", "));
     let rss_10k = rss_kib(pid);
@@ -282,11 +312,13 @@ fn main() {
     // daemon's caches and allocator are still filling (that reading varied from 120 to
     // 149 MiB between runs of the same build), so growth is judged from 50,000 runs on.
     let bulk_started = Instant::now();
+    let disk_before = database_bytes(&daemon);
     let (_, first_half) = phase(&daemon, "bulk-a", 32, 40_000, Duration::from_secs(120));
     let rss_50k = rss_kib(pid);
     let (_, second_half) = phase(&daemon, "bulk-b", 32, 50_000, Duration::from_secs(150));
-    let rss_100k = rss_kib(pid);
+    let (rss_100k, anon_100k, file_100k) = (rss_kib(pid), status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"));
     let bulk_runs = first_half.len() + second_half.len();
+    let disk_per_cycle = database_bytes(&daemon).saturating_sub(disk_before) as f64 / bulk_runs.max(1) as f64;
     println!(
         "daemon/memory: RSS {rss_10k} KiB after 10,000 runs, {rss_50k} KiB after {}, {rss_100k} KiB after {} \
          (ratio {:.2} from 10,000; {:.2} from 50,000); bulk phase {:.0} cycles/s",
@@ -295,6 +327,54 @@ fn main() {
         rss_100k as f64 / rss_10k.max(1) as f64,
         rss_100k as f64 / rss_50k.max(1) as f64,
         bulk_runs as f64 / bulk_started.elapsed().as_secs_f64()
+    );
+    println!(
+        "daemon/memory: after {} runs {anon_100k} KiB anonymous, {file_100k} KiB mapped from the binary and files",
+        with_separators(10_000 + bulk_runs)
+    );
+    println!(
+        "daemon/disk: {disk_per_cycle:.0} bytes per start+next cycle (state.db with its WAL, over {} cycles: run state, \
+         audit entries, usage rows)",
+        with_separators(bulk_runs)
+    );
+    // Cost as data grows: fill to 500,000 runs, then the 8-client phase again.
+    let fill_started = Instant::now();
+    let filled_so_far = 10_000 + bulk_runs;
+    let (_, fill) = phase(&daemon, "bulk-c", 32, LARGE_RUNS.saturating_sub(filled_so_far), Duration::from_secs(420));
+    let total_runs = filled_so_far + fill.len();
+    println!(
+        "daemon/load fill to {} runs: {:.0} s ({:.0} cycles/s)",
+        with_separators(total_runs),
+        fill_started.elapsed().as_secs_f64(),
+        fill.len() as f64 / fill_started.elapsed().as_secs_f64()
+    );
+    let (rate_large, latencies, cpu_large) =
+        measured_phase(&daemon, "c8-large", 8, EIGHT_CLIENT_RUNS, Duration::from_secs(60));
+    report(&format!("clients=8 at {} runs", with_separators(total_runs)), rate_large, "", &latencies);
+    println!(
+        "daemon/load cost as data grows (8 clients): {:.0} cycles/s and {:.3} ms CPU per cycle from 5,000 runs; \
+         {rate_large:.0} cycles/s and {cpu_large:.3} ms at {} (ratios {:.2} and {:.2})",
+        at_8.0,
+        at_8.1,
+        with_separators(total_runs),
+        rate_large / at_8.0.max(1e-9),
+        cpu_large / at_8.1.max(1e-9)
+    );
+    goal("server CPU per cycle at 8 clients <= 0.4 ms", format!("{:.3} ms", at_8.1), at_8.1 <= 0.4);
+    goal("p99 per cycle at 8 clients <= 10 ms", format!("{:.2} ms", at_8.2), at_8.2 <= 10.0);
+    let flat =
+        (rate_large / at_8.0.max(1e-9) - 1.0).abs() <= 0.10 && (cpu_large / at_8.1.max(1e-9) - 1.0).abs() <= 0.10;
+    goal(
+        &format!("cycles/s and CPU per cycle at {} runs within 10% of those at 5,000", with_separators(total_runs)),
+        format!("ratios {:.2} and {:.2}", rate_large / at_8.0.max(1e-9), cpu_large / at_8.1.max(1e-9)),
+        flat && total_runs >= LARGE_RUNS,
+    );
+    goal("disk per cycle <= 2,500 bytes", format!("{disk_per_cycle:.0} bytes"), disk_per_cycle <= 2_500.0);
+    goal("RSS after 100,000 runs <= 40 MiB", format!("{rss_100k} KiB"), rss_100k <= 40 * 1024);
+    goal(
+        "RSS flat from 10,000 to 100,000 runs (within 10%)",
+        format!("ratio {:.2}", rss_100k as f64 / rss_10k.max(1) as f64),
+        rss_100k as f64 <= rss_10k as f64 * 1.10,
     );
     println!(
         "daemon/load reference: the open-source server's SQLite store does about 460 cycles/s from one keep-alive client \

@@ -26,6 +26,11 @@ body_read_timeout_ms = 10000
 # go to a blocking pool. One thread is fastest here: more only add cross-thread wake-ups
 # (measured with the load bench).
 io_threads = 1
+# Threads that run requests (tools, storage) while other connections are active: at most
+# this many requests execute at once, the rest wait their turn in arrival order. Each
+# thread holds memory (its stack, allocator pages, a database reader), so this bounds the
+# daemon's memory under load; requests of one group commit are bounded by it too.
+work_threads = 8
 
 [server.rate_limit]
 requests_per_second = 500
@@ -201,6 +206,9 @@ pub struct ServerConfig {
     /// Async threads for TLS and HTTP (the tools run on a separate blocking pool).
     #[serde(default = "default_io_threads")]
     pub io_threads: usize,
+    /// Threads of the blocking pool that runs requests: at most this many execute at once.
+    #[serde(default = "default_work_threads")]
+    pub work_threads: usize,
     /// Retired (busy polling was removed): still accepted so a config from an earlier
     /// release loads, and ignored with a warning at start (`docs/tuning.md`).
     #[serde(default)]
@@ -241,6 +249,10 @@ fn default_body_read_timeout_ms() -> u64 {
 
 fn default_io_threads() -> usize {
     1
+}
+
+fn default_work_threads() -> usize {
+    8
 }
 
 fn default_tenant_rate() -> RateLimitConfig {
@@ -555,6 +567,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     if !(1..=64).contains(&server.io_threads) {
         problems.push(problem("server.io_threads", "must be between 1 and 64"));
     }
+    if !(1..=512).contains(&server.work_threads) {
+        problems.push(problem("server.work_threads", "must be between 1 and 512"));
+    }
     if !(1..=300_000).contains(&server.body_read_timeout_ms) {
         problems.push(problem("server.body_read_timeout_ms", "must be between 1 and 300000 (5 minutes)"));
     }
@@ -771,6 +786,18 @@ mod tests {
         assert_eq!(parse(&without, "").unwrap().server.io_threads, 1);
         let message = parse(&DEFAULT_CONFIG.replace("io_threads = 1", "io_threads = 0"), "").unwrap_err().to_string();
         assert!(message.contains("server.io_threads"), "{message}");
+    }
+
+    #[test]
+    fn work_threads_are_bounded_and_default_to_eight() {
+        let without = DEFAULT_CONFIG.replace("work_threads = 8\n", "");
+        assert_eq!(parse(&without, "").unwrap().server.work_threads, 8);
+        for bad in ["0", "513"] {
+            let message = parse(&DEFAULT_CONFIG.replace("work_threads = 8", &format!("work_threads = {bad}")), "")
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("server.work_threads"), "{message}");
+        }
     }
 
     #[test]

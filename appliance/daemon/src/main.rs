@@ -5,12 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dg_appliance::cli::Cli;
-
-/// mimalloc instead of glibc's malloc: the request path allocates many small, short-lived
-/// objects (JSON values, SQL parameters), where glibc's allocator cost about a tenth of
-/// the daemon's CPU time in the load benchmark's profile.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The global allocator (mimalloc and its settings) is `dg-allocator`'s.
+use dg_allocator as _;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")

@@ -70,6 +70,9 @@ pub struct StoreLimits {
     pub max_database_bytes: Option<u64>,
     /// Largest total of one tenant's run states.
     pub max_tenant_run_bytes: u64,
+    /// SQLite's memory budget for the whole process (page caches, statements): a soft
+    /// limit, past which SQLite recycles cached pages.
+    pub sqlite_memory_bytes: u64,
 }
 
 impl Default for StoreLimits {
@@ -80,6 +83,7 @@ impl Default for StoreLimits {
             max_shape_bytes: 2 * 1024 * 1024,
             max_database_bytes: None,
             max_tenant_run_bytes: 64 * 1024 * 1024 * 1024,
+            sqlite_memory_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -230,6 +234,10 @@ impl Store {
         let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
+        // SQLite's memory (page caches of every connection, statements) has one byte budget
+        // for the process: past it SQLite recycles cached pages instead of growing.
+        conn.query_row(&format!("PRAGMA soft_heap_limit = {}", limits.sqlite_memory_bytes), [], |_| Ok(()))
+            .map_err(StoreError::sqlite("set SQLite memory budget"))?;
         // Record times never go back past the newest audit entry, even across a restart
         // on a clock that was stepped back (`clock.rs`).
         let newest: Option<i64> =
@@ -313,7 +321,10 @@ impl Store {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(StoreError::sqlite("open reader"))?;
-                conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(StoreError::sqlite("configure reader"))?;
+                // A reader serves the point reads the idle writer could not take: a small
+                // page cache each (the writer keeps SQLite's default 2 MiB, the hot pages).
+                conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -512;")
+                    .map_err(StoreError::sqlite("configure reader"))?;
                 conn
             }
         };
@@ -375,7 +386,9 @@ impl Store {
         let status = new_status.as_str();
         let saved_at = now_ms();
         let tenant_limit = self.limits.max_tenant_run_bytes;
-        let new_len = i64::try_from(doc.bytes.len()).unwrap_or(i64::MAX);
+        // Stored compact (`compact.rs`); the tenant's bound counts the bytes stored.
+        let stored = crate::compact::pack_run_state(&doc.bytes);
+        let new_len = i64::try_from(stored.len()).unwrap_or(i64::MAX);
         let version = self.submit_with_audit(audit, move |conn| {
             // Per-tenant bound and runs by status, kept exact in the same transaction as the write.
             let old: Option<(i64, String)> = query_one(
@@ -405,13 +418,13 @@ impl Store {
                 None => exec(conn,
                         "INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8) ON CONFLICT DO NOTHING",
-                        params![tenant, namespace, run_id, scenario_id, status, doc.bytes, doc.sha256, saved_at],
+                        params![tenant, namespace, run_id, scenario_id, status, stored, doc.sha256, saved_at],
                     )
                     .map_err(StoreError::sqlite("insert run"))?,
                 Some(version) => exec(conn,
                         "UPDATE runs SET status = ?5, version = version + 1, state_json = ?6, state_sha256 = ?7, saved_at_ms = ?8
                          WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND version = ?4",
-                        params![tenant, namespace, run_id, i64::try_from(version).unwrap_or(i64::MAX), status, doc.bytes, doc.sha256, saved_at],
+                        params![tenant, namespace, run_id, i64::try_from(version).unwrap_or(i64::MAX), status, stored, doc.sha256, saved_at],
                     )
                     .map_err(StoreError::sqlite("update run"))?,
             };

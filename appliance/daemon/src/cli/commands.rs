@@ -126,6 +126,9 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         builder.worker_threads(app.config.server.io_threads);
         builder
     };
+    // The blocking pool runs requests (and the timers' storage work): bounded, so a burst
+    // of clients queues instead of starting a thread (and its memory) per request.
+    builder.max_blocking_threads(app.config.server.work_threads);
     let runtime = builder.enable_all().build().map_err(|err| err.to_string())?;
     let interval = std::time::Duration::from_millis(app.config.audit.checkpoint_interval_ms);
     let (checkpoint_store, checkpoint_signer) = (store.clone(), signer.clone());
