@@ -30,9 +30,10 @@ const LEVEL: i32 = 3;
 const MAX_EXPANDED_BYTES: u64 = 64 * 1024 * 1024;
 
 thread_local! {
-    // One compressor per thread: loading the dictionary into a fresh context for each run
-    // state would cost more than compressing it.
+    // One compressor and one decompressor per thread: a fresh context with the dictionary
+    // loaded for each run state would cost more than the compression itself.
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// The stored form of a run state's canonical JSON: compressed behind its tag, or the JSON
@@ -75,10 +76,15 @@ pub fn unpack<'a>(
                 Some(size) if size <= MAX_EXPANDED_BYTES => usize::try_from(size).unwrap_or(0),
                 _ => return Err(StoreError::Integrity { table, key: key() }),
             };
-            let mut decompressor = zstd::bulk::Decompressor::with_dictionary(RUN_STATE_1)
-                .map_err(|_| StoreError::Integrity { table, key: key() })?;
-            match decompressor.decompress(frame, size) {
-                Ok(bytes) if bytes.len() == size => Ok(Cow::Owned(bytes)),
+            let expanded = DECOMPRESSOR.with(|cell| {
+                let mut slot = cell.borrow_mut();
+                if slot.is_none() {
+                    *slot = zstd::bulk::Decompressor::with_dictionary(RUN_STATE_1).ok();
+                }
+                slot.as_mut().and_then(|decompressor| decompressor.decompress(frame, size).ok())
+            });
+            match expanded {
+                Some(bytes) if bytes.len() == size => Ok(Cow::Owned(bytes)),
                 _ => Err(StoreError::Integrity { table, key: key() }),
             }
         }

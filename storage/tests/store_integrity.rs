@@ -82,6 +82,26 @@ fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
 }
 
 #[test]
+fn run_states_are_stored_compact_and_states_stored_as_json_before_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let state = run(1, 2, "r1");
+    store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
+    let canonical = dg_engine::canonical_json_bytes(&state).unwrap();
+    let raw = Connection::open(dir.path().join("state.db")).unwrap();
+    let (stored, sha): (Vec<u8>, String) =
+        raw.query_row("SELECT state_json, state_sha256 FROM runs", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    // Compact (tagged, smaller), with the hash of the canonical JSON.
+    assert_ne!(stored.first(), Some(&b'{'));
+    assert!(stored.len() < canonical.len(), "{} of {}", stored.len(), canonical.len());
+    assert_eq!(sha, hash_bytes(&canonical).value);
+    // A row as an earlier release wrote it (the canonical JSON itself) reads the same.
+    raw.execute("UPDATE runs SET state_json = ?1", [&canonical]).unwrap();
+    assert_eq!(store.get_run(Scope::new(1, 2), "r1").unwrap().unwrap().0, state);
+    assert!(store.check().unwrap().failures.is_empty());
+}
+
+#[test]
 fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
     // An attacker with raw access who recomputes the hash can still not move a run into
     // another tenant's key: the payload's own ids must match the row key.
