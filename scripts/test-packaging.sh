@@ -93,7 +93,10 @@ dpkg-deb -x "$fips_deb" "$fips_unpacked"
 dpkg-deb -c "$fips_deb" > /tmp/dg-fips-deb-files
 grep -q "/usr/share/doc/dg-appliance/fips.md" /tmp/dg-fips-deb-files || { echo "the FIPS .deb lacks fips.md"; exit 1; }
 fips_bin_sha=$(sha256sum "target/fips/$target/release/dg-appliance" | awk '{print $1}')
-rpm -qp --qf '[%{FILENAMES} %{FILEDIGESTS}\n]' "$fips_rpm" | grep -qx "/usr/bin/dg-appliance $fips_bin_sha" \
+# Listed to a file first: `grep -q` ends at the first match, and under pipefail the rpm
+# still writing the rest of its long listing then fails the pipeline (SIGPIPE) at random.
+rpm -qp --qf '[%{FILENAMES} %{FILEDIGESTS}\n]' "$fips_rpm" > /tmp/dg-fips-rpm-digests
+grep -qx "/usr/bin/dg-appliance $fips_bin_sha" /tmp/dg-fips-rpm-digests \
     || { echo "the FIPS .rpm's binary is not the FIPS build"; exit 1; }
 rm -rf "$fips_unpacked"
 echo "FIPS packages: $(basename "$fips_deb"), $(basename "$fips_rpm")"

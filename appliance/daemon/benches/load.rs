@@ -56,6 +56,14 @@ fn cpu_ticks(pid: u32) -> u64 {
         + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
 }
 
+/// The process's system CPU time in clock ticks.
+fn system_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
 /// The disk's own floor for one durable commit, measured in the daemon's data directory:
 /// the median of 300 rounds of writing 8 WAL-sized frames (33 KB, as a start or next
 /// commit writes) over a preallocated file and `fdatasync`. A cycle is two commits, so
@@ -234,6 +242,12 @@ fn main() {
     // DG_LOAD_PROFILE=N runs only one phase of N cycles, after a warm-up, for profiling
     // and A/B runs (DG_LOAD_CLIENTS clients, default 1).
     if let Some(runs) = std::env::var("DG_LOAD_PROFILE").ok().and_then(|v| v.parse::<usize>().ok()) {
+        // DG_LOAD_PREFILL=N first runs N cycles at 32 clients, unmeasured (cost at scale).
+        if let Some(prefill) = std::env::var("DG_LOAD_PREFILL").ok().and_then(|v| v.parse::<usize>().ok()) {
+            let t0 = Instant::now();
+            let (_, done) = phase(&daemon, "prefill", 32, prefill, Duration::from_secs(900));
+            println!("prefill: {} runs in {:.0} s", done.len(), t0.elapsed().as_secs_f64());
+        }
         let t0 = Instant::now();
         for _ in 0..2000 {
             daemon.agent.get(&format!("{}/healthz", daemon.base)).call().unwrap().into_string().unwrap();
@@ -249,15 +263,17 @@ fn main() {
         // That scrape came from another connection: let the daemon see the client alone.
         std::thread::sleep(Duration::from_millis(200));
         let (cpu_before, own_before) = (cpu_ticks(daemon.child.id()), cpu_ticks(std::process::id()));
+        let system_before = system_ticks(daemon.child.id());
         let clients = std::env::var("DG_LOAD_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
         let (rate, latencies) = phase(&daemon, "profile", clients, runs, Duration::from_secs(120));
         let per_cycle = |ticks: u64| ticks as f64 * 10_000.0 / latencies.len() as f64;
         let cpu_us = per_cycle(cpu_ticks(daemon.child.id()) - cpu_before);
+        let system_us = per_cycle(system_ticks(daemon.child.id()) - system_before);
         let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);
         let served = served_seconds(&daemon);
         let in_daemon_us = (served.0 - served_before.0) * 1e6 / (served.1 - served_before.1).max(1.0) * 2.0;
         println!(
-            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, p99 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us, client {client_us:.0} us; \
+            "daemon/load profile: {rate:.0} cycles/s, p50 {:.2} ms, p99 {:.2} ms, CPU per cycle: daemon {cpu_us:.0} us ({system_us:.0} us in the kernel), client {client_us:.0} us; \
              time in the daemon's handler per cycle {in_daemon_us:.0} us",
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99)
