@@ -4,8 +4,9 @@
 //! A run state is about 2 KiB of canonical JSON, most of it key names that repeat in every
 //! run. Stored as is, one run filled a 4 KiB page (two did not fit), so every run cost a
 //! page on disk and in the WAL. Compressed against a dictionary holding a typical run state,
-//! it takes a fifth of that. The hash is still of the canonical JSON: a read decompresses,
-//! then checks the sha256 as before (`document::decode`).
+//! several share a page: the load bench's bytes on disk per start+next cycle went from 6,775
+//! to about 3,100. The hash is still of the canonical JSON: a read decompresses, then checks
+//! the sha256 as before (`document::decode`).
 //!
 //! Stored bytes starting with `{` are canonical JSON as written before this form existed
 //! (and by any table not compacted); [`TAG_RUN_STATE_1`] is followed by one zstd frame. A

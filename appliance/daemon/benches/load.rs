@@ -47,21 +47,20 @@ fn goal(name: &str, figure: String, met: bool) {
     println!("daemon/load goal: {name}: {figure}: {}", if met { "met" } else { "NOT met" });
 }
 
-/// The process's user + system CPU time in clock ticks (1/100 s).
-fn cpu_ticks(pid: u32) -> u64 {
+/// The process's (user, system) CPU time in clock ticks (1/100 s), from one read of
+/// `/proc/<pid>/stat`.
+fn cpu_times(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+    let ticks = |index: usize| fields.get(index).and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11), ticks(12))
 }
 
-/// The process's system CPU time in clock ticks.
-fn system_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> =
-        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+/// The process's user + system CPU time in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let (user, system) = cpu_times(pid);
+    user + system
 }
 
 /// The disk's own floor for one durable commit, measured in the daemon's data directory:
@@ -262,13 +261,13 @@ fn main() {
         let served_before = served_seconds(&daemon);
         // That scrape came from another connection: let the daemon see the client alone.
         std::thread::sleep(Duration::from_millis(200));
-        let (cpu_before, own_before) = (cpu_ticks(daemon.child.id()), cpu_ticks(std::process::id()));
-        let system_before = system_ticks(daemon.child.id());
+        let (daemon_before, own_before) = (cpu_times(daemon.child.id()), cpu_ticks(std::process::id()));
         let clients = std::env::var("DG_LOAD_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
         let (rate, latencies) = phase(&daemon, "profile", clients, runs, Duration::from_secs(120));
         let per_cycle = |ticks: u64| ticks as f64 * 10_000.0 / latencies.len() as f64;
-        let cpu_us = per_cycle(cpu_ticks(daemon.child.id()) - cpu_before);
-        let system_us = per_cycle(system_ticks(daemon.child.id()) - system_before);
+        let daemon_after = cpu_times(daemon.child.id());
+        let system_us = per_cycle(daemon_after.1 - daemon_before.1);
+        let cpu_us = per_cycle(daemon_after.0 - daemon_before.0) + system_us;
         let client_us = per_cycle(cpu_ticks(std::process::id()) - own_before);
         let served = served_seconds(&daemon);
         let in_daemon_us = (served.0 - served_before.0) * 1e6 / (served.1 - served_before.1).max(1.0) * 2.0;
@@ -334,19 +333,20 @@ fn main() {
     let (_, second_half) = phase(&daemon, "bulk-b", 32, 50_000, Duration::from_secs(150));
     let (rss_100k, anon_100k, file_100k) = (rss_kib(pid), status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"));
     let bulk_runs = first_half.len() + second_half.len();
+    let runs_after_bulk = 10_000 + bulk_runs;
     let disk_per_cycle = database_bytes(&daemon).saturating_sub(disk_before) as f64 / bulk_runs.max(1) as f64;
     println!(
         "daemon/memory: RSS {rss_10k} KiB after 10,000 runs, {rss_50k} KiB after {}, {rss_100k} KiB after {} \
          (ratio {:.2} from 10,000; {:.2} from 50,000); bulk phase {:.0} cycles/s",
         with_separators(10_000 + first_half.len()),
-        with_separators(10_000 + bulk_runs),
+        with_separators(runs_after_bulk),
         rss_100k as f64 / rss_10k.max(1) as f64,
         rss_100k as f64 / rss_50k.max(1) as f64,
         bulk_runs as f64 / bulk_started.elapsed().as_secs_f64()
     );
     println!(
         "daemon/memory: after {} runs {anon_100k} KiB anonymous, {file_100k} KiB mapped from the binary and files",
-        with_separators(10_000 + bulk_runs)
+        with_separators(runs_after_bulk)
     );
     println!(
         "daemon/disk: {disk_per_cycle:.0} bytes per start+next cycle (state.db with its WAL, over {} cycles: run state, \
@@ -355,9 +355,8 @@ fn main() {
     );
     // Cost as data grows: fill to 500,000 runs, then the 8-client phase again.
     let fill_started = Instant::now();
-    let filled_so_far = 10_000 + bulk_runs;
-    let (_, fill) = phase(&daemon, "bulk-c", 32, LARGE_RUNS.saturating_sub(filled_so_far), Duration::from_secs(420));
-    let total_runs = filled_so_far + fill.len();
+    let (_, fill) = phase(&daemon, "bulk-c", 32, LARGE_RUNS.saturating_sub(runs_after_bulk), Duration::from_secs(420));
+    let total_runs = runs_after_bulk + fill.len();
     println!(
         "daemon/load fill to {} runs: {:.0} s ({:.0} cycles/s)",
         with_separators(total_runs),
@@ -367,22 +366,22 @@ fn main() {
     let (rate_large, latencies, cpu_large) =
         measured_phase(&daemon, "c8-large", 8, EIGHT_CLIENT_RUNS, Duration::from_secs(60));
     report(&format!("clients=8 at {} runs", with_separators(total_runs)), rate_large, "", &latencies);
+    let (rate_ratio, cpu_ratio) = (rate_large / at_8.0.max(1e-9), cpu_large / at_8.1.max(1e-9));
     println!(
         "daemon/load cost as data grows (8 clients): {:.0} cycles/s and {:.3} ms CPU per cycle from 5,000 runs; \
          {rate_large:.0} cycles/s and {cpu_large:.3} ms at {} (ratios {:.2} and {:.2})",
         at_8.0,
         at_8.1,
         with_separators(total_runs),
-        rate_large / at_8.0.max(1e-9),
-        cpu_large / at_8.1.max(1e-9)
+        rate_ratio,
+        cpu_ratio
     );
     goal("server CPU per cycle at 8 clients <= 0.4 ms", format!("{:.3} ms", at_8.1), at_8.1 <= 0.4);
     goal("p99 per cycle at 8 clients <= 10 ms", format!("{:.2} ms", at_8.2), at_8.2 <= 10.0);
-    let flat =
-        (rate_large / at_8.0.max(1e-9) - 1.0).abs() <= 0.10 && (cpu_large / at_8.1.max(1e-9) - 1.0).abs() <= 0.10;
+    let flat = (rate_ratio - 1.0).abs() <= 0.10 && (cpu_ratio - 1.0).abs() <= 0.10;
     goal(
         &format!("cycles/s and CPU per cycle at {} runs within 10% of those at 5,000", with_separators(total_runs)),
-        format!("ratios {:.2} and {:.2}", rate_large / at_8.0.max(1e-9), cpu_large / at_8.1.max(1e-9)),
+        format!("ratios {rate_ratio:.2} and {cpu_ratio:.2}"),
         flat && total_runs >= LARGE_RUNS,
     );
     goal("disk per cycle <= 2,500 bytes", format!("{disk_per_cycle:.0} bytes"), disk_per_cycle <= 2_500.0);
