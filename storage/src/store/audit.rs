@@ -7,6 +7,7 @@
 //! tenant under legal hold are never pruned.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::now_ms;
 use crate::error::StoreError;
 use crate::signing::{KeyStore, PublicKeyRing};
+use crate::store::audit_segments::{self, each_entry, Walk, SEALS_PER_CHECKPOINT};
 use crate::store::usage::{record_usage, UsageRecord};
 use crate::store::{exec, query_one, to_sql, Store};
 
@@ -417,6 +419,7 @@ impl Store {
                 _ if head.0 == 0 => return Ok(0),
                 _ => sign_checkpoint(conn, signer.as_ref(), &head)?,
             };
+            audit_segments::seal_due(conn, checkpoint.body.entry_count, SEALS_PER_CHECKPOINT);
             if let Ok(mut slot) = slot.lock() {
                 *slot = Some(checkpoint);
             }
@@ -453,15 +456,17 @@ impl Store {
             crate::fsutil::read_bounded(&self.audit_witness_path(), 1024 * 1024, crate::fsutil::Links::Refuse).ok();
         self.read(|conn| {
             let mut verifier = ChainVerifier::new(1, GENESIS_SHA256);
-            let mut stmt = conn
-                .prepare("SELECT seq, entry_json, entry_sha256 FROM audit_log ORDER BY seq")
-                .map_err(StoreError::sqlite("read audit log"))?;
-            let mut rows = stmt.query([]).map_err(StoreError::sqlite("read audit log"))?;
-            while let Some(row) = rows.next().map_err(StoreError::sqlite("read audit log"))? {
-                let seq: i64 = row.get(0).map_err(StoreError::sqlite("read audit log"))?;
-                let bytes: Option<Vec<u8>> = row.get(1).map_err(StoreError::sqlite("read audit log"))?;
-                let sha: String = row.get(2).map_err(StoreError::sqlite("read audit log"))?;
-                verifier.entry(to_u64(seq), bytes.as_deref(), &sha);
+            let walked = each_entry(conn, Walk::From(1), &mut |entry| {
+                verifier.entry(entry.seq, entry.json.as_deref(), &entry.sha256);
+                Ok(ControlFlow::Continue(()))
+            });
+            match walked {
+                Ok(()) => {}
+                // A damaged segment is a break in the chain, reported like one.
+                Err(StoreError::Integrity { table, key }) => verifier
+                    .report
+                    .fail(key.parse().unwrap_or(0), format!("the sealed entries from {key} are damaged ({table})")),
+                Err(err) => return Err(err),
             }
             let checkpoints = all_checkpoints(conn, 0)?;
             verifier.checkpoints(&checkpoints, ring, Some(GENESIS_SHA256));
@@ -498,36 +503,30 @@ impl Store {
     pub fn export_audit(&self, since_ms: i64, out: &mut dyn Write) -> Result<u64, StoreError> {
         let io = |source| StoreError::Io { operation: "write audit export", source };
         self.read(|conn| {
-            let first: Option<i64> = query_one(conn, "SELECT min(seq) FROM audit_log WHERE time_ms >= ?1", [since_ms], |row| row.get(0))
-                .map_err(StoreError::sqlite("export audit"))?;
-            let first = first.unwrap_or(i64::MAX);
-            let anchor: String = query_one(conn, "SELECT entry_sha256 FROM audit_log WHERE seq = ?1", [first.saturating_sub(1)], |row| row.get(0))
-                .optional()
-                .map_err(StoreError::sqlite("export audit"))?
-                .unwrap_or_else(|| GENESIS_SHA256.to_string());
+            let first = audit_segments::first_since(conn, since_ms)?.map_or(i64::MAX, to_sql);
+            let anchor = match first.checked_sub(1).filter(|seq| *seq > 0) {
+                Some(before) => audit_segments::entry_at(conn, to_u64(before))?.map(|entry| entry.sha256),
+                None => None,
+            }
+            .unwrap_or_else(|| GENESIS_SHA256.to_string());
             let header = serde_json::json!({"type": "header", "format": "dg-audit-export-v1", "instance_id": self.instance_id(),
                                             "first_seq": to_u64(first.min(i64::MAX - 1)), "anchor_sha256": anchor, "since_ms": since_ms});
             writeln!(out, "{header}").map_err(io)?;
-            let mut stmt = conn
-                .prepare("SELECT seq, entry_json, entry_sha256 FROM audit_log WHERE seq >= ?1 ORDER BY seq")
-                .map_err(StoreError::sqlite("export audit"))?;
-            let mut rows = stmt.query([first]).map_err(StoreError::sqlite("export audit"))?;
             let mut count = 0;
-            while let Some(row) = rows.next().map_err(StoreError::sqlite("export audit"))? {
-                let seq: i64 = row.get(0).map_err(StoreError::sqlite("export audit"))?;
-                let bytes: Option<Vec<u8>> = row.get(1).map_err(StoreError::sqlite("export audit"))?;
-                let sha: String = row.get(2).map_err(StoreError::sqlite("export audit"))?;
-                let entry: serde_json::Value = match bytes {
+            each_entry(conn, Walk::From(to_u64(first)), &mut |stored| {
+                let entry: serde_json::Value = match stored.json {
                     Some(bytes) => serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
                         table: "audit_log",
-                        key: seq.to_string(),
+                        key: stored.seq.to_string(),
                         reason: err.to_string(),
                     })?,
                     None => serde_json::Value::Null,
                 };
-                writeln!(out, "{}", serde_json::json!({"type": "entry", "seq": seq, "sha256": sha, "entry": entry})).map_err(io)?;
+                let line = serde_json::json!({"type": "entry", "seq": stored.seq, "sha256": stored.sha256, "entry": entry});
+                writeln!(out, "{line}").map_err(io)?;
                 count += 1;
-            }
+                Ok(ControlFlow::Continue(()))
+            })?;
             let prev_checkpoint = query_one(
                 conn,
                 "SELECT checkpoint_json FROM audit_checkpoints WHERE entry_count < ?1 ORDER BY entry_count DESC LIMIT 1",
@@ -556,14 +555,28 @@ impl Store {
     /// Storage errors.
     pub fn prune_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
         let pruned = self.writer.submit(Box::new(move |conn| {
+            // The newest checkpoint whose entry is older than `before_ms` (times never go
+            // back along the chain).
+            let Some(older) = audit_segments::last_before(conn, before_ms)? else { return Ok(0) };
             let bound: Option<i64> = query_one(
                 conn,
-                "SELECT max(c.entry_count) FROM audit_checkpoints c JOIN audit_log l ON l.seq = c.entry_count WHERE l.time_ms < ?1",
-                [before_ms],
+                "SELECT max(entry_count) FROM audit_checkpoints WHERE entry_count <= ?1",
+                [to_sql(older)],
                 |row| row.get(0),
             )
             .map_err(StoreError::sqlite("find prune bound"))?;
             let Some(bound) = bound else { return Ok(0) };
+            let held: Vec<u64> = {
+                let mut stmt = conn
+                    .prepare_cached("SELECT tenant_id FROM audit_holds")
+                    .map_err(StoreError::sqlite("read legal holds"))?;
+                let rows =
+                    stmt.query_map([], |row| row.get::<_, i64>(0)).map_err(StoreError::sqlite("read legal holds"))?;
+                rows.map(|row| row.map(to_u64))
+                    .collect::<Result<_, _>>()
+                    .map_err(StoreError::sqlite("read legal holds"))?
+            };
+            let sealed = audit_segments::prune_sealed(conn, to_u64(bound), &held)?;
             let rows = exec(
                 conn,
                 "UPDATE audit_log SET entry_json = NULL WHERE seq <= ?1 AND entry_json IS NOT NULL
@@ -571,7 +584,7 @@ impl Store {
                 [bound],
             )
             .map_err(StoreError::sqlite("prune audit"))?;
-            Ok(i64::try_from(rows).unwrap_or(i64::MAX))
+            Ok(i64::try_from(sealed + u64::try_from(rows).unwrap_or(u64::MAX)).unwrap_or(i64::MAX))
         }))?;
         Ok(to_u64(pruned))
     }
@@ -604,23 +617,17 @@ impl Store {
     /// Storage errors.
     pub fn audit_entries(&self, since_seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT seq, entry_json FROM audit_log WHERE seq >= ?1 AND entry_json IS NOT NULL ORDER BY seq",
-                )
-                .map_err(StoreError::sqlite("read audit log"))?;
-            let rows = stmt
-                .query_map([to_sql(since_seq)], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
-                .map_err(StoreError::sqlite("read audit log"))?;
             let mut out = Vec::new();
-            for row in rows {
-                let (seq, bytes) = row.map_err(StoreError::sqlite("read audit log"))?;
-                out.push(serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
-                    table: "audit_log",
-                    key: seq.to_string(),
-                    reason: err.to_string(),
-                })?);
-            }
+            each_entry(conn, Walk::From(since_seq), &mut |stored| {
+                if let Some(bytes) = stored.json {
+                    out.push(serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
+                        table: "audit_log",
+                        key: stored.seq.to_string(),
+                        reason: err.to_string(),
+                    })?);
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
             Ok(out)
         })
     }
@@ -666,18 +673,14 @@ fn append_in(
         let last = last_checkpoint_count(conn)?;
         if head.0 >= last + every {
             signed = Some(sign_checkpoint(conn, signer.as_ref(), &head)?);
+            audit_segments::seal_due(conn, head.0, SEALS_PER_CHECKPOINT);
         }
     }
     Ok((head.0, signed))
 }
 
 fn head(conn: &Connection) -> Result<(u64, String), StoreError> {
-    Ok(query_one(conn, "SELECT seq, entry_sha256 FROM audit_log ORDER BY seq DESC LIMIT 1", [], |row| {
-        Ok((to_u64(row.get::<_, i64>(0)?), row.get::<_, String>(1)?))
-    })
-    .optional()
-    .map_err(StoreError::sqlite("read audit head"))?
-    .unwrap_or_else(|| (0, GENESIS_SHA256.to_string())))
+    Ok(audit_segments::newest(conn)?.map_or_else(|| (0, GENESIS_SHA256.to_string()), |(seq, sha, _)| (seq, sha)))
 }
 
 /// How many entries the newest checkpoint covers (0 when there is none); the key

@@ -3,12 +3,15 @@
 //! matching a filter. Every answer is bounded: a page holds at most [`MAX_PAGE`] rows and an
 //! audit search reads at most [`AUDIT_SCAN_LIMIT`] entries.
 
+use std::ops::ControlFlow;
+
 use rusqlite::types::Value as SqlValue;
 use serde::Serialize;
 
 use crate::document::decode;
 use crate::error::StoreError;
 use crate::store::audit::AuditEntry;
+use crate::store::audit_segments::{each_entry, Walk};
 use crate::store::{to_sql, RunSummary, Store};
 
 /// The most rows one page answers.
@@ -189,46 +192,27 @@ impl Store {
         before_seq: Option<u64>,
         limit: u32,
     ) -> Result<AuditPage, StoreError> {
-        const BATCH: i64 = 500;
         let limit = usize::try_from(limit.min(MAX_PAGE)).unwrap_or(0);
-        let mut entries = Vec::new();
-        let mut before = before_seq.map_or(i64::MAX, to_sql);
-        let mut scanned = 0u64;
-        loop {
-            let batch: Vec<(i64, Vec<u8>, String)> = self.read(|conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT seq, entry_json, entry_sha256 FROM audit_log
-                         WHERE seq < ?1 AND entry_json IS NOT NULL AND (?3 IS NULL OR tenant_id = ?3)
-                         ORDER BY seq DESC LIMIT ?2",
-                    )
-                    .map_err(StoreError::sqlite("search audit"))?;
-                let rows = stmt
-                    .query_map(rusqlite::params![before, BATCH, filter.tenant.map(to_sql)], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .map_err(StoreError::sqlite("search audit"))?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("search audit"))
-            })?;
-            let exhausted = batch.len() < usize::try_from(BATCH).unwrap_or(0);
-            for (seq, json, sha256) in batch {
-                before = seq;
-                scanned += 1;
-                let entry: AuditEntry = decode(&json, &sha256, "audit_log", || seq.to_string())
-                    .map_err(|err| self.integrity_failed(err))?;
-                if filter.keeps(&entry) {
-                    entries.push(entry);
-                    if entries.len() >= limit {
-                        return Ok(AuditPage { entries, next_before_seq: Some(before.unsigned_abs()), scanned });
-                    }
+        let scan_limit = u64::try_from(AUDIT_SCAN_LIMIT).unwrap_or(u64::MAX);
+        self.read(|conn| {
+            let mut page = AuditPage { entries: Vec::new(), next_before_seq: None, scanned: 0 };
+            each_entry(conn, Walk::Before(before_seq.unwrap_or(u64::MAX)), &mut |stored| {
+                let Some(json) = stored.json else { return Ok(ControlFlow::Continue(())) };
+                if filter.tenant.is_some() && stored.tenant_id != filter.tenant {
+                    return Ok(ControlFlow::Continue(()));
                 }
-            }
-            if exhausted {
-                return Ok(AuditPage { entries, next_before_seq: None, scanned });
-            }
-            if usize::try_from(scanned).unwrap_or(usize::MAX) >= AUDIT_SCAN_LIMIT {
-                return Ok(AuditPage { entries, next_before_seq: Some(before.unsigned_abs()), scanned });
-            }
-        }
+                page.scanned += 1;
+                let entry: AuditEntry = decode(&json, &stored.sha256, "audit_log", || stored.seq.to_string())?;
+                if filter.keeps(&entry) {
+                    page.entries.push(entry);
+                }
+                if page.entries.len() >= limit || page.scanned >= scan_limit {
+                    page.next_before_seq = Some(stored.seq);
+                    return Ok(ControlFlow::Break(()));
+                }
+                Ok(ControlFlow::Continue(()))
+            })?;
+            Ok(page)
+        })
     }
 }

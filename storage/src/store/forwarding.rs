@@ -2,9 +2,10 @@
 //! JSON and hash), the chain's head, and the forwarding cursor (the last entry the
 //! collector is known to have), kept in the database beside the chain it points into.
 
-use rusqlite::params;
+use std::ops::ControlFlow;
 
 use crate::error::StoreError;
+use crate::store::audit_segments::{self, each_entry, Walk};
 use crate::store::{exec, query_one, to_sql, Store};
 
 /// One stored audit entry, as written.
@@ -31,23 +32,22 @@ impl Store {
     /// SQLite errors.
     pub fn audit_page(&self, after_seq: u64, limit: usize) -> Result<Vec<StoredAuditEntry>, StoreError> {
         self.read(|conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, entry_json, entry_sha256, time_ms FROM audit_log
-                     WHERE seq > ?1 AND entry_json IS NOT NULL ORDER BY seq LIMIT ?2",
-                )
-                .map_err(StoreError::sqlite("read audit page"))?;
-            let rows = stmt
-                .query_map(params![to_sql(after_seq), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                    Ok(StoredAuditEntry {
-                        seq: to_u64(row.get(0)?),
-                        json: row.get(1)?,
-                        sha256: row.get(2)?,
-                        time_ms: row.get(3)?,
-                    })
-                })
-                .map_err(StoreError::sqlite("read audit page"))?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("read audit page"))
+            let mut page = Vec::new();
+            if limit == 0 {
+                return Ok(page);
+            }
+            each_entry(conn, Walk::From(after_seq.saturating_add(1)), &mut |stored| {
+                if let Some(json) = stored.json {
+                    page.push(StoredAuditEntry {
+                        seq: stored.seq,
+                        json,
+                        sha256: stored.sha256,
+                        time_ms: stored.time_ms,
+                    });
+                }
+                Ok(if page.len() >= limit { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+            })?;
+            Ok(page)
         })
     }
 
@@ -56,19 +56,7 @@ impl Store {
     /// # Errors
     /// SQLite errors.
     pub fn audit_head(&self) -> Result<(u64, i64), StoreError> {
-        self.read(|conn| {
-            query_one(conn, "SELECT coalesce(max(seq), 0) FROM audit_log", [], |row| row.get::<_, i64>(0))
-                .and_then(|seq| {
-                    let time = query_one(
-                        conn,
-                        "SELECT coalesce(max(time_ms), 0) FROM audit_log WHERE seq = ?1",
-                        [seq],
-                        |row| row.get::<_, i64>(0),
-                    )?;
-                    Ok((to_u64(seq), time))
-                })
-                .map_err(StoreError::sqlite("read audit head"))
-        })
+        self.read(|conn| Ok(audit_segments::newest(conn)?.map_or((0, 0), |(seq, _, time_ms)| (seq, time_ms))))
     }
 
     /// The forwarding cursor: the last entry the collector is known to have.

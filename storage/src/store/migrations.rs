@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use crate::error::StoreError;
 
 /// Highest schema version this build knows.
-pub const CURRENT_VERSION: i64 = 7;
+pub const CURRENT_VERSION: i64 = 8;
 
 /// Each migration's SQL; index `i` moves version `i` to `i + 1`.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     // v1: the first schema.
     r"
     CREATE TABLE store_meta (version INTEGER NOT NULL, instance_id TEXT NOT NULL);
@@ -167,6 +167,14 @@ const MIGRATIONS: [&str; 7] = [
         record_json BLOB NOT NULL, record_sha256 TEXT NOT NULL
     );
     CREATE INDEX oidc_subjects_by_tenant ON oidc_subjects (tenant_id);
+    ",
+    // v8: sealed audit segments (`audit_segments.rs`): entries behind the newest checkpoint
+    // and the newest 4,096, many to a row, each with its recorded hash, tenant and time.
+    r"
+    CREATE TABLE audit_segments (
+        first_seq INTEGER PRIMARY KEY NOT NULL, last_seq INTEGER NOT NULL, last_sha256 TEXT NOT NULL,
+        min_time_ms INTEGER NOT NULL, max_time_ms INTEGER NOT NULL, bodies INTEGER NOT NULL, frame BLOB NOT NULL
+    );
     ",
 ];
 

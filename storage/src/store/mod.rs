@@ -1,6 +1,7 @@
 //! The store: typed, tenant-scoped operations over the SQLite schema.
 
 pub(crate) mod audit;
+pub(crate) mod audit_segments;
 pub(crate) mod browse;
 pub(crate) mod checkpointer;
 pub(crate) mod forwarding;
@@ -240,11 +241,8 @@ impl Store {
             .map_err(StoreError::sqlite("set SQLite memory budget"))?;
         // Record times never go back past the newest audit entry, even across a restart
         // on a clock that was stepped back (`clock.rs`).
-        let newest: Option<i64> =
-            query_one(&conn, "SELECT time_ms FROM audit_log ORDER BY seq DESC LIMIT 1", [], |row| row.get(0))
-                .optional()
-                .map_err(StoreError::sqlite("read audit head time"))?;
-        crate::clock::raise_floor(newest.unwrap_or(0));
+        let newest = crate::store::audit_segments::newest(&conn)?;
+        crate::clock::raise_floor(newest.map_or(0, |(_, _, time_ms)| time_ms));
         // The writer also serves hot point reads (`read_point`): room for every cached
         // statement of both, so none is evicted and prepared again on the request path.
         conn.set_prepared_statement_cache_capacity(128);
