@@ -135,6 +135,13 @@ fn browsing_and_forwarding_cross_into_the_sealed_part() {
     assert!(page.entries.iter().all(|e| e.event.tenant_id == Some(2)), "{page:?}");
     assert_eq!(page.entries.len(), 3);
 
+    // A tenant with no entries: the search walks the whole chain, each entry counted
+    // towards the scan bound (AUDIT_SCAN_LIMIT), sealed ones included.
+    let nobody = AuditFilter { tenant: Some(99), ..AuditFilter::default() };
+    let page = fixture.store.audit_recent(&nobody, None, 10).unwrap();
+    assert_eq!((page.entries.len(), page.scanned, page.next_before_seq), (0, ENTRIES, None));
+    assert!(usize::try_from(ENTRIES).unwrap() < dg_storage::browse::AUDIT_SCAN_LIMIT);
+
     let forwarded = fixture.store.audit_page(oldest_row - 3, 6).unwrap();
     assert_eq!(
         forwarded.iter().map(|e| e.seq).collect::<Vec<_>>(),

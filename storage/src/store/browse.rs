@@ -197,14 +197,14 @@ impl Store {
         self.read(|conn| {
             let mut page = AuditPage { entries: Vec::new(), next_before_seq: None, scanned: 0 };
             each_entry(conn, Walk::Before(before_seq.unwrap_or(u64::MAX)), &mut |stored| {
-                let Some(json) = stored.json else { return Ok(ControlFlow::Continue(())) };
-                if filter.tenant.is_some() && stored.tenant_id != filter.tenant {
-                    return Ok(ControlFlow::Continue(()));
-                }
+                // Every entry walked counts towards the bound, whatever the filter keeps.
                 page.scanned += 1;
-                let entry: AuditEntry = decode(&json, &stored.sha256, "audit_log", || stored.seq.to_string())?;
-                if filter.keeps(&entry) {
-                    page.entries.push(entry);
+                let tenant_kept = filter.tenant.is_none() || stored.tenant_id == filter.tenant;
+                if let (Some(json), true) = (&stored.json, tenant_kept) {
+                    let entry: AuditEntry = decode(json, &stored.sha256, "audit_log", || stored.seq.to_string())?;
+                    if filter.keeps(&entry) {
+                        page.entries.push(entry);
+                    }
                 }
                 if page.entries.len() >= limit || page.scanned >= scan_limit {
                     page.next_before_seq = Some(stored.seq);
