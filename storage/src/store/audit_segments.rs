@@ -175,42 +175,44 @@ pub(crate) fn each_entry(
     walk: Walk,
     visit: &mut dyn FnMut(StoredEntry) -> Result<ControlFlow<()>, StoreError>,
 ) -> Result<(), StoreError> {
-    let read = StoreError::sqlite("read audit log");
     match walk {
-        Walk::From(start) => {
-            if each_segment_entry(conn, walk, visit)?.is_break() {
-                return Ok(());
+        Walk::From(_) => {
+            if each_segment_entry(conn, walk, visit)?.is_continue() {
+                each_row_entry(conn, walk, visit)?;
             }
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, entry_json, entry_sha256, tenant_id, time_ms FROM audit_log WHERE seq >= ?1 ORDER BY seq",
-                )
-                .map_err(read)?;
-            let mut rows = stmt.query([to_sql(start)]).map_err(StoreError::sqlite("read audit log"))?;
-            while let Some(row) = rows.next().map_err(StoreError::sqlite("read audit log"))? {
-                if visit(row_entry(row).map_err(StoreError::sqlite("read audit log"))?)?.is_break() {
-                    return Ok(());
-                }
-            }
-            Ok(())
         }
-        Walk::Before(end) => {
-            {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT seq, entry_json, entry_sha256, tenant_id, time_ms FROM audit_log WHERE seq < ?1 ORDER BY seq DESC",
-                    )
-                    .map_err(read)?;
-                let mut rows = stmt.query([to_sql(end)]).map_err(StoreError::sqlite("read audit log"))?;
-                while let Some(row) = rows.next().map_err(StoreError::sqlite("read audit log"))? {
-                    if visit(row_entry(row).map_err(StoreError::sqlite("read audit log"))?)?.is_break() {
-                        return Ok(());
-                    }
-                }
+        Walk::Before(_) => {
+            if each_row_entry(conn, walk, visit)?.is_continue() {
+                each_segment_entry(conn, walk, visit)?;
             }
-            each_segment_entry(conn, walk, visit).map(|_| ())
         }
     }
+    Ok(())
+}
+
+fn each_row_entry(
+    conn: &Connection,
+    walk: Walk,
+    visit: &mut dyn FnMut(StoredEntry) -> Result<ControlFlow<()>, StoreError>,
+) -> Result<ControlFlow<()>, StoreError> {
+    let (sql, bound) = match walk {
+        Walk::From(start) => (
+            "SELECT seq, entry_json, entry_sha256, tenant_id, time_ms FROM audit_log WHERE seq >= ?1 ORDER BY seq",
+            to_sql(start),
+        ),
+        Walk::Before(end) => (
+            "SELECT seq, entry_json, entry_sha256, tenant_id, time_ms FROM audit_log WHERE seq < ?1 ORDER BY seq DESC",
+            to_sql(end),
+        ),
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(StoreError::sqlite("read audit log"))?;
+    let mut rows = stmt.query([bound]).map_err(StoreError::sqlite("read audit log"))?;
+    while let Some(row) = rows.next().map_err(StoreError::sqlite("read audit log"))? {
+        if visit(row_entry(row).map_err(StoreError::sqlite("read audit log"))?)?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+    }
+    Ok(ControlFlow::Continue(()))
 }
 
 fn each_segment_entry(
