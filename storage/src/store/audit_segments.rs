@@ -178,12 +178,12 @@ pub(crate) fn each_entry(
     match walk {
         Walk::From(_) => {
             if each_segment_entry(conn, walk, visit)?.is_continue() {
-                each_row_entry(conn, walk, visit)?;
+                each_row_entry(conn, walk, visit).map(drop)?;
             }
         }
         Walk::Before(_) => {
             if each_row_entry(conn, walk, visit)?.is_continue() {
-                each_segment_entry(conn, walk, visit)?;
+                each_segment_entry(conn, walk, visit).map(drop)?;
             }
         }
     }
