@@ -41,9 +41,32 @@ pub struct Seaweed {
     runtime: tokio::runtime::Runtime,
 }
 
+/// `count` free loopback ports below the kernel's ephemeral range, so that no outgoing
+/// connection of another test takes one between this choice and weed's bind (SeaweedFS binds
+/// eleven ports seconds after they are chosen). Held together so no two are the same;
+/// released just before the server binds them.
 fn free_ports(count: usize) -> Vec<u16> {
-    // Held together so no two are the same; released just before the server binds them.
-    let listeners: Vec<TcpListener> = (0..count).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next().and_then(|low| low.parse::<u32>().ok()))
+        .unwrap_or(32_768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000).max(1_000));
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let mut listeners = Vec::new();
+    for step in 0..span {
+        if listeners.len() == count {
+            break;
+        }
+        let port = u16::try_from(low + (seed.wrapping_mul(7_919).wrapping_add(step)) % span).unwrap();
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            listeners.push(listener);
+        }
+    }
+    // Fall back to the kernel's choice should that range be full.
+    while listeners.len() < count {
+        listeners.push(TcpListener::bind("127.0.0.1:0").unwrap());
+    }
     listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
@@ -61,7 +84,6 @@ impl Seaweed {
     fn start_inner(tls: Option<(PathBuf, PathBuf)>) -> Option<Self> {
         let _ = weed_binary()?;
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let identities = serde_json::json!({"identities": [{"name": "dg", "credentials": [{"accessKey": ACCESS_KEY,
             "secretKey": SECRET_KEY}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]});
         std::fs::write(dir.path().join("s3.json"), identities.to_string()).unwrap();
@@ -77,16 +99,29 @@ impl Seaweed {
             "admin.port",
             "admin.port.grpc",
         ];
-        let mut ports: Vec<(&'static str, u16)> = names.into_iter().zip(free_ports(names.len() + 1)).collect();
-        let s3_port = ports.iter().find(|(name, _)| *name == "s3.port").unwrap().1;
-        let https_port = tls.as_ref().map(|_| free_ports(1)[0]);
-        if let Some(port) = https_port {
-            ports.push(("s3.port.https", port));
-        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let mut server = Self { child: None, dir, ports, s3_port, https_port, tls, runtime };
-        server.launch();
-        Some(server)
+        let mut server = Self { child: None, dir, ports: Vec::new(), s3_port: 0, https_port: None, tls, runtime };
+        // A port found free can be taken by another test's process before weed binds it:
+        // then weed exits with "address already in use", and it starts again on new ports.
+        for attempt in 1..=3 {
+            // Each attempt starts from an empty directory and log.
+            let _ = std::fs::remove_file(server.dir.path().join("weed.log"));
+            let data = server.dir.path().join("data");
+            let _ = std::fs::remove_dir_all(&data);
+            std::fs::create_dir_all(&data).unwrap();
+            server.ports = names.into_iter().zip(free_ports(names.len() + 1)).collect();
+            server.s3_port = server.ports.iter().find(|(name, _)| *name == "s3.port").unwrap().1;
+            server.https_port = server.tls.as_ref().map(|_| free_ports(1)[0]);
+            if let Some(port) = server.https_port {
+                server.ports.push(("s3.port.https", port));
+            }
+            match server.try_launch() {
+                Ok(()) => return Some(server),
+                Err(log) if attempt < 3 && log.contains("address already in use") => continue,
+                Err(log) => panic!("weed exited before it was ready:\n{log}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// The S3 endpoint, `http://127.0.0.1:PORT`.
@@ -113,6 +148,13 @@ impl Seaweed {
 
     /// (Re)starts the server on its directory and ports, and waits until S3 answers.
     pub fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("weed exited before it was ready:\n{log}");
+        }
+    }
+
+    /// As [`Self::launch`]; `Err` with its log when weed exits before it is ready.
+    fn try_launch(&mut self) -> Result<(), String> {
         let weed = weed_binary().unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("weed.log")).unwrap();
         let mut command = Command::new(weed);
@@ -139,10 +181,11 @@ impl Seaweed {
         loop {
             // Ready when S3 answers a signed request (the filer behind it is up too).
             if self.runtime.block_on(client.list_buckets().send()).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("weed exited ({status}) before it was ready:\n{}", self.log());
+                self.child = None;
+                return Err(format!("({status})\n{}", self.log()));
             }
             assert!(Instant::now() < deadline, "weed not ready in 60 s:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
