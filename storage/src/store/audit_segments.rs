@@ -222,10 +222,11 @@ fn each_segment_entry(
 ) -> Result<ControlFlow<()>, StoreError> {
     let (sql, bound) = match walk {
         Walk::From(start) => {
-            // Segments do not overlap: the one holding `start` is the last to begin at or before it.
+            // Segments do not overlap: the one holding `start` is the last to begin at or before it
+            // (read only if it reaches `start`: a walk from the rows, as forwarding's, decodes none).
             (
                 "SELECT first_seq, frame FROM audit_segments WHERE first_seq >= (SELECT coalesce(max(first_seq), 0)
-                 FROM audit_segments WHERE first_seq <= ?1) ORDER BY first_seq",
+                 FROM audit_segments WHERE first_seq <= ?1) AND last_seq >= ?1 ORDER BY first_seq",
                 to_sql(start),
             )
         }
@@ -301,16 +302,18 @@ pub(crate) fn entry_at(conn: &Connection, seq: u64) -> Result<Option<StoredEntry
 /// # Errors
 /// [`StoreError::Integrity`] for a damaged segment; SQLite errors.
 pub(crate) fn first_since(conn: &Connection, since_ms: i64) -> Result<Option<u64>, StoreError> {
-    let start: Option<i64> = query_one(
+    // The first segment reaching `since_ms`; past every segment when none does (the walk
+    // then reads the rows only).
+    let start: i64 = query_one(
         conn,
-        "SELECT first_seq FROM audit_segments WHERE max_time_ms >= ?1 ORDER BY first_seq LIMIT 1",
+        "SELECT coalesce((SELECT first_seq FROM audit_segments WHERE max_time_ms >= ?1 ORDER BY first_seq LIMIT 1),
+                         (SELECT coalesce(max(last_seq), 0) + 1 FROM audit_segments))",
         [since_ms],
         |row| row.get(0),
     )
-    .optional()
     .map_err(StoreError::sqlite("find audit entries by time"))?;
     let mut found = None;
-    each_entry(conn, Walk::From(start.map_or(0, to_u64)), &mut |entry| {
+    each_entry(conn, Walk::From(to_u64(start)), &mut |entry| {
         if entry.time_ms >= since_ms {
             found = Some(entry.seq);
             return Ok(ControlFlow::Break(()));
