@@ -109,9 +109,12 @@ impl Seaweed {
             let data = server.dir.path().join("data");
             let _ = std::fs::remove_dir_all(&data);
             std::fs::create_dir_all(&data).unwrap();
-            server.ports = names.into_iter().zip(free_ports(names.len() + 1)).collect();
+            // One choice for every port, the last for S3 over TLS: ports from two choices
+            // could be the same.
+            let ports = free_ports(names.len() + 1);
+            server.ports = names.into_iter().zip(ports.iter().copied()).collect();
             server.s3_port = server.ports.iter().find(|(name, _)| *name == "s3.port").unwrap().1;
-            server.https_port = server.tls.as_ref().map(|_| free_ports(1)[0]);
+            server.https_port = server.tls.as_ref().and(ports.last().copied());
             if let Some(port) = server.https_port {
                 server.ports.push(("s3.port.https", port));
             }
