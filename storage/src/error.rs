@@ -14,6 +14,18 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    /// PostgreSQL reported an error, or could not be reached. `unavailable` says the database
+    /// was not reachable (connection refused or lost, pool wait timed out, shutting down):
+    /// nothing was committed and the request may be retried once it is back.
+    #[error("postgres error during {operation}: {message}")]
+    Postgres {
+        /// What was being done.
+        operation: &'static str,
+        /// The database's or the client's message (with its SQLSTATE when it has one).
+        message: String,
+        /// The database could not be reached; retry later.
+        unavailable: bool,
+    },
     /// A stored document does not match its stored hash: the row was altered outside
     /// the appliance. Fails closed; the data is never returned.
     #[error("integrity error: {table} row {key} does not match its stored sha256")]
@@ -46,6 +58,15 @@ pub enum StoreError {
     /// The row already exists (or changed under a concurrent writer).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database gave up the transaction for a concurrent one (a deadlock or a
+    /// serialization failure): nothing was written; the same request may be retried.
+    #[error("contended during {operation}: {message}; nothing was written, retry")]
+    Contended {
+        /// What was being done.
+        operation: &'static str,
+        /// The database's message.
+        message: String,
+    },
     /// A checkpoint could not be signed.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -107,6 +128,13 @@ impl StoreError {
     /// Wraps a SQLite error with the operation name.
     pub(crate) fn sqlite(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
         move |source| Self::Sqlite { operation, source }
+    }
+
+    /// True when the database could not be reached (PostgreSQL down or unreachable): the
+    /// request changed nothing and may be retried.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Postgres { unavailable: true, .. })
     }
 
     /// True when the error means the disk (or quota) is full.

@@ -24,12 +24,16 @@ pub mod backup;
 pub mod bundle;
 mod clock;
 mod compact;
+pub mod copy;
+mod copy_record;
 mod document;
 mod error;
 mod fsutil;
 pub mod import;
+pub mod postgres;
 pub mod runpack_backend;
 pub mod runpack_store;
+mod seam;
 pub mod signing;
 mod store;
 
@@ -38,6 +42,7 @@ pub use clock::shift_wall_clock_for_tests;
 pub use clock::{floor_ms, now_ms, record_time_ms};
 pub use error::StoreError;
 pub use fsutil::{open_regular, read_bounded, read_text_bounded, write_atomic, Links};
+pub use seam::StateStore;
 pub use store::checkpointer::CheckpointCounts;
 /// The database schema version this build writes (a newer one is refused).
 pub use store::migrations::CURRENT_VERSION as SCHEMA_VERSION;

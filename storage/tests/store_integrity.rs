@@ -3,46 +3,17 @@
 //! migrations go forward only and refuse newer databases, writes are idempotent where
 //! the contract says so.
 
-use std::num::NonZeroU64;
+#[allow(dead_code)]
+mod support;
+
+use support::{scenario_spec, started_run};
 
 use dg_engine::hashing::hash_bytes;
-use dg_engine::spec::ScenarioSpec;
-use dg_engine::state::{RunConfig, RunState, RunStatus};
-use dg_engine::time::Timestamp;
-use dg_engine::{ControlPlane, EngineConfig};
-use dg_providers::time::TimeProviderConfig;
-use dg_providers::BuiltinProviders;
+use dg_engine::state::RunStatus;
 use dg_storage::{Scope, Store, StoreError, StoreLimits};
 use proptest::prelude::*;
 use rusqlite::Connection;
 use serde_json::json;
-
-fn spec(id: &str, namespace: u64) -> ScenarioSpec {
-    serde_json::from_value(json!({
-        "scenario_id": id, "namespace_id": namespace, "spec_version": "1", "policies": [], "schemas": [],
-        "conditions": [{"condition_id": "c", "query": {"provider_id": "time", "check_id": "now"}, "comparator": "exists",
-                        "expected": null, "policy_tags": []}],
-        "stages": [{"stage_id": "s", "entry_packets": [], "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
-                    "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}]
-    }))
-    .unwrap()
-}
-
-fn run(tenant: u64, namespace: u64, run_id: &str) -> RunState {
-    let spec = spec("sc", namespace);
-    let providers = BuiltinProviders::default().with_time(TimeProviderConfig::default());
-    let config = EngineConfig::default();
-    let engine = ControlPlane::new(&spec, &config, &providers).unwrap();
-    let run_config = RunConfig {
-        tenant_id: NonZeroU64::new(tenant).unwrap(),
-        namespace_id: NonZeroU64::new(namespace).unwrap(),
-        run_id: run_id.into(),
-        scenario_id: "sc".into(),
-        dispatch_targets: vec![],
-        policy_tags: vec![],
-    };
-    engine.start_run(run_config, Timestamp::Logical(1), true).unwrap()
-}
 
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("state.db"), StoreLimits::default()).unwrap()
@@ -52,9 +23,9 @@ fn open(dir: &tempfile::TempDir) -> Store {
 fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let state = run(1, 2, "r1");
+    let state = started_run(1, 2, "r1");
     store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
-    store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap();
+    store.put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), dg_storage::audit::AuditBatch::none()).unwrap();
     let len: usize = {
         let raw = Connection::open(dir.path().join("state.db")).unwrap();
         raw.query_row("SELECT length(state_json) FROM runs", [], |r| r.get(0)).unwrap()
@@ -85,7 +56,7 @@ fn flipping_any_byte_of_a_stored_document_is_an_integrity_error() {
 fn run_states_are_stored_compact_and_states_stored_as_json_before_still_read() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let state = run(1, 2, "r1");
+    let state = started_run(1, 2, "r1");
     store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap();
     let canonical = dg_engine::canonical_json_bytes(&state).unwrap();
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
@@ -107,8 +78,8 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
     // another tenant's key: the payload's own ids must match the row key.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    store.create_run(&run(1, 2, "mine"), dg_storage::audit::AuditBatch::none()).unwrap();
-    let foreign = run(9, 2, "mine");
+    store.create_run(&started_run(1, 2, "mine"), dg_storage::audit::AuditBatch::none()).unwrap();
+    let foreign = started_run(9, 2, "mine");
     let bytes = dg_engine::canonical_json_bytes(&foreign).unwrap();
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
     raw.execute(
@@ -123,9 +94,13 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused() {
 fn scenario_define_is_idempotent_and_conflicts_on_change() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    assert!(store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap());
-    assert!(!store.put_scenario(Scope::new(1, 2), &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap());
-    let mut changed = spec("sc", 2);
+    assert!(store
+        .put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), dg_storage::audit::AuditBatch::none())
+        .unwrap());
+    assert!(!store
+        .put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), dg_storage::audit::AuditBatch::none())
+        .unwrap());
+    let mut changed = scenario_spec("sc", 2, "1");
     changed.spec_version = "2".into();
     assert!(matches!(
         store.put_scenario(Scope::new(1, 2), &changed, dg_storage::audit::AuditBatch::none()).unwrap_err(),
@@ -141,9 +116,9 @@ fn scenario_specs_are_served_once_verified_and_later_definitions_are_found() {
     assert!(store.scenario_spec(scope, "sc").unwrap().is_none());
     // Defined by another process after a miss: a miss is never remembered.
     let other = open(&dir);
-    other.put_scenario(scope, &spec("sc", 2), dg_storage::audit::AuditBatch::none()).unwrap();
+    other.put_scenario(scope, &scenario_spec("sc", 2, "1"), dg_storage::audit::AuditBatch::none()).unwrap();
     let first = store.scenario_spec(scope, "sc").unwrap().expect("defined later, found");
-    assert_eq!(*first, spec("sc", 2));
+    assert_eq!(*first, scenario_spec("sc", 2, "1"));
     // Tampering after the first verified read: this store keeps serving the verified
     // spec; a store that has not read it yet refuses the tampered bytes.
     let raw = Connection::open(dir.path().join("state.db")).unwrap();
@@ -152,7 +127,7 @@ fn scenario_specs_are_served_once_verified_and_later_definitions_are_found() {
         [],
     )
     .unwrap();
-    assert_eq!(*store.scenario_spec(scope, "sc").unwrap().unwrap(), spec("sc", 2));
+    assert_eq!(*store.scenario_spec(scope, "sc").unwrap().unwrap(), scenario_spec("sc", 2, "1"));
     let fresh = open(&dir);
     assert!(matches!(fresh.scenario_spec(scope, "sc").unwrap_err(), StoreError::Integrity { .. }));
     assert!(store.scenario_spec(Scope::new(3, 2), "sc").unwrap().is_none(), "scoped by tenant");
@@ -162,7 +137,7 @@ fn scenario_specs_are_served_once_verified_and_later_definitions_are_found() {
 fn concurrent_update_of_the_same_version_conflicts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let state = run(1, 2, "r");
+    let state = started_run(1, 2, "r");
     assert_eq!(store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap(), 1);
     assert!(matches!(
         store.create_run(&state, dg_storage::audit::AuditBatch::none()).unwrap_err(),
@@ -199,7 +174,7 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
         // A run written by this build, copied into the old table as its documents are stored.
         let other = tempfile::tempdir().unwrap();
         let donor = open(&other);
-        donor.create_run(&run(1, 1, "before-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
+        donor.create_run(&started_run(1, 1, "before-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
         drop(donor);
         let donor = Connection::open(other.path().join("state.db")).unwrap();
         let (doc, sha): (Vec<u8>, String) =
@@ -213,10 +188,10 @@ fn newer_databases_are_refused_and_old_ones_migrate_with_a_backup() {
     let store = Store::open(&path, StoreLimits::default()).unwrap();
     assert_eq!(store.instance_id(), "old");
     let (migrated, version) = store.get_run(Scope::new(1, 1), "before-migration").unwrap().expect("run kept");
-    assert_eq!((migrated, version), (run(1, 1, "before-migration"), 1));
-    store.create_run(&run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
+    assert_eq!((migrated, version), (started_run(1, 1, "before-migration"), 1));
+    store.create_run(&started_run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap();
     assert!(matches!(
-        store.create_run(&run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        store.create_run(&started_run(1, 1, "after-migration"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
         StoreError::Conflict(_)
     ));
     let report = store.check().unwrap();
@@ -271,11 +246,11 @@ fn runs_by_status_are_kept_by_every_write_and_checked_against_a_recount() {
     let store = open(&dir);
     assert_eq!(by_status(&store), [("active", 0), ("completed", 0), ("failed", 0)]);
     for (tenant, n) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)] {
-        store.create_run(&run(tenant, 3, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
+        store.create_run(&started_run(tenant, 3, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
     }
     // A second create of the same run and a stale update both fail and count nothing.
     assert!(matches!(
-        store.create_run(&run(1, 3, "r0"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
+        store.create_run(&started_run(1, 3, "r0"), dg_storage::audit::AuditBatch::none()).unwrap_err(),
         StoreError::Conflict(_)
     ));
     let (mut state, version) = store.get_run(Scope::new(1, 3), "r0").unwrap().unwrap();
@@ -340,7 +315,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::PutRun { tenant, run: n } => {
-                    let _ = store.create_run(&run(tenant, 3, &format!("run-{n}")), dg_storage::audit::AuditBatch::none());
+                    let _ = store.create_run(&started_run(tenant, 3, &format!("run-{n}")), dg_storage::audit::AuditBatch::none());
                 }
                 Op::GetRun { tenant, run: n } => {
                     if let Some((state, _)) = store.get_run(Scope::new(tenant, 3), &format!("run-{n}")).unwrap() {
@@ -348,8 +323,8 @@ proptest! {
                     }
                 }
                 Op::PutScenario { tenant, id } => {
-                    let mut s = spec(&format!("s{id}-t{tenant}"), 3);
-                    s.default_tenant_id = NonZeroU64::new(tenant);
+                    let mut s = scenario_spec(&format!("s{id}-t{tenant}"), 3, "1");
+                    s.default_tenant_id = std::num::NonZeroU64::new(tenant);
                     store.put_scenario(Scope::new(tenant, 3), &s, dg_storage::audit::AuditBatch::none()).unwrap();
                 }
                 Op::ListScenarios { tenant } => {
@@ -376,18 +351,18 @@ fn tenant_run_storage_is_bounded_and_other_tenants_are_unaffected() {
     let size: u64 = {
         let scratch = tempfile::tempdir().unwrap();
         let store = open(&scratch);
-        store.create_run(&run(1, 2, "probe"), dg_storage::audit::AuditBatch::none()).unwrap();
+        store.create_run(&started_run(1, 2, "probe"), dg_storage::audit::AuditBatch::none()).unwrap();
         let raw = Connection::open(scratch.path().join("state.db")).unwrap();
         raw.query_row("SELECT length(state_json) FROM runs", [], |r| r.get(0)).unwrap()
     };
     let limits = StoreLimits { max_tenant_run_bytes: size * 3 + size / 2, ..StoreLimits::default() };
     let store = Store::open(&dir.path().join("state.db"), limits).unwrap();
     for n in 0..3 {
-        store.create_run(&run(1, 2, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
+        store.create_run(&started_run(1, 2, &format!("r{n}")), dg_storage::audit::AuditBatch::none()).unwrap();
     }
-    let err = store.create_run(&run(1, 2, "r3"), dg_storage::audit::AuditBatch::none()).unwrap_err();
+    let err = store.create_run(&started_run(1, 2, "r3"), dg_storage::audit::AuditBatch::none()).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { what: "tenant run state storage", .. }), "{err}");
-    store.create_run(&run(2, 2, "other-tenant"), dg_storage::audit::AuditBatch::none()).unwrap();
+    store.create_run(&started_run(2, 2, "other-tenant"), dg_storage::audit::AuditBatch::none()).unwrap();
     // Rewriting an existing run at the same size stays allowed at the limit.
     let (state, version) = store.get_run(Scope::new(1, 2), "r0").unwrap().unwrap();
     store.update_run(&state, version, dg_storage::audit::AuditBatch::none()).unwrap();

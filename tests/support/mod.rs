@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 pub mod browser;
+pub mod postgres;
 pub mod seaweed;
 
 /// Path of the binary under test.

@@ -23,6 +23,8 @@ mod lifecycle;
 mod machine_wide;
 mod oidc;
 mod oss_clients;
+mod postgres_scale;
+mod postgres_storage;
 mod runpack_names;
 mod runpacks;
 mod s3_runpacks;

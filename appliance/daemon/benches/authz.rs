@@ -82,7 +82,7 @@ fn main() {
                 (Operation::ScenarioStart, "scenario_start", start_args(&run_id)),
                 (Operation::ScenarioNext, "scenario_next", next_args(&run_id)),
             ] {
-                let principal = authenticate(&app.store, None, Some(&header), 0).unwrap();
+                let principal = authenticate(app.store.as_ref(), None, Some(&header), 0).unwrap();
                 call(&app, &principal, format!("{name}-{run}"), operation, args, call_tool).unwrap();
             }
         }
@@ -92,7 +92,7 @@ fn main() {
         let started = Instant::now();
         for n in 0..rounds {
             for operation in [Operation::ScenarioStart, Operation::ScenarioNext] {
-                let principal = authenticate(&app.store, None, Some(&header), 0).unwrap();
+                let principal = authenticate(app.store.as_ref(), None, Some(&header), 0).unwrap();
                 let ctx = RequestCtx::new(&app, &principal, operation, format!("a{n}"));
                 ctx.authorize(Target::namespace(2, 3)).unwrap();
             }

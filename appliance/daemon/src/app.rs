@@ -8,7 +8,7 @@ use dg_engine::EngineConfig;
 use dg_providers::BuiltinProviders;
 use dg_storage::runpack_backend::RunpackBackend;
 use dg_storage::signing::KeyStore;
-use dg_storage::Store;
+use dg_storage::StateStore;
 
 use crate::clock_watch::ClockWatch;
 use crate::config::Config;
@@ -22,7 +22,7 @@ pub struct App {
     /// The configuration in force.
     pub config: Config,
     /// Durable state.
-    pub store: Arc<Store>,
+    pub store: Arc<dyn StateStore>,
     /// Configured evidence providers.
     pub providers: BuiltinProviders,
     /// Engine settings derived from the config.
@@ -52,7 +52,7 @@ impl App {
     #[must_use]
     pub fn new(
         config: Config,
-        store: Arc<Store>,
+        store: Arc<dyn StateStore>,
         providers: BuiltinProviders,
         runpacks: Arc<dyn RunpackBackend>,
         keys: Arc<KeyStore>,

@@ -102,7 +102,7 @@ impl ClockWatch {
     }
 
     /// One check against the process's clocks; a step is logged and audited.
-    pub fn watch_once(&self, store: &dg_storage::Store) -> Option<ClockStep> {
+    pub fn watch_once(&self, store: &dyn dg_storage::StateStore) -> Option<ClockStep> {
         let step = self.check(dg_storage::now_ms(), Instant::now(), dg_storage::floor_ms())?;
         tracing::warn!(direction = step.direction.label(), amount_ms = step.amount_ms, "{}", step.message);
         let event = dg_storage::audit::AuditEvent {

@@ -120,6 +120,9 @@ pub struct Config {
     /// Where the private signing keys are (`hsm/`).
     #[serde(default)]
     pub signing: crate::hsm::SigningSection,
+    /// Where the state lives: SQLite in the data directory, or PostgreSQL (`storage_settings.rs`).
+    #[serde(default)]
+    pub storage: crate::storage_settings::StorageSection,
 }
 
 /// `[time]`.
@@ -503,6 +506,9 @@ fn semantic_problems(config: &Config) -> Vec<ConfigProblem> {
     let mut problems = Vec::new();
     for (key, message) in config.signing.problems() {
         problems.push(problem(format!("signing.{key}"), message));
+    }
+    for (key, message) in config.storage.problems() {
+        problems.push(problem(format!("storage.{key}"), message));
     }
     if config.time.readiness_bound_s == 0 || config.time.readiness_bound_s > 86_400 {
         problems.push(problem("time.readiness_bound_s", "must be between 1 and 86400 (a day)"));

@@ -205,7 +205,7 @@ impl DataDir {
     ///
     /// # Errors
     /// Store errors.
-    pub fn ensure_default_tenant(&self, store: &Store) -> Result<bool, DataDirError> {
+    pub fn ensure_default_tenant(&self, store: &dyn dg_storage::StateStore) -> Result<bool, DataDirError> {
         if !store.list_tenants()?.is_empty() {
             return Ok(false);
         }
@@ -225,7 +225,7 @@ impl DataDir {
     ///
     /// # Errors
     /// Store or filesystem errors.
-    pub fn ensure_admin_key(&self, store: &Store) -> Result<Option<String>, DataDirError> {
+    pub fn ensure_admin_key(&self, store: &dyn dg_storage::StateStore) -> Result<Option<String>, DataDirError> {
         if !store.list_api_keys()?.is_empty() {
             return Ok(None);
         }

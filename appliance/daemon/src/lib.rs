@@ -20,6 +20,7 @@ pub mod rpc;
 pub mod s3;
 pub mod secret_file;
 pub mod slo;
+pub mod storage_settings;
 pub mod tls_client;
 pub mod ui;
 pub mod wire;

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use dg_identity::Operation;
-use dg_storage::Store;
+use dg_storage::StateStore;
 
 /// Decision latency bucket bounds, in seconds (the SLO's threshold, 25 ms, is one).
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -72,7 +72,7 @@ impl SloSeries {
 
     /// The exposition text of these series.
     #[must_use]
-    pub fn render(&self, store: &Store) -> String {
+    pub fn render(&self, store: &dyn StateStore) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,

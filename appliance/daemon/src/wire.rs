@@ -138,7 +138,18 @@ impl From<dg_storage::StoreError> for WireError {
     fn from(err: dg_storage::StoreError) -> Self {
         match err {
             dg_storage::StoreError::Conflict(message) => Self::new(code::CONFLICT, message),
+            contended @ dg_storage::StoreError::Contended { .. } => {
+                Self::new(code::CONFLICT, contended.to_string()).transient()
+            }
             dg_storage::StoreError::TooLarge { .. } => Self::invalid_params(err.to_string()),
+            other if other.is_unavailable() => {
+                tracing::error!(error = %other, "the database is unreachable");
+                Self::new(
+                    code::CONTROL_PLANE,
+                    format!("run state store error: the database is unreachable ({other}); nothing was changed, retry"),
+                )
+                .transient()
+            }
             other if other.is_disk_full() => {
                 tracing::error!(error = %other, "storage is full");
                 Self::new(

@@ -24,13 +24,13 @@ fn a_clock_stepped_back_an_hour_is_reported_and_record_order_is_kept() {
         request::call(&app, &admin, id.to_string(), Operation::TenantList, json!({}), dg_appliance::ops::admin::call)
             .unwrap();
     };
-    assert!(app.clock.watch_once(&app.store).is_none(), "a steady clock");
+    assert!(app.clock.watch_once(app.store.as_ref()).is_none(), "a steady clock");
     list("before-1");
     list("before-2");
     std::thread::sleep(std::time::Duration::from_millis(20));
 
     dg_storage::shift_wall_clock_for_tests(-3_600_000);
-    let step = app.clock.watch_once(&app.store).expect("the step is seen");
+    let step = app.clock.watch_once(app.store.as_ref()).expect("the step is seen");
     assert_eq!(step.direction, Direction::Backward);
     assert!(step.amount_ms >= 3_590_000, "{step:?}");
     assert!(
@@ -60,6 +60,6 @@ fn a_clock_stepped_back_an_hour_is_reported_and_record_order_is_kept() {
     let checkpoint = app.store.audit_checkpoint_now(&signer).unwrap().expect("a checkpoint is due");
     assert_eq!(checkpoint.body.time_source.as_deref(), Some("system_clock_held"));
     dg_storage::shift_wall_clock_for_tests(3_600_000);
-    assert!(app.clock.watch_once(&app.store).is_some_and(|s| s.direction == Direction::Forward));
+    assert!(app.clock.watch_once(app.store.as_ref()).is_some_and(|s| s.direction == Direction::Forward));
     assert!(app.clock.ready().is_ok(), "ready again once the clock is back");
 }

@@ -143,7 +143,7 @@ impl Checkpoint {
         ring.verify(&self.body.key_id, &message, &self.signature).map_err(|err| err.to_string())
     }
 
-    fn sha256(&self) -> Result<String, StoreError> {
+    pub(crate) fn sha256(&self) -> Result<String, StoreError> {
         Ok(hex::encode(Sha256::digest(canonical(self)?)))
     }
 }
@@ -175,7 +175,7 @@ impl AuditSigner for KeyStore {
     }
 }
 
-fn canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn canonical<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     dg_engine::canonical_json_bytes(value).map_err(|err| StoreError::Canonical(err.to_string()))
 }
 
@@ -214,7 +214,7 @@ impl AuditReport {
         self.first_break.is_none()
     }
 
-    fn fail(&mut self, entry: u64, reason: impl Into<String>) {
+    pub(crate) fn fail(&mut self, entry: u64, reason: impl Into<String>) {
         if self.first_break.is_none() {
             self.first_break = Some(ChainBreak { entry, reason: reason.into() });
         }
@@ -280,6 +280,11 @@ impl ChainVerifier {
         }
         self.prev_sha256 = recorded_sha256.to_string();
         self.hashes.insert(seq, recorded_sha256.to_string());
+    }
+
+    /// Whether the newest entry fed was recorded with `sha256`.
+    pub(crate) fn links_to(&self, sha256: &str) -> bool {
+        self.prev_sha256 == sha256
     }
 
     /// Checks the checkpoints against the entries fed so far and the key ring.
@@ -735,7 +740,27 @@ fn sign_checkpoint(
         Some(last) => last.sha256()?,
         None => GENESIS_SHA256.to_string(),
     };
-    let time_ms = crate::clock::record_time_ms();
+    let checkpoint = make_checkpoint(signer, head, prev, crate::clock::record_time_ms())?;
+    exec(
+        conn,
+        "INSERT INTO audit_checkpoints (entry_count, checkpoint_json) VALUES (?1, ?2)",
+        params![to_sql(head.0), canonical(&checkpoint)?],
+    )
+    .map_err(StoreError::sqlite("write audit checkpoint"))?;
+    Ok(checkpoint)
+}
+
+/// Signs a checkpoint of `head` (seq, sha256) linked to the previous checkpoint's sha256, at
+/// record time `time_ms`: the one place a checkpoint is made, whichever backend stores it.
+///
+/// # Errors
+/// [`StoreError::Signing`] (the key cannot be used, or changed while signing).
+pub(crate) fn make_checkpoint(
+    signer: &dyn AuditSigner,
+    head: &(u64, String),
+    prev_checkpoint_sha256: String,
+    time_ms: i64,
+) -> Result<Checkpoint, StoreError> {
     // Where the time came from: the system clock, or held at the previous record's time
     // because the system clock was behind it (stepped back).
     let held = now_ms() + CLOCK_TOLERANCE_MS < time_ms;
@@ -744,7 +769,7 @@ fn sign_checkpoint(
         head_sha256: head.1.clone(),
         time_ms,
         key_id: String::new(),
-        prev_checkpoint_sha256: prev,
+        prev_checkpoint_sha256,
         time_source: Some(if held { "system_clock_held" } else { "system_clock" }.to_string()),
     };
     // The key id is part of what is signed.
@@ -753,14 +778,7 @@ fn sign_checkpoint(
     if used != body.key_id {
         return Err(StoreError::Signing("the signing key changed while signing a checkpoint".into()));
     }
-    let checkpoint = Checkpoint { body, signature };
-    exec(
-        conn,
-        "INSERT INTO audit_checkpoints (entry_count, checkpoint_json) VALUES (?1, ?2)",
-        params![to_sql(head.0), canonical(&checkpoint)?],
-    )
-    .map_err(StoreError::sqlite("write audit checkpoint"))?;
-    Ok(checkpoint)
+    Ok(Checkpoint { body, signature })
 }
 
 /// Longest line of an audit export (an entry is a few hundred bytes).

@@ -47,7 +47,7 @@ impl RunSort {
         })
     }
 
-    fn column(self) -> &'static str {
+    pub(crate) fn column(self) -> &'static str {
         match self {
             Self::Saved => "saved_at_ms",
             Self::RunId => "run_id",
@@ -105,7 +105,7 @@ pub struct AuditFilter {
 }
 
 impl AuditFilter {
-    fn keeps(&self, entry: &AuditEntry) -> bool {
+    pub(crate) fn keeps(&self, entry: &AuditEntry) -> bool {
         self.action.as_ref().is_none_or(|a| &entry.event.action == a)
             && self.outcome.as_ref().is_none_or(|o| &entry.event.outcome == o)
             && self.principal.as_ref().is_none_or(|p| entry.event.principal.contains(p.as_str()))

@@ -35,7 +35,7 @@ fn failed(err: &BackupError) -> ExitCode {
 }
 
 /// Records a backup or restore in the store's audit log.
-fn audit(store: &dg_storage::Store, action: &str, outcome: &str, reason: String) -> Result<(), String> {
+fn audit(store: &dyn dg_storage::StateStore, action: &str, outcome: &str, reason: String) -> Result<(), String> {
     let event = crate::cli::bootstrap::cli_event(action, "data_directory", outcome, reason);
     store.append_audit(vec![event], Vec::new()).map(|_| ()).map_err(|err| format!("audit log: {err}"))
 }
@@ -67,11 +67,16 @@ fn create(
     } else {
         Vec::new()
     };
+    let Some(sqlite) = app.store.as_sqlite() else {
+        return Err("backup create: this release backs up the SQLite data directory only; a PostgreSQL \
+                    deployment is backed up with the site's own database backups (docs/scale-out.md)"
+            .to_string());
+    };
     let sources = BackupSources {
-        database: app.store.path().to_path_buf(),
+        database: sqlite.path().to_path_buf(),
         runpacks: root.join("runpacks"),
         keyring: root.join("keys/keyring.json"),
-        witness: Some(app.store.audit_witness_path()),
+        witness: Some(sqlite.audit_witness_path()),
         config,
         secrets,
     };
@@ -103,7 +108,7 @@ fn create(
         Ok((path, report)) => ("ok", format!("backup {} at {}", report.backup_id, path.display())),
         Err(err) => ("error", err.to_string()),
     };
-    let audited = audit(&app.store, "backup", event.0, event.1);
+    let audited = audit(app.store.as_ref(), "backup", event.0, event.1);
     // For the backup-age alert (dg_backup_last_success_timestamp_seconds).
     let recorded = if outcome.is_ok() { app.store.record_backup().map_err(|err| err.to_string()) } else { Ok(()) };
     app.store.close();
@@ -169,7 +174,7 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, String> {
                     let data = DataDirArgs { data_dir: Some(data_dir.clone()), config: None };
                     let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
                     let reason = format!("restored backup {} of instance {}", report.backup_id, report.instance_id);
-                    let audited = audit(&app.store, "restore", "ok", reason);
+                    let audited = audit(app.store.as_ref(), "restore", "ok", reason);
                     app.store.close();
                     audited?;
                     println!("restored backup {} into {}", report.backup_id, data_dir.display());

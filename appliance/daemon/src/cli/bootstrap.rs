@@ -21,8 +21,8 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let config = config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
     let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
     let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
-    let store = Arc::new(data.open_store().map_err(|err| err.to_string())?);
-    let admin_key = data.ensure_admin_key(&store).map_err(|err| err.to_string())?;
+    let store = open_store(&config, &data)?;
+    let admin_key = data.ensure_admin_key(store.as_ref()).map_err(|err| err.to_string())?;
     let providers = providers_setup::build(&config.providers)?;
     if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
         tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
@@ -30,7 +30,7 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     let keys = open_keys(&config, &data)?;
     let runpacks = open_runpacks(&config, &data, &keys)?;
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
-    data.ensure_default_tenant(&store).map_err(|err| err.to_string())?;
+    data.ensure_default_tenant(store.as_ref()).map_err(|err| err.to_string())?;
     let export_roots = crate::export_roots::ExportRoots::open(
         &config.runpacks.client_export_roots,
         dg_storage::runpack_store::RunpackLimits::default(),
@@ -76,6 +76,23 @@ fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::
 /// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data
 /// directory, or the S3 bucket (checked at once: reachable, Object Lock and encryption as
 /// configured, else the appliance refuses to start).
+/// The state store `[storage]` names: the data directory's SQLite database (the default), or
+/// the PostgreSQL database several nodes share (migrated under its lock first).
+///
+/// # Errors
+/// A message for the operator.
+pub fn open_store(config: &config::Config, data: &DataDir) -> Result<Arc<dyn dg_storage::StateStore>, String> {
+    match (&config.storage.backend, &config.storage.postgres) {
+        (crate::storage_settings::StorageBackendKind::Postgres, Some(postgres)) => {
+            let settings = postgres.connect_settings()?;
+            let store = dg_storage::postgres::PgStore::open(&settings, dg_storage::StoreLimits::default())
+                .map_err(|err| format!("[storage.postgres]: {err}"))?;
+            Ok(Arc::new(store))
+        }
+        _ => Ok(Arc::new(data.open_store().map_err(|err| err.to_string())?)),
+    }
+}
+
 fn open_runpacks(
     config: &config::Config,
     data: &DataDir,
@@ -124,7 +141,7 @@ pub(crate) fn cli_event(action: &str, target: &str, outcome: &str, reason: Strin
 }
 
 /// Records a daemon lifecycle event in the audit chain.
-pub(crate) fn lifecycle_event(store: &dg_storage::Store, action: &str, reason: &str) -> Result<(), String> {
+pub(crate) fn lifecycle_event(store: &dyn dg_storage::StateStore, action: &str, reason: &str) -> Result<(), String> {
     let event = dg_storage::audit::AuditEvent {
         principal: "system".into(),
         action: action.into(),

@@ -22,7 +22,7 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 
 /// Pets the systemd watchdog (`WatchdogSec=`) at half its interval while storage answers,
 /// so a wedged daemon is restarted.
-fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dg_storage::Store>) {
+fn spawn_watchdog(runtime: &tokio::runtime::Runtime, store: Arc<dyn dg_storage::StateStore>) {
     let mut usec = 0;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
         return;
@@ -116,10 +116,16 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
     let config_sha256 = dg_engine::canonical_json_bytes(&app.config)
         .map(|bytes| hex::encode(dg_crypto::Sha256::digest(bytes)))
         .map_err(|err| err.to_string())?;
-    bootstrap::lifecycle_event(&store, "startup", &format!("listening on {listen}; config sha256 {config_sha256}"))?;
+    bootstrap::lifecycle_event(
+        store.as_ref(),
+        "startup",
+        &format!("listening on {listen}; config sha256 {config_sha256}"),
+    )?;
     // One async thread is a current-thread runtime: the same thread without the
     // work-stealing scheduler's bookkeeping and wake-ups.
-    let mut builder = if app.config.server.io_threads == 1 {
+    // A store over the network (PostgreSQL) blocks in place on the async threads, which a
+    // current-thread runtime cannot: those deployments always run the multi-thread one.
+    let mut builder = if app.config.server.io_threads == 1 && app.store.as_sqlite().is_some() {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
@@ -165,7 +171,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         loop {
             ticker.tick().await;
             let app = watching.clone();
-            let _ = tokio::task::spawn_blocking(move || app.clock.watch_once(&app.store)).await;
+            let _ = tokio::task::spawn_blocking(move || app.clock.watch_once(app.store.as_ref())).await;
         }
     });
     let result = runtime.block_on(async move {
@@ -209,7 +215,7 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         forwarder.stop();
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
-    if let Err(err) = bootstrap::lifecycle_event(&store, "shutdown", "stopped serving") {
+    if let Err(err) = bootstrap::lifecycle_event(store.as_ref(), "shutdown", "stopped serving") {
         tracing::error!(error = %err, "shutdown audit entry failed");
     }
     if let Err(err) = store.audit_checkpoint_now(&signer) {

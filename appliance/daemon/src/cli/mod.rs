@@ -662,6 +662,27 @@ pub enum StoreCommand {
     Check(StoreArgs),
     /// List runs (all tenants: operators only).
     List(StoreArgs),
+    /// Copy every row into an empty store of another backend (SQLite to PostgreSQL and back),
+    /// checking every document's hash and the audit chain on arrival.
+    Copy {
+        /// `sqlite:DATA_DIR`, or `postgres:CONFIG` (a configuration file whose
+        /// `[storage.postgres]` names the database).
+        #[arg(long)]
+        from: String,
+        /// The empty target, spelled as `--from`.
+        #[arg(long)]
+        to: String,
+        /// Public key ring checking the chain's checkpoints (default: the SQLite side's
+        /// `keys/keyring.json`).
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring the configured database's schema to this build's version (PostgreSQL: safe
+    /// while other nodes start; SQLite: the data directory's state.db, with a backup first).
+    Migrate(DataDirArgs),
     /// Import runs and data shapes from an open-source Decision Gate SQLite database.
     Import {
         /// Data directory.
@@ -705,6 +726,10 @@ pub struct StoreArgs {
     /// Data directory.
     #[arg(long, env = "DG_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// TOML configuration file (its `[storage]` section names the database); without it the
+    /// data directory's SQLite database.
+    #[arg(long, env = "DG_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

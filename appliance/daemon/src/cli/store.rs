@@ -7,12 +7,15 @@ use dg_storage::Scope;
 use crate::cli::{StoreArgs, StoreCommand};
 use crate::datadir::{self, DataDir};
 
-fn open(args: &StoreArgs) -> Result<dg_storage::Store, String> {
+fn open(args: &StoreArgs) -> Result<std::sync::Arc<dyn dg_storage::StateStore>, String> {
+    let config = crate::config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
     let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
-    if !root.join("state.db").exists() {
+    let sqlite = config.storage.backend == crate::storage_settings::StorageBackendKind::Sqlite;
+    if sqlite && !root.join("state.db").exists() {
         return Err(format!("no state database in {}", root.display()));
     }
-    DataDir::prepare(root).and_then(|data| data.open_store()).map_err(|err| err.to_string())
+    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+    crate::cli::bootstrap::open_store(&config, &data)
 }
 
 /// Runs a store subcommand.
@@ -39,6 +42,8 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
             }
             Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        StoreCommand::Migrate(args) => migrate(&args),
+        StoreCommand::Copy { from, to, pubkey, json } => copy(&from, &to, pubkey, json),
         StoreCommand::List(args) => {
             let store = open(&args)?;
             let runs = store.list_runs(None).map_err(|err| err.to_string())?;
@@ -66,6 +71,12 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
         StoreCommand::Import { store: args, from, source_tenant, source_namespace, tenant, namespace } => {
             if tenant == 0 || namespace == 0 {
                 return Err("--tenant and --namespace must be at least 1".to_string());
+            }
+            let config = crate::config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
+            if config.storage.backend != crate::storage_settings::StorageBackendKind::Sqlite {
+                return Err(
+                    "store import: imports go into the data directory's SQLite store only in this release".into()
+                );
             }
             let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
             let store = DataDir::prepare(root).and_then(|data| data.open_store()).map_err(|err| err.to_string())?;
@@ -111,4 +122,78 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
             }
         }
     }
+}
+
+/// `store migrate`: the configured backend's schema brought to this build's version.
+fn migrate(args: &crate::cli::DataDirArgs) -> Result<ExitCode, String> {
+    use crate::storage_settings::StorageBackendKind;
+    let config = crate::config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
+    match (config.storage.backend, &config.storage.postgres) {
+        (StorageBackendKind::Postgres, Some(postgres)) => {
+            let settings = postgres.connect_settings()?;
+            let (before, now) = dg_storage::postgres::PgStore::migrate(&settings).map_err(|err| err.to_string())?;
+            if before == now {
+                println!("postgres schema: version {now}, current");
+            } else {
+                println!("postgres schema: version {before} -> {now}");
+            }
+        }
+        _ => {
+            let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
+            let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+            drop(data.open_store().map_err(|err| err.to_string())?);
+            println!("sqlite schema: version {}, current", dg_storage::SCHEMA_VERSION);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A store named on the command line: `sqlite:DATA_DIR` or `postgres:CONFIG`; with the data
+/// directory of a SQLite side (where its key ring is).
+fn open_spec(spec: &str) -> Result<(std::sync::Arc<dyn dg_storage::StateStore>, Option<std::path::PathBuf>), String> {
+    if let Some(dir) = spec.strip_prefix("sqlite:") {
+        let root = std::path::PathBuf::from(dir);
+        let data = DataDir::prepare(root.clone()).map_err(|err| err.to_string())?;
+        return Ok((std::sync::Arc::new(data.open_store().map_err(|err| err.to_string())?), Some(root)));
+    }
+    if let Some(file) = spec.strip_prefix("postgres:") {
+        let config = crate::config::load(Some(std::path::Path::new(file))).map_err(|err| err.to_string())?;
+        let Some(postgres) = config.storage.postgres.as_ref() else {
+            return Err(format!("{file} has no [storage.postgres] section"));
+        };
+        let settings = postgres.connect_settings()?;
+        let store = dg_storage::postgres::PgStore::open(&settings, dg_storage::StoreLimits::default())
+            .map_err(|err| format!("{file}: {err}"))?;
+        return Ok((std::sync::Arc::new(store), None));
+    }
+    Err(format!("{spec}: say sqlite:DATA_DIR or postgres:CONFIG_FILE"))
+}
+
+/// `store copy`.
+fn copy(from: &str, to: &str, pubkey: Option<std::path::PathBuf>, json: bool) -> Result<ExitCode, String> {
+    let (source, source_dir) = open_spec(from)?;
+    let (target, target_dir) = open_spec(to)?;
+    let ring_path = pubkey
+        .or_else(|| source_dir.or(target_dir).map(|dir| dir.join("keys/keyring.json")))
+        .ok_or("--pubkey is needed when neither side is a data directory")?;
+    let ring = dg_storage::signing::PublicKeyRing::load(&ring_path)
+        .map_err(|err| format!("{}: {err}", ring_path.display()))?;
+    let report = dg_storage::copy::copy_store(source.as_ref(), target.as_ref(), &ring);
+    source.close();
+    target.close();
+    let report = report.map_err(|err| format!("store copy: {err}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|err| err.to_string())?);
+    } else {
+        for (kind, count) in &report.rows {
+            println!("{kind}: {count}");
+        }
+        println!("documents checked on arrival: {}", report.documents_checked);
+        println!(
+            "audit chain on arrival: {} entries ({} pruned), {} signed checkpoints: VERIFIED",
+            report.audit.entries, report.audit.pruned, report.audit.checkpoints
+        );
+        println!("store copy: ok");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use dg_storage::Store;
+use dg_storage::StateStore;
 
 pub use settings::ForwardSettings;
 
@@ -83,7 +83,7 @@ impl Forwarder {
     ///
     /// # Errors
     /// The TLS material cannot be read.
-    pub fn start(settings: &ForwardSettings, store: Arc<Store>) -> Result<Self, String> {
+    pub fn start(settings: &ForwardSettings, store: Arc<dyn StateStore>) -> Result<Self, String> {
         let connector = connection::Connector::new(settings)?;
         let hostname = syslog::hostname_field(
             &settings
@@ -113,7 +113,7 @@ impl Forwarder {
 }
 
 struct Worker {
-    store: Arc<Store>,
+    store: Arc<dyn StateStore>,
     connector: connection::Connector,
     hostname: String,
     metrics: Arc<ForwardMetrics>,

@@ -75,7 +75,10 @@ impl HttpFront {
         let max_inflight = app.config.server.max_inflight;
         let max_connections = app.config.server.max_connections;
         let limiter = Arc::new(RateLimiter::new(app.config.server.rate_limit, app.config.server.tenant_rate_limit));
-        let providers_local = crate::providers_setup::all_local(&app.config.providers);
+        // Work runs on the connection's own thread only when nothing it touches leaves the
+        // machine: local providers, and the SQLite store (a database over the network waits).
+        let providers_local =
+            crate::providers_setup::all_local(&app.config.providers) && app.store.as_sqlite().is_some();
         let ui = match app.config.ui.enabled {
             true => Some(Arc::new(crate::ui::Ui::new(&app.config)?)),
             false => None,
@@ -423,7 +426,7 @@ impl HttpFront {
         // What is read from the database and the filesystem is read off the connection's thread.
         let app = self.app.clone();
         let (runs, slo) = tokio::task::spawn_blocking(move || {
-            (app.store.count_runs_by_status().unwrap_or_default(), app.slo.render(&app.store))
+            (app.store.count_runs_by_status().unwrap_or_default(), app.slo.render(app.store.as_ref()))
         })
         .await
         .unwrap_or_default();
@@ -431,7 +434,7 @@ impl HttpFront {
         let text = self.app.metrics.render(
             &runs,
             self.app.store.integrity_failures(),
-            &self.app.store.checkpoint_counts(),
+            &self.app.store.as_sqlite().map(dg_storage::Store::checkpoint_counts).unwrap_or_default(),
             inflight,
             self.auth_failures.totals(),
             self.max_connections.saturating_sub(self.connection_slots.available_permits()),
@@ -536,14 +539,18 @@ impl HttpFront {
             return refuse(request, err, "rejected").await;
         }
         let authorization = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let principal = if self.app.oidc.is_some() && authorization.as_deref().is_some_and(|h| h.contains('.')) {
-            // A bearer JWT may need the provider's keys fetched (bounded, but seconds): off
-            // the connection's thread.
+        let bearer_jwt = self.app.oidc.is_some() && authorization.as_deref().is_some_and(|h| h.contains('.'));
+        let principal = if bearer_jwt || self.app.store.as_sqlite().is_none() {
+            // A bearer JWT may need the provider's keys fetched (bounded, but seconds), and a
+            // key lookup in PostgreSQL is a round trip: off the connection's thread.
             let app = self.app.clone();
             let certificate = caller.certificate.clone();
-            tokio::task::spawn_blocking(move || identify(&app, authorization.as_deref(), certificate.as_deref()))
-                .await
-                .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
+            tokio::task::spawn_blocking(move || {
+                let _registry = app.store.registry_snapshot().ok();
+                identify(&app, authorization.as_deref(), certificate.as_deref())
+            })
+            .await
+            .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
         } else {
             // Key lookups come from memory unless the registry changed; the snapshot ends
             // here, before any await, so no other task on this thread runs under it.
@@ -671,7 +678,7 @@ struct Caller {
 fn identify(app: &App, header: Option<&str>, certificate: Option<&Principal>) -> Result<Principal, WireError> {
     match (header, certificate) {
         (None, Some(principal)) => Ok(principal.clone()),
-        _ => authenticate(&app.store, app.oidc.as_deref(), header, dg_storage::now_ms()),
+        _ => authenticate(app.store.as_ref(), app.oidc.as_deref(), header, dg_storage::now_ms()),
     }
 }
 

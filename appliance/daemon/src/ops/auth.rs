@@ -4,7 +4,7 @@
 use dg_identity::keys;
 pub use dg_identity::{Principal, Role};
 use dg_storage::subjects::OidcSubjectRecord;
-use dg_storage::{ApiKeyRecord, Store};
+use dg_storage::{ApiKeyRecord, StateStore};
 
 use crate::oidc::OidcVerifier;
 use crate::wire::{code, WireError};
@@ -17,7 +17,7 @@ use crate::wire::{code, WireError};
 /// (one answer for all, so a caller learns nothing about which keys exist); `-32003` for
 /// a valid token whose claims map to no role.
 pub fn authenticate(
-    store: &Store,
+    store: &dyn StateStore,
     oidc: Option<&OidcVerifier>,
     header: Option<&str>,
     now_ms: i64,

@@ -397,8 +397,9 @@ fn call_audited(
         app.metrics.audit_failure();
         tracing::error!(error = %err, request_id = %ctx.request_id, "audit write failed; failing the request");
         let answer = WireError::new(code::INTERNAL, format!("audit log unavailable, request not acknowledged: {err}"));
-        // A full disk clears when space returns: the same request (same id) may be retried.
-        return Err(if err.is_disk_full() { answer.transient() } else { answer });
+        // A full disk clears when space returns, an unreachable database when it is back: the
+        // same request (same id) may be retried.
+        return Err(if err.is_disk_full() || err.is_unavailable() { answer.transient() } else { answer });
     }
     outcome
 }

@@ -105,7 +105,7 @@ pub fn sign_in(
     // API keys only: bearer JWTs are for programs (people sign in with the identity
     // provider through `oidc_callback`).
     let principal = if keys::parse(&token).is_ok() {
-        crate::ops::auth::authenticate(&app.store, None, Some(&header), dg_storage::now_ms()).ok()
+        crate::ops::auth::authenticate(app.store.as_ref(), None, Some(&header), dg_storage::now_ms()).ok()
     } else {
         None
     };

@@ -169,7 +169,7 @@ fn with_run<R>(
             let response = outcome.as_ref().ok();
             let saved = ctx.commit(response, |audit| match app.store.update_run(&state, version, audit) {
                 Ok(_) => Ok(true),
-                Err(StoreError::Conflict(_)) => Ok(false),
+                Err(StoreError::Conflict(_) | StoreError::Contended { .. }) => Ok(false),
                 Err(err) => Err(err.into()),
             })?;
             if !saved {

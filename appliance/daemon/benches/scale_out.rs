@@ -1,0 +1,245 @@
+//! Scale-out benchmark (docs/scale-out.md): scenario_start + scenario_next cycles per second
+//! at 1, 8 and 32 clients for one node on SQLite, one node on PostgreSQL and three nodes on
+//! PostgreSQL, with p99 latency, the nodes' CPU milliseconds per cycle and PostgreSQL's
+//! (every process of the throwaway cluster), printed as one table, then the issue's goals,
+//! each stated as met or not. Everything shares this machine's cores, so the figures show
+//! cost and serialization, not how separate machines would scale. Plain HTTP on loopback.
+//! Bounded: each phase stops at its cycle count or its time budget. Prints figures only.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::postgres::{Postgres, USER};
+use support::{sample_spec, Client, Daemon, DaemonOptions};
+
+/// Clock ticks (user + system) of one process, from `/proc/<pid>/stat`.
+fn ticks_of(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Some((_, after)) = stat.rsplit_once(')') else { return 0 };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Ticks of the postmaster and every process it started (its backends and workers).
+fn cluster_ticks(postmaster: u32) -> u64 {
+    let mut total = ticks_of(postmaster);
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(postmaster) {
+            total += ticks_of(pid);
+        }
+    }
+    total
+}
+
+/// Cycles over the nodes' bases, clients spread round-robin; returns cycles/s, sorted
+/// latencies and the failed cycles (each failure printed: a benchmark reports, it does not stop).
+fn phase(
+    bases: &[String],
+    key: &str,
+    prefix: &str,
+    clients: usize,
+    cycles: usize,
+    budget: Duration,
+) -> (f64, Vec<Duration>, usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            let (next, failed, base, key, prefix) =
+                (next.clone(), failed.clone(), bases[i % bases.len()].clone(), key.to_string(), prefix.to_string());
+            std::thread::spawn(move || {
+                let client = Client::new(&base, &key, std::path::Path::new("/nonexistent"));
+                let mut latencies = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= cycles || started.elapsed() > budget {
+                        return latencies;
+                    }
+                    let run_id = format!("{prefix}-{n}");
+                    let t0 = Instant::now();
+                    let start = json!({"scenario_id": "bench", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": run_id,
+                        "scenario_id": "bench", "dispatch_targets": [], "policy_tags": []},
+                        "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": false});
+                    let next_req = json!({"scenario_id": "bench", "request": {"run_id": run_id, "tenant_id": 2, "namespace_id": 3,
+                        "trigger_id": "t", "agent_id": "a", "time": {"kind": "logical", "value": 9}, "correlation_id": null}});
+                    let answers = [("scenario_start", start), ("scenario_next", next_req)]
+                        .into_iter()
+                        .map(|(tool, args)| (tool, client.tool(tool, args)))
+                        .find(|(_, answer)| !matches!(answer, Some(Ok(_))));
+                    match answers {
+                        None => latencies.push(t0.elapsed()),
+                        Some((tool, answer)) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            println!("scale_out: {tool} {run_id} failed: {answer:?}");
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies.len() as f64 / elapsed, latencies, failed.load(Ordering::Relaxed))
+}
+
+fn p99_ms(sorted: &[Duration]) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * 0.99).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// The default configuration with the per-key rate limit lifted (one key drives every
+/// client) and `storage` appended.
+fn config_with(storage: &str) -> String {
+    let default = std::process::Command::new(support::binary()).args(["config", "default"]).output().unwrap().stdout;
+    let config = String::from_utf8(default)
+        .unwrap()
+        .replace("requests_per_second = 500", "requests_per_second = 1000000")
+        .replace("burst = 1000", "burst = 1000000");
+    format!("{config}\n{storage}\n")
+}
+
+/// One row of the table.
+struct Row {
+    setup: &'static str,
+    clients: usize,
+    rate: f64,
+    p99: f64,
+    node_cpu_ms: f64,
+    db_cpu_ms: Option<f64>,
+    failed: usize,
+}
+
+/// Measures 1, 8 and 32 clients against `nodes`.
+fn measure(setup: &'static str, nodes: &[Daemon], postmaster: Option<u32>, rows: &mut Vec<Row>) {
+    let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
+    let key = nodes[0].key.clone();
+    // Warm-up: connections, caches, the scenario's first read on every node.
+    let _ = phase(&bases, &key, &format!("{setup}-warm"), bases.len() * 2, 60, Duration::from_secs(10));
+    for (clients, cycles) in [(1usize, 300usize), (8, 1500), (32, 2000)] {
+        let node_before: u64 = nodes.iter().map(|node| ticks_of(node.child.id())).sum();
+        let db_before = postmaster.map(cluster_ticks);
+        let (rate, latencies, failed) =
+            phase(&bases, &key, &format!("{setup}-{clients}"), clients, cycles, Duration::from_secs(12));
+        let done = latencies.len().max(1) as f64;
+        let node_ticks = nodes.iter().map(|node| ticks_of(node.child.id())).sum::<u64>() - node_before;
+        rows.push(Row {
+            setup,
+            clients,
+            rate,
+            p99: p99_ms(&latencies),
+            node_cpu_ms: node_ticks as f64 * 10.0 / done,
+            db_cpu_ms: postmaster.zip(db_before).map(|(pm, before)| (cluster_ticks(pm) - before) as f64 * 10.0 / done),
+            failed,
+        });
+    }
+}
+
+/// `count` nodes over `db`, the first registering tenant 2 and the scenario; the others with
+/// its keys and admin key.
+fn postgres_nodes(cluster: &Postgres, db: &str, count: usize) -> Vec<Daemon> {
+    let storage = format!(
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"disable\"\npassword_file = \"{}\"\n",
+        cluster.port,
+        cluster.password_file().display()
+    );
+    let config = config_with(&storage);
+    let first =
+        Daemon::start_with(DaemonOptions { config: Some(config.clone()), plaintext: true, ..Default::default() });
+    first.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
+    let mut nodes = vec![first];
+    while nodes.len() < count {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("keys")).unwrap();
+        for file in ["keys/active.key", "keys/keyring.json", "admin.key"] {
+            std::fs::copy(nodes[0].data_dir().join(file), data.join(file)).unwrap();
+        }
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        nodes.push(Daemon::start_with(DaemonOptions {
+            config: Some(config.clone()),
+            plaintext: true,
+            dir: Some(dir),
+            bare: true,
+            ..Default::default()
+        }));
+    }
+    nodes
+}
+
+fn postmaster_pid(cluster: &Postgres) -> u32 {
+    let text = std::fs::read_to_string(cluster.dir.path().join("data/postmaster.pid")).unwrap();
+    text.lines().next().unwrap().trim().parse().unwrap()
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scale_out bench: skipped outside `cargo bench`");
+        return;
+    }
+    let Some(cluster) = Postgres::start() else {
+        println!("scale_out: PostgreSQL is not installed; nothing measured");
+        return;
+    };
+    let postmaster = postmaster_pid(&cluster);
+    let mut rows = Vec::new();
+    {
+        let sqlite =
+            Daemon::start_with(DaemonOptions { config: Some(config_with("")), plaintext: true, ..Default::default() });
+        sqlite.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
+        measure("1 node, SQLite", std::slice::from_ref(&sqlite), None, &mut rows);
+    }
+    {
+        cluster.create_database("one");
+        let nodes = postgres_nodes(&cluster, "one", 1);
+        measure("1 node, PostgreSQL", &nodes, Some(postmaster), &mut rows);
+    }
+    {
+        cluster.create_database("three");
+        let nodes = postgres_nodes(&cluster, "three", 3);
+        measure("3 nodes, PostgreSQL", &nodes, Some(postmaster), &mut rows);
+    }
+    println!("scale_out: start+next cycles, plain HTTP on loopback, one machine (2 cores shared by nodes, PostgreSQL and clients)");
+    println!(
+        "{:<22} {:>7} {:>10} {:>9} {:>14} {:>16} {:>7}",
+        "setup", "clients", "cycles/s", "p99 ms", "nodes CPU ms", "postgres CPU ms", "failed"
+    );
+    for row in &rows {
+        let db = row.db_cpu_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"));
+        println!(
+            "{:<22} {:>7} {:>10.0} {:>9.2} {:>14.3} {:>16} {:>7}",
+            row.setup, row.clients, row.rate, row.p99, row.node_cpu_ms, db, row.failed
+        );
+    }
+    let failed: usize = rows.iter().map(|row| row.failed).sum();
+    println!("scale_out: {failed} cycles failed in all");
+    let find = |setup: &str, clients: usize| rows.iter().find(|r| r.setup == setup && r.clients == clients).unwrap();
+    let (sqlite8, pg8) = (find("1 node, SQLite", 8), find("1 node, PostgreSQL", 8));
+    let ratio = pg8.node_cpu_ms / sqlite8.node_cpu_ms.max(f64::MIN_POSITIVE);
+    let goal = |name: &str, figure: String, met: bool| {
+        println!("scale_out goal: {name}: {figure}: {}", if met { "met" } else { "NOT met" });
+    };
+    goal("nodes' CPU per cycle on PostgreSQL <= 1.5x SQLite (8 clients)", format!("ratio {ratio:.2}"), ratio <= 1.5);
+    let (one32, three32) = (find("1 node, PostgreSQL", 32), find("3 nodes, PostgreSQL", 32));
+    goal(
+        "3 nodes at 32 clients not slower than 1 node",
+        format!("{:.0} against {:.0} cycles/s", three32.rate, one32.rate),
+        three32.rate >= one32.rate,
+    );
+    let worst = rows.iter().filter(|r| r.clients == 32).map(|r| r.p99).fold(0.0, f64::max);
+    goal("p99 at 32 clients < 50 ms", format!("worst {worst:.2} ms"), worst < 50.0);
+}

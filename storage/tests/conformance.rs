@@ -1,0 +1,581 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! The storage conformance suite: one source, two backends. Every test here takes a
+//! [`Backend`] and runs against SQLite (`sqlite::…`) and against a throwaway PostgreSQL cluster
+//! (`postgres::…`, skipped outside CI when PostgreSQL is not installed). "Nodes" are stores
+//! over the same data: on PostgreSQL separate stores (separate pools, as separate daemons),
+//! on SQLite the one store (a single box).
+
+#[path = "../../tests/support/postgres.rs"]
+mod cluster;
+mod support;
+
+use support::{scenario_spec, started_run};
+
+use std::sync::Arc;
+
+use dg_engine::state::DispatchTarget;
+use std::collections::BTreeMap;
+
+use dg_engine::data_shape::DataShapeRecord;
+use dg_storage::audit::{AuditBatch, AuditSigner};
+use dg_storage::postgres::PgStore;
+use dg_storage::signing::KeyStore;
+use dg_storage::subjects::OidcSubjectRecord;
+use dg_storage::tenancy::Status;
+use dg_storage::usage::UsageRecord;
+use dg_storage::{ApiKeyRecord, Scope, StateStore, Store, StoreError, StoreLimits};
+use serde_json::json;
+
+/// Limits small enough to meet in a test.
+fn limits() -> StoreLimits {
+    StoreLimits { max_run_state_bytes: 64 * 1024, ..StoreLimits::default() }
+}
+
+enum Kind {
+    Sqlite(tempfile::TempDir),
+    Postgres(cluster::Postgres),
+}
+
+struct Backend {
+    kind: Kind,
+    store: Arc<dyn StateStore>,
+    keys: Arc<KeyStore>,
+    _keys_dir: tempfile::TempDir,
+}
+
+const DB: &str = "conformance";
+
+impl Backend {
+    fn keys() -> (Arc<KeyStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Arc::new(KeyStore::open(&dir.path().join("keys")).unwrap()), dir)
+    }
+
+    fn sqlite() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("state.db"), limits()).unwrap());
+        let (keys, keys_dir) = Self::keys();
+        Some(Self { kind: Kind::Sqlite(dir), store, keys, _keys_dir: keys_dir })
+    }
+
+    fn postgres() -> Option<Self> {
+        let cluster = cluster::Postgres::start()?;
+        cluster.create_database(DB);
+        let store = Arc::new(PgStore::open(&cluster.settings(DB, 4), limits()).unwrap());
+        let (keys, keys_dir) = Self::keys();
+        Some(Self { kind: Kind::Postgres(cluster), store, keys, _keys_dir: keys_dir })
+    }
+
+    /// Another node over the same data.
+    fn node(&self) -> Arc<dyn StateStore> {
+        match &self.kind {
+            Kind::Sqlite(_) => self.store.clone(),
+            Kind::Postgres(cluster) => Arc::new(PgStore::open(&cluster.settings(DB, 4), limits()).unwrap()),
+        }
+    }
+
+    fn signer(&self) -> Arc<dyn AuditSigner> {
+        self.keys.clone()
+    }
+
+    /// Changes one byte of `column` in the row of `table` matching `key_sql`, outside the
+    /// appliance (SQLite: a raw connection; PostgreSQL: psql).
+    fn flip_byte(&self, table: &str, column: &str, key_sql: &str, at: usize) {
+        match &self.kind {
+            Kind::Sqlite(dir) => {
+                let raw = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+                let sql = format!("SELECT {column} FROM {table} WHERE {key_sql}");
+                let mut bytes: Vec<u8> = raw.query_row(&sql, [], |row| row.get(0)).unwrap();
+                bytes[at] ^= 0x01;
+                let sql = format!("UPDATE {table} SET {column} = ?1 WHERE {key_sql}");
+                assert_eq!(raw.execute(&sql, [bytes]).unwrap(), 1);
+            }
+            Kind::Postgres(cluster) => {
+                let sql = format!(
+                    "UPDATE {table} SET {column} = set_byte({column}, {at}, get_byte({column}, {at}) # 1) WHERE {key_sql}"
+                );
+                assert_eq!(cluster.psql(DB, &sql).trim(), "UPDATE 1");
+            }
+        }
+    }
+}
+
+fn batch(n: u64, tenant: u64) -> AuditBatch {
+    AuditBatch { events: vec![support::tool_call_event(n, tenant)], usage: vec![] }
+}
+
+fn usage(tenant: u64, request: &str) -> UsageRecord {
+    UsageRecord {
+        tenant_id: tenant,
+        key_id: "k".into(),
+        request_id: request.into(),
+        counter: "tool_calls".into(),
+        amount: 1,
+    }
+}
+
+// ----- the tests, each written once -----
+
+fn runs_round_trip_with_versions_and_conflicts(backend: &Backend) {
+    let store = &backend.store;
+    let state = started_run(1, 2, "r1");
+    assert_eq!(store.create_run(&state, batch(1, 1)).unwrap(), 1);
+    assert!(matches!(store.create_run(&state, AuditBatch::none()).unwrap_err(), StoreError::Conflict(_)));
+    let (loaded, version) = store.get_run(Scope::new(1, 2), "r1").unwrap().unwrap();
+    assert_eq!((loaded, version), (state.clone(), 1));
+    assert_eq!(store.update_run(&state, 1, batch(2, 1)).unwrap(), 2);
+    assert!(matches!(store.update_run(&state, 1, AuditBatch::none()).unwrap_err(), StoreError::Conflict(_)));
+    // Tenant scoping: the same run id in another scope is another run (absent here).
+    assert!(store.get_run(Scope::new(2, 2), "r1").unwrap().is_none());
+    assert!(store.get_run(Scope::new(1, 3), "r1").unwrap().is_none());
+    store.create_run(&started_run(2, 2, "r1"), AuditBatch::none()).unwrap();
+    let listed = store.list_runs(Some(Scope::new(1, 2))).unwrap();
+    assert_eq!(listed.iter().map(|r| (r.run_id.as_str(), r.version)).collect::<Vec<_>>(), [("r1", 2)]);
+    assert_eq!(store.list_runs(None).unwrap().len(), 2);
+    let counts = store.count_runs_by_status().unwrap();
+    assert_eq!(counts.iter().find(|(s, _)| s == "active").map(|(_, n)| *n), Some(2));
+    assert_eq!(counts.len(), 3, "every status is listed: {counts:?}");
+}
+
+fn oversized_run_states_are_refused_and_nothing_is_written(backend: &Backend) {
+    let mut state = started_run(1, 2, "big");
+    state.dispatch_targets = (0..4000).map(|i| DispatchTarget::Agent { agent_id: format!("agent-{i:05}") }).collect();
+    let err = backend.store.create_run(&state, batch(1, 1)).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { what: "run state", .. }), "{err}");
+    assert!(backend.store.get_run(Scope::new(1, 2), "big").unwrap().is_none());
+    // Its audit entry was not written either.
+    let report = backend.store.verify_audit(&backend.keys.ring().unwrap()).unwrap();
+    assert_eq!(report.entries, 0);
+}
+
+fn a_byte_changed_in_a_stored_document_is_an_integrity_error(backend: &Backend) {
+    let store = &backend.store;
+    store.create_run(&started_run(1, 2, "r1"), AuditBatch::none()).unwrap();
+    store.put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap();
+    assert_eq!(store.integrity_failures(), 0);
+    backend.flip_byte("runs", "state_json", "run_id = 'r1'", 12);
+    let err = store.get_run(Scope::new(1, 2), "r1").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "runs", .. }), "{err}");
+    assert_eq!(store.integrity_failures(), 1);
+    backend.flip_byte("scenarios", "spec_json", "scenario_id = 'sc'", 20);
+    // Read through another node (on SQLite the same store).
+    let node = backend.node();
+    let err = node.get_scenario(Scope::new(1, 2), "sc").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
+    assert_eq!(node.integrity_failures(), if Arc::ptr_eq(&node, store) { 2 } else { 1 });
+}
+
+fn scenarios_are_idempotent_conflict_on_change_and_seen_by_every_node(backend: &Backend) {
+    let node = backend.node();
+    let scope = Scope::new(1, 2);
+    assert!(backend.store.put_scenario(scope, &scenario_spec("sc", 2, "1"), batch(1, 1)).unwrap());
+    // Usable on another node at once.
+    let seen = node.get_scenario(scope, "sc").unwrap().unwrap();
+    assert_eq!(seen.spec, scenario_spec("sc", 2, "1"));
+    assert!(!node.put_scenario(scope, &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap());
+    let err = node.put_scenario(scope, &scenario_spec("sc", 2, "2"), AuditBatch::none()).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert!(node.get_scenario(Scope::new(2, 2), "sc").unwrap().is_none());
+    assert_eq!(backend.store.get_scenario(scope, "sc").unwrap().unwrap().spec_sha256, seen.spec_sha256);
+}
+
+fn concurrent_writers_of_one_run_never_lose_a_decision(backend: &Backend) {
+    const WRITERS: u64 = 4;
+    const EACH: u64 = 15;
+    let scope = Scope::new(1, 2);
+    backend.store.create_run(&started_run(1, 2, "shared"), AuditBatch::none()).unwrap();
+    let mut handles = Vec::new();
+    for writer in 0..WRITERS {
+        let node = backend.node();
+        handles.push(std::thread::spawn(move || {
+            let mut conflicts = 0u64;
+            for i in 0..EACH {
+                // Each write records this writer's decision in the state and the audit batch.
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    assert!(attempts < 1000, "writer {writer} never got through");
+                    let (mut state, version) = node.get_run(scope, "shared").unwrap().unwrap();
+                    state.dispatch_targets.push(DispatchTarget::Agent { agent_id: format!("w{writer}-{i}") });
+                    match node.update_run(&state, version, batch(writer * 1000 + i, 1)) {
+                        Ok(new) => {
+                            assert_eq!(new, version + 1);
+                            break;
+                        }
+                        Err(StoreError::Conflict(_) | StoreError::Contended { .. }) => conflicts += 1,
+                        Err(err) => panic!("writer {writer}: {err}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let (state, version) = backend.store.get_run(scope, "shared").unwrap().unwrap();
+    assert_eq!(version, 1 + WRITERS * EACH);
+    let decisions: Vec<String> = state
+        .dispatch_targets
+        .iter()
+        .map(|target| match target {
+            DispatchTarget::Agent { agent_id } => agent_id.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(decisions.len(), usize::try_from(WRITERS * EACH).unwrap());
+    for writer in 0..WRITERS {
+        let mine: Vec<_> = decisions.iter().filter(|t| t.starts_with(&format!("w{writer}-"))).collect();
+        let expected: Vec<_> = (0..EACH).map(|i| format!("w{writer}-{i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "writer {writer}'s decisions, in order, once each");
+    }
+    // One audit entry per acknowledged write, in one verifiable chain.
+    let report = backend.store.verify_audit(&backend.keys.ring().unwrap()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, WRITERS * EACH);
+}
+
+fn appends_from_every_node_form_one_signed_chain(backend: &Backend) {
+    const NODES: u64 = 3;
+    const EACH: u64 = 40;
+    let signer = backend.signer();
+    let nodes: Vec<_> = (0..NODES).map(|_| backend.node()).collect();
+    for node in &nodes {
+        node.set_audit_signer(signer.clone(), 16);
+    }
+    let mut handles = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let node = node.clone();
+        let n = u64::try_from(n).unwrap();
+        handles.push(std::thread::spawn(move || {
+            for i in 0..EACH {
+                node.append_audit(vec![support::tool_call_event(n * 1000 + i, 1 + n)], vec![]).unwrap();
+            }
+        }));
+    }
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let ring = backend.keys.ring().unwrap();
+    let report = backend.store.verify_audit(&ring).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, NODES * EACH);
+    assert!(report.checkpoints >= (NODES * EACH) / 16 - 1, "{report:?}");
+    let last = nodes[1].audit_checkpoint_now(&signer).unwrap().unwrap();
+    assert_eq!(last.body.entry_count, NODES * EACH);
+    let report = backend.store.verify_audit(&ring).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.signed_through, NODES * EACH);
+    // An entry changed outside the appliance breaks the chain at that entry.
+    backend.flip_byte("audit_log", "entry_json", "seq = 7", 30);
+    let report = backend.store.verify_audit(&ring).unwrap();
+    assert_eq!(report.first_break.map(|b| b.entry), Some(7));
+}
+
+fn a_quota_admits_exactly_its_limit_across_nodes(backend: &Backend) {
+    // Rounds of simultaneous charges (a barrier lines the threads up), each round for a
+    // tenant of its own with a quota smaller than the number of requests.
+    const THREADS: usize = 8;
+    const ROUNDS: u64 = 25;
+    const LIMIT: u64 = 3;
+    let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+    let nodes: Vec<_> = (0..4).map(|_| backend.node()).collect();
+    let mut handles = Vec::new();
+    for t in 0..THREADS {
+        let node = nodes[t % nodes.len()].clone();
+        let barrier = barrier.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut admitted = vec![0u64; usize::try_from(ROUNDS).unwrap()];
+            for round in 0..ROUNDS {
+                barrier.wait();
+                let tenant = 100 + round;
+                match node.charge_usage_in_period(vec![(usage(tenant, &format!("req-{t}")), Some(LIMIT), None)]) {
+                    Ok(true) => admitted[usize::try_from(round).unwrap()] += 1,
+                    Ok(false) => panic!("a new request id counted as a replay"),
+                    Err(StoreError::QuotaExceeded { limit, .. }) => assert_eq!(limit, LIMIT),
+                    Err(err) => panic!("{err}"),
+                }
+            }
+            admitted
+        }));
+    }
+    let per_thread: Vec<Vec<u64>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for round in 0..ROUNDS {
+        let index = usize::try_from(round).unwrap();
+        let admitted: u64 = per_thread.iter().map(|rounds| rounds[index]).sum();
+        assert_eq!(admitted, LIMIT, "round {round}: a quota of {LIMIT} admitted {admitted}");
+        assert_eq!(backend.store.usage_total(100 + round, "tool_calls").unwrap(), LIMIT);
+    }
+    // A replay of an admitted request is not charged again (and not refused).
+    let replay = (0..THREADS)
+        .map(|t| format!("req-{t}"))
+        .find(|id| backend.store.charge_usage_in_period(vec![(usage(100, id), Some(LIMIT), None)]).is_ok())
+        .expect("an admitted request id");
+    assert!(!backend.store.charge_usage_in_period(vec![(usage(100, &replay), Some(LIMIT), None)]).unwrap());
+    assert_eq!(backend.store.usage_total(100, "tool_calls").unwrap(), LIMIT);
+    // Usage recorded with a mutation counts once per request id too.
+    backend.store.append_audit(vec![], vec![usage(6, "m1"), usage(6, "m1")]).unwrap();
+    backend.store.append_audit(vec![], vec![usage(6, "m1")]).unwrap();
+    assert_eq!(backend.store.usage_total(6, "tool_calls").unwrap(), 1);
+}
+
+fn key(id: &str, tenant: u64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        key_id: id.into(),
+        label: "l".into(),
+        role: "service".into(),
+        tenant_id: Some(tenant),
+        namespaces: vec![2],
+        created_at_ms: 1,
+        expires_at_ms: None,
+        revoked_at_ms: None,
+    }
+}
+
+fn shape(tenant: u64, namespace: u64, id: &str, version: &str) -> DataShapeRecord {
+    serde_json::from_value(json!({
+        "tenant_id": tenant, "namespace_id": namespace, "schema_id": id, "version": version,
+        "schema": {"type": "object"}, "description": null, "created_at": {"kind": "logical", "value": 1}}))
+    .unwrap()
+}
+
+fn tenants_and_namespaces_are_registered_disabled_and_deleted_only_when_empty(backend: &Backend) {
+    let store = &backend.store;
+    let quotas: BTreeMap<String, u64> = [("tool_calls".to_string(), 7)].into();
+    store.create_tenant(1, "acme", &quotas).unwrap();
+    assert!(matches!(store.create_tenant(1, "other", &BTreeMap::new()).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(store.create_tenant(2, "acme", &BTreeMap::new()).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(store.create_tenant(0, "zero", &BTreeMap::new()).unwrap_err(), StoreError::Conflict(_)));
+    store.create_tenant(2, "globex", &BTreeMap::new()).unwrap();
+    store.create_namespace(1, 2, "prod").unwrap();
+    assert!(matches!(store.create_namespace(1, 2, "again").unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(store.create_namespace(9, 1, "orphan").unwrap_err(), StoreError::Missing(_)));
+    assert_eq!(store.list_tenants().unwrap().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["acme", "globex"]);
+    assert_eq!(store.get_tenant(1).unwrap().unwrap().quotas, quotas);
+    assert_eq!(store.list_namespaces(1).unwrap().len(), 1);
+    let node = backend.node();
+    let _snapshot = node.registry_snapshot().unwrap();
+    assert_eq!(node.active_tenant_quotas(1, Some(2)).unwrap(), Some(quotas.clone()));
+    assert_eq!(node.active_tenant_quotas(1, Some(3)).unwrap(), None, "unregistered namespace");
+    drop(_snapshot);
+    // Disabled through one node: refused on every node by the next request.
+    store.set_namespace_status(1, 2, Status::Disabled).unwrap();
+    let _snapshot = node.registry_snapshot().unwrap();
+    assert_eq!(node.active_tenant_quotas(1, Some(2)).unwrap(), None);
+    assert_eq!(node.active_tenant_quotas(1, None).unwrap(), Some(quotas.clone()));
+    drop(_snapshot);
+    store.set_tenant_status(1, Status::Disabled).unwrap();
+    let _snapshot = node.registry_snapshot().unwrap();
+    assert_eq!(node.active_tenant_quotas(1, None).unwrap(), None);
+    drop(_snapshot);
+    assert!(matches!(store.set_tenant_status(9, Status::Active).unwrap_err(), StoreError::Missing(_)));
+    // Not empty: refused; emptied: deleted.
+    store.create_run(&started_run(1, 2, "r"), AuditBatch::none()).unwrap();
+    assert!(matches!(store.delete_namespace(1, 2).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(store.delete_tenant(1).unwrap_err(), StoreError::Conflict(_)));
+    store.delete_namespace(2, 9).unwrap_err();
+    store.delete_tenant(2).unwrap();
+    assert!(matches!(store.delete_tenant(2).unwrap_err(), StoreError::Missing(_)));
+}
+
+fn api_keys_are_found_by_secret_and_a_revocation_reaches_every_node(backend: &Backend) {
+    let store = &backend.store;
+    store.put_api_key(&key("k1", 1), &"a".repeat(64)).unwrap();
+    assert!(matches!(store.put_api_key(&key("k1", 1), &"b".repeat(64)).unwrap_err(), StoreError::Conflict(_)));
+    assert!(matches!(store.put_api_key(&key("k2", 1), &"a".repeat(64)).unwrap_err(), StoreError::Conflict(_)));
+    let node = backend.node();
+    {
+        let _snapshot = node.registry_snapshot().unwrap();
+        assert_eq!(node.find_api_key(&"a".repeat(64)).unwrap(), Some(key("k1", 1)));
+        assert_eq!(node.find_api_key(&"c".repeat(64)).unwrap(), None);
+    }
+    let mut revoked = key("k1", 1);
+    revoked.revoked_at_ms = Some(5);
+    store.update_api_key(&revoked).unwrap();
+    {
+        // The other node read the key before: its next request sees the revocation.
+        let _snapshot = node.registry_snapshot().unwrap();
+        assert_eq!(node.find_api_key(&"a".repeat(64)).unwrap(), Some(revoked.clone()));
+    }
+    assert!(matches!(store.update_api_key(&key("nope", 1)).unwrap_err(), StoreError::Missing(_)));
+    store.put_api_key(&key("k0", 2), &"d".repeat(64)).unwrap();
+    assert_eq!(store.list_api_keys().unwrap().iter().map(|k| k.key_id.as_str()).collect::<Vec<_>>(), ["k0", "k1"]);
+    backend.flip_byte("api_keys", "record_json", "key_id = 'k0'", 3);
+    let err = store.find_api_key(&"d".repeat(64)).unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "api_keys", .. }), "{err}");
+}
+
+fn oidc_subjects_are_set_listed_by_tenant_and_removed(backend: &Backend) {
+    let store = &backend.store;
+    let subject = |name: &str, tenant: Option<u64>| OidcSubjectRecord {
+        subject: format!("oidc:https://idp.example#{name}"),
+        role: "service".into(),
+        tenant_id: tenant,
+        namespaces: vec![],
+        label: name.into(),
+        updated_at_ms: 1,
+    };
+    store.put_oidc_subject(&subject("alice", Some(1))).unwrap();
+    store.put_oidc_subject(&subject("bob", Some(2))).unwrap();
+    store.put_oidc_subject(&subject("root", None)).unwrap();
+    let mut moved = subject("alice", Some(2));
+    moved.label = "moved".into();
+    store.put_oidc_subject(&moved).unwrap();
+    assert_eq!(store.find_oidc_subject(&moved.subject).unwrap(), Some(moved.clone()));
+    assert_eq!(store.list_oidc_subjects(Some(2)).unwrap().len(), 2);
+    assert_eq!(store.list_oidc_subjects(Some(1)).unwrap().len(), 0);
+    assert_eq!(store.list_oidc_subjects(None).unwrap().len(), 3);
+    let mut huge = subject("x", None);
+    huge.subject = format!("oidc:{}", "x".repeat(2000));
+    assert!(matches!(store.put_oidc_subject(&huge).unwrap_err(), StoreError::TooLarge { .. }));
+    store.delete_oidc_subject(&moved.subject).unwrap();
+    assert!(matches!(store.delete_oidc_subject(&moved.subject).unwrap_err(), StoreError::Missing(_)));
+    assert_eq!(store.find_oidc_subject(&moved.subject).unwrap(), None);
+}
+
+fn data_shapes_are_immutable_scoped_and_paged(backend: &Backend) {
+    let store = &backend.store;
+    for (id, version) in [("b", "1"), ("a", "2"), ("a", "1"), ("B", "1")] {
+        store.put_shape(&shape(1, 2, id, version), batch(1, 1)).unwrap();
+    }
+    assert!(matches!(
+        store.put_shape(&shape(1, 2, "a", "1"), AuditBatch::none()).unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    store.put_shape(&shape(2, 2, "a", "1"), AuditBatch::none()).unwrap();
+    assert_eq!(store.get_shape(Scope::new(1, 2), "a", "2").unwrap(), Some(shape(1, 2, "a", "2")));
+    assert_eq!(store.get_shape(Scope::new(1, 3), "a", "2").unwrap(), None);
+    let ids = |page: Vec<DataShapeRecord>| {
+        page.into_iter().map(|s| format!("{}@{}", s.schema_id, s.version)).collect::<Vec<_>>()
+    };
+    // Byte order, as SQLite compares text ("B" before "a"), whatever the database's locale.
+    assert_eq!(ids(store.list_shapes(Scope::new(1, 2), None, 3).unwrap()), ["B@1", "a@1", "a@2"]);
+    assert_eq!(ids(store.list_shapes(Scope::new(1, 2), Some(("a", "2")), 3).unwrap()), ["b@1"]);
+    backend.flip_byte("data_shapes", "record_json", "schema_id = 'b'", 5);
+    let err = store.get_shape(Scope::new(1, 2), "b", "1").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "data_shapes", .. }), "{err}");
+}
+
+fn the_chain_exports_verifies_offline_prunes_with_holds_and_forwards_in_pages(backend: &Backend) {
+    let store = &backend.store;
+    let signer = backend.signer();
+    store.set_audit_signer(signer.clone(), 4);
+    for n in 0..20u64 {
+        store.append_audit(vec![support::tool_call_event(n, 1 + n % 2)], vec![]).unwrap();
+    }
+    store.audit_checkpoint_now(&signer).unwrap();
+    let ring = backend.keys.ring().unwrap();
+    let export = |since: i64| {
+        let mut out = Vec::new();
+        let count = store.export_audit(since, &mut out).unwrap();
+        (count, dg_storage::audit::verify_export(out.as_slice(), &ring).unwrap())
+    };
+    let (count, report) = export(0);
+    assert_eq!(count, 20);
+    assert!(report.ok(), "{report:?}");
+    // Forwarding reads pages as written, and a cursor that only moves forward.
+    let page = store.audit_page(5, 4).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7, 8, 9]);
+    assert_eq!(store.audit_head().unwrap().0, 20);
+    store.set_forward_cursor(9).unwrap();
+    store.set_forward_cursor(3).unwrap();
+    assert_eq!(store.forward_cursor().unwrap(), 9);
+    // The newest entries of one tenant, newest first, bounded.
+    let filter = dg_storage::browse::AuditFilter { tenant: Some(2), ..Default::default() };
+    let recent = store.audit_recent(&filter, None, 3).unwrap();
+    assert_eq!(recent.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [20, 18, 16]);
+    assert_eq!(recent.next_before_seq, Some(16));
+    let older = store.audit_recent(&filter, recent.next_before_seq, 200).unwrap();
+    assert_eq!(older.entries.len(), 7);
+    // Pruned to hashes behind the checkpoint, tenant 2 under hold, and still verifiable.
+    store.set_legal_hold(2, Some("case 42")).unwrap();
+    assert_eq!(store.prune_audit(i64::MAX).unwrap(), 10);
+    let report = store.verify_audit(&ring).unwrap();
+    assert!(report.ok() && report.pruned == 10, "{report:?}");
+    assert!(store.audit_entries(1).unwrap().iter().all(|e| e.event.tenant_id == Some(2)));
+    assert!(export(0).1.ok());
+}
+
+fn usage_is_refunded_reported_and_kept_by_period(backend: &Backend) {
+    let store = &backend.store;
+    let charge = |id: &str| store.charge_usage(vec![(usage(1, id), Some(10))]).unwrap();
+    assert!(charge("a") && charge("b") && charge("c"));
+    store.refund_usage(1, "b", vec!["tool_calls".into()]).unwrap();
+    store.refund_usage(1, "never", vec!["tool_calls".into()]).unwrap();
+    assert_eq!(store.usage_total(1, "tool_calls").unwrap(), 2);
+    store.create_run(&started_run(1, 2, "r"), AuditBatch::none()).unwrap();
+    let report = store.usage_report(Some(1), 0).unwrap();
+    let calls = report.iter().find(|r| r.counter == "tool_calls").unwrap();
+    assert_eq!((calls.total, calls.requests), (2, 2));
+    let bytes = report.iter().find(|r| r.counter == "storage_bytes").unwrap().total;
+    assert!(bytes > 0);
+    store.sample_storage_usage().unwrap();
+    let period = dg_storage::usage::period_of(dg_storage::now_ms());
+    let totals = store.usage_for_period(&period).unwrap();
+    assert!(totals.contains(&(1, "tool_calls".to_string(), 2)), "{totals:?}");
+    assert!(totals.contains(&(1, "storage_bytes".to_string(), bytes)), "{totals:?}");
+    assert_eq!(store.last_backup_at_ms().unwrap(), None);
+    store.record_backup().unwrap();
+    assert!(store.last_backup_at_ms().unwrap().is_some());
+}
+
+fn runs_are_browsed_in_pages_and_check_finds_a_changed_document(backend: &Backend) {
+    let store = &backend.store;
+    for i in 0..7 {
+        store.create_run(&started_run(1 + i % 2, 2, &format!("r{i}")), AuditBatch::none()).unwrap();
+    }
+    let query = dg_storage::browse::RunQuery {
+        tenant: Some(1),
+        sort: dg_storage::browse::RunSort::RunId,
+        ascending: true,
+        limit: 3,
+        offset: 1,
+        ..Default::default()
+    };
+    let page = store.runs_page(&query).unwrap();
+    assert_eq!(page.total, 4);
+    assert_eq!(page.runs.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["r2", "r4", "r6"]);
+    let scoped = dg_storage::browse::RunQuery { within_namespaces: vec![3], ..query };
+    assert_eq!(store.runs_page(&scoped).unwrap().total, 0);
+    store.put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap();
+    store.put_scenario(Scope::new(0, 2), &scenario_spec("shared", 2, "1"), AuditBatch::none()).unwrap();
+    let listed = store.list_scenarios(1, 2, None, 10).unwrap();
+    assert_eq!(listed.iter().map(|s| s.spec.scenario_id.as_str()).collect::<Vec<_>>(), ["sc", "shared"]);
+    assert_eq!(store.list_scenarios(2, 2, None, 10).unwrap().len(), 1);
+    assert!(store.scenario_spec(Scope::new(1, 2), "sc").unwrap().is_some());
+    let report = store.check().unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.documents_checked, 9);
+    backend.flip_byte("runs", "state_json", "run_id = 'r3'", 9);
+    let report = store.check().unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.failures, ["runs 2/2/r3"]);
+}
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $test() { if let Some(backend) = super::Backend::sqlite() { super::$test(&backend) } })*
+        }
+        mod postgres {
+            $(#[test] fn $test() { if let Some(backend) = super::Backend::postgres() { super::$test(&backend) } })*
+        }
+    };
+}
+
+conformance!(
+    runs_round_trip_with_versions_and_conflicts,
+    oversized_run_states_are_refused_and_nothing_is_written,
+    a_byte_changed_in_a_stored_document_is_an_integrity_error,
+    scenarios_are_idempotent_conflict_on_change_and_seen_by_every_node,
+    concurrent_writers_of_one_run_never_lose_a_decision,
+    appends_from_every_node_form_one_signed_chain,
+    a_quota_admits_exactly_its_limit_across_nodes,
+    tenants_and_namespaces_are_registered_disabled_and_deleted_only_when_empty,
+    api_keys_are_found_by_secret_and_a_revocation_reaches_every_node,
+    oidc_subjects_are_set_listed_by_tenant_and_removed,
+    data_shapes_are_immutable_scoped_and_paged,
+    the_chain_exports_verifies_offline_prunes_with_holds_and_forwards_in_pages,
+    usage_is_refunded_reported_and_kept_by_period,
+    runs_are_browsed_in_pages_and_check_finds_a_changed_document,
+);

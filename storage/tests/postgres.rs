@@ -1,0 +1,102 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+//! What only the PostgreSQL backend has: migrations shared by nodes starting together, its
+//! connection rules, and a database that goes away and comes back. Against a throwaway
+//! cluster (skipped outside CI when PostgreSQL is not installed).
+
+#[path = "../../tests/support/postgres.rs"]
+mod cluster;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dg_storage::audit::AuditBatch;
+use dg_storage::postgres::PgStore;
+use dg_storage::{Scope, StoreError, StoreLimits};
+
+#[test]
+fn nodes_starting_together_migrate_once_and_share_one_deployment_id() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("together");
+    let settings = Arc::new(cluster.settings(&db, 2));
+    let barrier = Arc::new(std::sync::Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (settings, barrier) = (settings.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                PgStore::open(&settings, StoreLimits::default()).unwrap().instance_id().to_string()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|1");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 1));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("newer");
+    let settings = cluster.settings(&db, 2);
+    drop(PgStore::open(&settings, StoreLimits::default()).unwrap());
+    cluster.psql(&db, "UPDATE dg_meta SET version = 99");
+    let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 1 }), "{err}");
+    assert!(matches!(PgStore::migrate(&settings).unwrap_err(), StoreError::NewerSchema { .. }));
+}
+
+#[test]
+fn plain_connections_leave_the_machine_never_and_passwords_stay_out_of_the_settings() {
+    let mut config = tokio_postgres::Config::new();
+    config.host("192.0.2.10").port(5432).user("dg").dbname("dg");
+    let mut settings = dg_storage::postgres::PgSettings {
+        config,
+        tls: None,
+        password: None,
+        pool_size: 1,
+        statement_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(1),
+    };
+    let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err().to_string();
+    assert!(err.contains("only to a Unix socket or a loopback host"), "{err}");
+    settings.config.host("127.0.0.1").password("inline");
+    let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err().to_string();
+    assert!(err.contains("password_file"), "{err}");
+}
+
+#[test]
+fn a_database_that_goes_away_is_a_retryable_error_and_service_resumes_by_itself() {
+    let Some(mut cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("away");
+    let store = PgStore::open(&cluster.settings(&db, 2), StoreLimits::default()).unwrap();
+    let scope = Scope::new(1, 1);
+    let spec: dg_engine::spec::ScenarioSpec = serde_json::from_value(serde_json::json!({
+        "scenario_id": "before", "namespace_id": 1, "spec_version": "1", "policies": [], "schemas": [],
+        "conditions": [], "stages": [{"stage_id": "s", "entry_packets": [], "gates": [],
+                    "advance_to": {"kind": "terminal"}, "timeout": null, "on_timeout": "fail"}]
+    }))
+    .unwrap();
+    store.put_scenario(scope, &spec, AuditBatch::none()).unwrap();
+    cluster.stop_immediate();
+    let err = store.ping().unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    let mut other = spec.clone();
+    other.scenario_id = "during".into();
+    let err = store.put_scenario(scope, &other, AuditBatch::none()).unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    cluster.restart();
+    // The pool drops the dead connections and makes new ones; bounded wait.
+    let mut back = false;
+    for _ in 0..50 {
+        if store.ping().is_ok() {
+            back = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(back, "the store did not reconnect: {}", cluster.log());
+    assert!(store.get_scenario(scope, "before").unwrap().is_some(), "acknowledged before the crash, kept");
+    assert!(store.get_scenario(scope, "during").unwrap().is_none(), "refused while down, not half-written");
+    assert!(store.put_scenario(scope, &other, AuditBatch::none()).unwrap());
+}

@@ -1,0 +1,304 @@
+//! `[storage] backend = "postgres"` from the operator's side: `config check` names every
+//! wrong setting with its key, `store migrate` brings a real database (a throwaway cluster)
+//! to this build's schema, also with several nodes migrating at once, and two daemons over
+//! one database share scenarios, runs and one audit chain.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::binary;
+use crate::support::postgres::{Postgres, USER};
+
+/// The embedded default with `storage` appended.
+fn config_with(dir: &Path, storage: &str) -> std::path::PathBuf {
+    let default = Command::new(binary()).args(["config", "default"]).output().unwrap();
+    assert!(default.status.success());
+    let path = dir.join("config.toml");
+    std::fs::write(&path, format!("{}\n{storage}\n", String::from_utf8(default.stdout).unwrap())).unwrap();
+    path
+}
+
+fn run(args: &[&str], config: &Path, data: &Path) -> Output {
+    Command::new(binary()).args(args).arg("--config").arg(config).arg("--data-dir").arg(data).output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn config_check_names_every_wrong_postgres_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let loose = dir.path().join("loose-password");
+    std::fs::write(&loose, "secret\n").unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cases = [
+        ("[storage]\nbackend = \"postgres\"", "storage.postgres", "needs a [storage.postgres] section"),
+        (
+            "[storage.postgres]\nurl = \"postgresql://dg@127.0.0.1/dg\"\ntls = \"disable\"",
+            "storage.backend",
+            "backend is \"sqlite\"",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg:hunter2@127.0.0.1/dg\"\ntls = \"disable\"",
+            "storage.postgres.url",
+            "holds a password",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg@db.example/dg\"\ntls = \"disable\"",
+            "storage.postgres.tls",
+            "plain connections are allowed only",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg@db.example/dg\"",
+            "storage.postgres.ca_file",
+            "needs the CA bundle",
+        ),
+        (
+            &format!(
+                "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg@127.0.0.1/dg\"\ntls = \"disable\"\npassword_file = \"{}\"",
+                loose.display()
+            ),
+            "storage.postgres.password_file",
+            "chmod 600",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg@127.0.0.1/dg\"\ntls = \"disable\"\npool_size = 0",
+            "storage.postgres.pool_size",
+            "1 to 256",
+        ),
+        (
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"host=127.0.0.1 user=dg\"\ntls = \"disable\"\nsslmode = \"require\"",
+            "storage.postgres.sslmode",
+            "unknown",
+        ),
+    ];
+    for (storage, key, message) in cases {
+        let config = config_with(dir.path(), storage);
+        let out = Command::new(binary()).args(["config", "check"]).arg(&config).output().unwrap();
+        let said = text(&out);
+        assert!(!out.status.success(), "{storage}: accepted");
+        assert!(said.contains(key) && said.contains(message), "{storage}: expected {key}: {message}; got {said}");
+    }
+    let good = config_with(
+        dir.path(),
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://dg@127.0.0.1:5432/dg\"\ntls = \"disable\"",
+    );
+    let out = Command::new(binary()).args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn store_migrate_brings_a_real_database_to_the_schema_with_nodes_starting_together() {
+    let Some(cluster) = Postgres::start() else { return };
+    let db = cluster.create_database("appliance");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        &format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"disable\"\npassword_file = \"{}\"",
+            cluster.port,
+            cluster.password_file().display()
+        ),
+    );
+    let data = dir.path().join("data");
+    // Three nodes at once: every one succeeds, the schema is made once.
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(binary())
+                .args(["store", "migrate", "--config"])
+                .arg(&config)
+                .arg("--data-dir")
+                .arg(&data)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let said: Vec<String> = children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            text(&out)
+        })
+        .collect();
+    assert_eq!(said.iter().filter(|s| s.contains("version 0 -> 1")).count(), 1, "{said:?}");
+    assert_eq!(said.iter().filter(|s| s.contains("version 1, current")).count(), 2, "{said:?}");
+    assert_eq!(cluster.psql(&db, "SELECT version FROM dg_meta").trim(), "1");
+    // A wrong password is refused with the database's own words.
+    std::fs::write(cluster.password_file(), "wrong").unwrap();
+    let out = run(&["store", "migrate"], &config, &data);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("password authentication failed"), "{}", text(&out));
+    // The daemon refuses to start with it, in the server's words.
+    let out = Command::new(binary())
+        .args(["serve", "--plaintext-loopback", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("password authentication failed"), "{}", text(&out));
+}
+
+/// The daemon's configuration over database `db` of `cluster`.
+fn postgres_config(cluster: &Postgres, db: &str) -> String {
+    let default = Command::new(binary()).args(["config", "default"]).output().unwrap();
+    format!(
+        "{}\n[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"disable\"\npassword_file = \"{}\"\npool_size = 4\n",
+        String::from_utf8(default.stdout).unwrap(),
+        cluster.port,
+        cluster.password_file().display()
+    )
+}
+
+fn start_args(scenario: &str, run: &str) -> serde_json::Value {
+    serde_json::json!({"scenario_id": scenario, "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": run,
+        "scenario_id": scenario, "dispatch_targets": [], "policy_tags": []},
+        "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": false})
+}
+
+fn next_args(run: &str, step: u64) -> serde_json::Value {
+    serde_json::json!({"scenario_id": "pg",
+        "request": {"run_id": run, "tenant_id": 2, "namespace_id": 3, "trigger_id": format!("{run}-t{step}"), "agent_id": "a",
+                    "time": {"kind": "logical", "value": 10 + step}, "correlation_id": null}})
+}
+
+#[test]
+fn two_nodes_over_one_postgres_share_scenarios_runs_and_one_audit_chain() {
+    use crate::support::{sample_spec, Daemon, DaemonOptions};
+    let Some(cluster) = Postgres::start() else { return };
+    let db = cluster.create_database("nodes");
+    let config = postgres_config(&cluster, &db);
+    let a = Daemon::start_with(DaemonOptions { config: Some(config.clone()), plaintext: true, ..Default::default() });
+    a.tool("scenario_define", serde_json::json!({"spec": sample_spec("pg")})).unwrap();
+    a.tool("scenario_start", start_args("pg", "r1")).unwrap();
+    // Node B: its own data directory with the deployment's signing keys and admin key.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b_data = b_dir.path().join("data");
+    std::fs::create_dir_all(b_data.join("keys")).unwrap();
+    for file in ["keys/active.key", "keys/keyring.json", "admin.key"] {
+        std::fs::copy(a.data_dir().join(file), b_data.join(file)).unwrap();
+    }
+    std::fs::set_permissions(&b_data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let b = Daemon::start_with(DaemonOptions {
+        config: Some(config.clone()),
+        plaintext: true,
+        dir: Some(b_dir),
+        bare: true,
+        ..Default::default()
+    });
+    // The run started on A advances on B, with the scenario defined on A.
+    for step in 0..2 {
+        b.tool("scenario_next", next_args("r1", step)).unwrap();
+    }
+    b.tool("scenario_start", start_args("pg", "r2")).unwrap();
+    let status = a
+        .tool("scenario_status", serde_json::json!({"scenario_id": "pg",
+            "request": {"run_id": "r1", "tenant_id": 2, "namespace_id": 3, "requested_at": {"kind": "logical", "value": 20},
+                        "correlation_id": null}}))
+        .unwrap();
+    assert_eq!(status["status"], "completed", "{status}");
+    drop(b);
+    let a_dir = a.into_dir();
+    let a_data = a_dir.path().join("data");
+    let config_path = a_dir.path().join("config.toml");
+    // One chain for both nodes, verified; every document checked.
+    let verified = run(&["audit", "verify"], &config_path, &a_data);
+    assert!(verified.status.success() && text(&verified).contains("VERIFIED"), "{}", text(&verified));
+    let checked = run(&["store", "check"], &config_path, &a_data);
+    assert!(checked.status.success() && text(&checked).contains("store check: ok"), "{}", text(&checked));
+    let listed = run(&["store", "list", "--json"], &config_path, &a_data);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+    // A byte changed through psql is an integrity error on read.
+    cluster.psql(
+        &db,
+        "UPDATE runs SET state_json = set_byte(state_json, 15, get_byte(state_json, 15) # 1) WHERE run_id = 'r2'",
+    );
+    let checked = run(&["store", "check"], &config_path, &a_data);
+    assert!(!checked.status.success() && text(&checked).contains("HASH MISMATCH: runs 2/3/r2"), "{}", text(&checked));
+}
+
+#[test]
+fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identically() {
+    use crate::support::{sample_spec, Daemon, DaemonOptions};
+    let Some(cluster) = Postgres::start() else { return };
+    let db = cluster.create_database("copied");
+    let export = |daemon: &Daemon| {
+        daemon
+            .tool(
+                "runpack_export",
+                serde_json::json!({"scenario_id": "pg", "tenant_id": 2, "namespace_id": 3, "run_id": "r1",
+                "generated_at": {"kind": "logical", "value": 30}, "include_verification": true}),
+            )
+            .unwrap()["manifest"]
+            .clone()
+    };
+    // A single box on SQLite, with a finished run and its runpack.
+    let single = Daemon::start_with(DaemonOptions { plaintext: true, ..Default::default() });
+    single.tool("scenario_define", serde_json::json!({"spec": sample_spec("pg")})).unwrap();
+    single.tool("scenario_start", start_args("pg", "r1")).unwrap();
+    for step in 0..2 {
+        single.tool("scenario_next", next_args("r1", step)).unwrap();
+    }
+    let before = export(&single);
+    let single_dir = single.into_dir();
+    let single_data = single_dir.path().join("data");
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("postgres.toml");
+    std::fs::write(&config, postgres_config(&cluster, &db)).unwrap();
+    let copy = |from: String, to: String| {
+        let out = Command::new(binary()).args(["store", "copy", "--from", &from, "--to", &to]).output().unwrap();
+        assert!(out.status.success() && text(&out).contains("store copy: ok"), "{}", text(&out));
+        text(&out)
+    };
+    let said = copy(format!("sqlite:{}", single_data.display()), format!("postgres:{}", config.display()));
+    assert!(said.contains("runs: 1") && said.contains("VERIFIED"), "{said}");
+    // Copying into it again is refused: the target is not empty.
+    let again = Command::new(binary())
+        .args([
+            "store",
+            "copy",
+            "--from",
+            &format!("sqlite:{}", single_data.display()),
+            "--to",
+            &format!("postgres:{}", config.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success() && text(&again).contains("not empty"), "{}", text(&again));
+    // A node over the copy exports the same runpack, byte for byte (same root hash, same manifest).
+    let node_dir = tempfile::tempdir().unwrap();
+    let node_data = node_dir.path().join("data");
+    std::fs::create_dir_all(node_data.join("keys")).unwrap();
+    for file in ["keys/active.key", "keys/keyring.json", "admin.key"] {
+        std::fs::copy(single_data.join(file), node_data.join(file)).unwrap();
+    }
+    std::fs::set_permissions(&node_data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let node = Daemon::start_with(DaemonOptions {
+        config: Some(postgres_config(&cluster, &db)),
+        plaintext: true,
+        dir: Some(node_dir),
+        bare: true,
+        ..Default::default()
+    });
+    assert_eq!(export(&node), before, "the runpack exported after the copy differs");
+    let node_dir = node.into_dir();
+    // And back to a new single box, which checks out.
+    let back_dir = tempfile::tempdir().unwrap();
+    let back = back_dir.path().join("data");
+    std::fs::create_dir_all(back.join("keys")).unwrap();
+    for file in ["keys/active.key", "keys/keyring.json"] {
+        std::fs::copy(node_dir.path().join("data").join(file), back.join(file)).unwrap();
+    }
+    copy(format!("postgres:{}", config.display()), format!("sqlite:{}", back.display()));
+    let checked = Command::new(binary()).args(["store", "check", "--data-dir"]).arg(&back).output().unwrap();
+    assert!(checked.status.success() && text(&checked).contains("store check: ok"), "{}", text(&checked));
+    let verified = Command::new(binary()).args(["audit", "verify", "--data-dir"]).arg(&back).output().unwrap();
+    assert!(verified.status.success() && text(&verified).contains("VERIFIED"), "{}", text(&verified));
+}
