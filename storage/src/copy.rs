@@ -37,6 +37,44 @@ pub struct CopyReport {
 /// [`StoreError::Integrity`] when the target does not check out (its contents are then not
 /// to be used: drop them and copy again).
 pub fn copy_store(from: &dyn StateStore, to: &dyn StateStore, ring: &PublicKeyRing) -> Result<CopyReport, StoreError> {
+    let report = snapshot_store(from, to, ring)?;
+    let source_audit = from.verify_audit(ring)?;
+    let same_head = from.audit_head()? == to.audit_head()?;
+    if report.audit.entries != source_audit.entries || !same_head {
+        return Err(StoreError::Integrity {
+            table: "copy",
+            key: format!(
+                "the target's audit chain differs from the source's: {:?} against {source_audit:?}",
+                report.audit
+            ),
+        });
+    }
+    let source = from.check()?;
+    if source.documents_checked != report.documents_checked {
+        return Err(StoreError::Integrity {
+            table: "copy",
+            key: format!(
+                "{} documents in the source, {} in the target",
+                source.documents_checked, report.documents_checked
+            ),
+        });
+    }
+    Ok(report)
+}
+
+/// Copies one consistent snapshot of `from` (which may go on serving: each backend's `dump`
+/// reads one snapshot) into the empty `to`, and checks the target on its own: every
+/// document against its hash, the audit chain and checkpoints against `ring`. The backup of a
+/// PostgreSQL deployment is made this way (`backup::create`); [`copy_store`] adds the
+/// comparisons with a source that no longer changes.
+///
+/// # Errors
+/// As [`copy_store`].
+pub fn snapshot_store(
+    from: &dyn StateStore,
+    to: &dyn StateStore,
+    ring: &PublicKeyRing,
+) -> Result<CopyReport, StoreError> {
     if !to.is_empty_store()? {
         return Err(StoreError::Conflict("the target store is not empty: copy only into a new database".into()));
     }
@@ -60,22 +98,10 @@ pub fn copy_store(from: &dyn StateStore, to: &dyn StateStore, ring: &PublicKeyRi
         });
     }
     let audit = to.verify_audit(ring)?;
-    let source_audit = from.verify_audit(ring)?;
-    let same_head = from.audit_head()? == to.audit_head()?;
-    if !audit.ok() || audit.entries != source_audit.entries || !same_head {
+    if !audit.ok() {
         return Err(StoreError::Integrity {
             table: "copy",
-            key: format!("the target's audit chain differs from the source's: {audit:?} against {source_audit:?}"),
-        });
-    }
-    let source = from.check()?;
-    if source.documents_checked != checked.documents_checked {
-        return Err(StoreError::Integrity {
-            table: "copy",
-            key: format!(
-                "{} documents in the source, {} in the target",
-                source.documents_checked, checked.documents_checked
-            ),
+            key: format!("the target's audit chain does not verify: {audit:?}"),
         });
     }
     Ok(CopyReport { rows, documents_checked: checked.documents_checked, audit })

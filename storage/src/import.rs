@@ -13,7 +13,8 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 use crate::error::StoreError;
-use crate::store::{Scope, Store};
+use crate::seam::StateStore;
+use crate::store::Scope;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -40,7 +41,7 @@ fn id_text(id: u64) -> String {
 /// # Errors
 /// The source cannot be opened or has an unsupported schema version; target store errors.
 pub fn import_oss_database(
-    store: &Store,
+    store: &dyn StateStore,
     source: &Path,
     source_scope: Scope,
     target: Scope,

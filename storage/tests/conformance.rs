@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-//! The storage conformance suite: one source, two backends. Every test here takes a
+//! The storage conformance suite: one source, two backends (every storage test about
+//! behaviour; what is SQLite's own, its compact forms, migrations, sealed segments, WAL
+//! checkpoints, crash and disk-full recovery, stays in the other files). Every test here takes a
 //! [`Backend`] and runs against SQLite (`sqlite::…`) and against a throwaway PostgreSQL cluster
 //! (`postgres::…`, skipped outside CI when PostgreSQL is not installed). "Nodes" are stores
 //! over the same data: on PostgreSQL separate stores (separate pools, as separate daemons),
@@ -96,6 +98,70 @@ impl Backend {
                 );
                 assert_eq!(cluster.psql(DB, &sql).trim(), "UPDATE 1");
             }
+        }
+    }
+
+    /// A second store over the same data with its own limits and caches, as a node started
+    /// later (SQLite: a second `Store` on the same file; PostgreSQL: another pool).
+    fn fresh_node(&self, limits: StoreLimits) -> Arc<dyn StateStore> {
+        match &self.kind {
+            Kind::Sqlite(dir) => Arc::new(Store::open(&dir.path().join("state.db"), limits).unwrap()),
+            Kind::Postgres(cluster) => Arc::new(PgStore::open(&cluster.settings(DB, 2), limits).unwrap()),
+        }
+    }
+
+    /// Runs the statement written for this backend (for what differs: trigger names, meta tables).
+    fn sql_for(&self, sqlite: &str, postgres: &str) {
+        self.sql(match self.kind {
+            Kind::Sqlite(_) => sqlite,
+            Kind::Postgres(_) => postgres,
+        });
+    }
+
+    /// The registry generation, read outside the appliance.
+    fn registry_generation(&self) -> i64 {
+        match &self.kind {
+            Kind::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("state.db"))
+                .unwrap()
+                .query_row("SELECT registry_generation FROM store_meta", [], |row| row.get(0))
+                .unwrap(),
+            Kind::Postgres(cluster) => {
+                cluster.psql(DB, "SELECT registry_generation FROM dg_meta").trim().parse().unwrap()
+            }
+        }
+    }
+
+    /// Runs SQL outside the appliance (SQLite: a raw connection; PostgreSQL: psql).
+    fn sql(&self, statement: &str) {
+        match &self.kind {
+            Kind::Sqlite(dir) => {
+                rusqlite::Connection::open(dir.path().join("state.db")).unwrap().execute_batch(statement).unwrap();
+            }
+            Kind::Postgres(cluster) => {
+                cluster.psql(DB, statement);
+            }
+        }
+    }
+
+    /// The one bytes value `query` selects, read outside the appliance.
+    fn bytes(&self, query: &str) -> Vec<u8> {
+        match &self.kind {
+            Kind::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("state.db"))
+                .unwrap()
+                .query_row(query, [], |row| row.get(0))
+                .unwrap(),
+            Kind::Postgres(cluster) => {
+                hex::decode(cluster.psql(DB, &format!("SELECT encode(q.v, 'hex') FROM ({query}) AS q(v)")).trim())
+                    .unwrap()
+            }
+        }
+    }
+
+    /// `bytes` as a literal in this backend's SQL.
+    fn literal(&self, bytes: &[u8]) -> String {
+        match &self.kind {
+            Kind::Sqlite(_) => format!("X'{}'", hex::encode(bytes)),
+            Kind::Postgres(_) => format!("'\\x{}'::bytea", hex::encode(bytes)),
         }
     }
 }
@@ -552,6 +618,514 @@ fn runs_are_browsed_in_pages_and_check_finds_a_changed_document(backend: &Backen
     assert_eq!(report.failures, ["runs 2/2/r3"]);
 }
 
+// ----- the audit chain against tampering outside the appliance (issue 8) -----
+
+/// A chain of 20 entries, checkpoints every 4 and a final one at the head.
+fn chain_of_twenty(backend: &Backend) -> dg_storage::signing::PublicKeyRing {
+    let signer = backend.signer();
+    backend.store.set_audit_signer(signer.clone(), 4);
+    for n in 1..=20u64 {
+        backend.store.append_audit(vec![support::tool_call_event(n, 1 + n % 2)], vec![]).unwrap();
+    }
+    backend.store.audit_checkpoint_now(&signer).unwrap();
+    let ring = backend.keys.ring().unwrap();
+    let report = backend.store.verify_audit(&ring).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.entries, report.signed_through), (20, 20));
+    assert!(report.checkpoints >= 5, "{report:?}");
+    ring
+}
+
+/// Where verification finds the first break, and why.
+fn broken_at(backend: &Backend, ring: &dg_storage::signing::PublicKeyRing) -> (u64, String) {
+    let report = backend.store.verify_audit(ring).unwrap();
+    let Some(broken) = report.first_break else { panic!("tampering not detected: {report:?}") };
+    (broken.entry, broken.reason)
+}
+
+fn entry(backend: &Backend, seq: u64) -> Vec<u8> {
+    backend.bytes(&format!("SELECT entry_json FROM audit_log WHERE seq = {seq}"))
+}
+
+fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn an_edited_entry_is_reported_with_its_number_and_a_recomputed_hash_breaks_the_next_link(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    let original = entry(backend, 7);
+    let edited = String::from_utf8(original.clone()).unwrap().replace("\"ok\"", "\"error\"").into_bytes();
+    assert_ne!(edited, original);
+    backend.sql(&format!("UPDATE audit_log SET entry_json = {} WHERE seq = 7", backend.literal(&edited)));
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 7, "{reason}");
+    assert!(reason.contains("edited"), "{reason}");
+    // Put back, it verifies again; edited with its hash recomputed, the next link breaks.
+    backend.sql(&format!("UPDATE audit_log SET entry_json = {} WHERE seq = 7", backend.literal(&original)));
+    assert!(backend.store.verify_audit(&ring).unwrap().ok());
+    backend.sql(&format!(
+        "UPDATE audit_log SET entry_json = {}, entry_sha256 = '{}' WHERE seq = 7",
+        backend.literal(&edited),
+        sha(&edited)
+    ));
+    assert_eq!(broken_at(backend, &ring).0, 8);
+}
+
+fn a_deleted_entry_is_reported(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    backend.sql("DELETE FROM audit_log WHERE seq = 5");
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 5, "{reason}");
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+fn reordered_entries_are_reported(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    let (a, b) = (entry(backend, 3), entry(backend, 4));
+    backend.sql(&format!(
+        "UPDATE audit_log SET entry_json = {}, entry_sha256 = '{}' WHERE seq = 3;
+         UPDATE audit_log SET entry_json = {}, entry_sha256 = '{}' WHERE seq = 4",
+        backend.literal(&b),
+        sha(&b),
+        backend.literal(&a),
+        sha(&a)
+    ));
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 3, "{reason}");
+    assert!(reason.contains("position") || reason.contains("link"), "{reason}");
+}
+
+fn an_inserted_entry_is_reported(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    // Room at 10 (the rows after it renumbered), then a forged entry linking to entry 9.
+    for seq in (10..=20).rev() {
+        backend.sql(&format!("UPDATE audit_log SET seq = seq + 1 WHERE seq = {seq}"));
+    }
+    let prev = sha(&entry(backend, 9));
+    let forged = json!({"seq": 10, "prev_sha256": prev, "time_ms": 1, "principal": "intruder", "role": null,
+        "tenant_id": null, "namespace_id": null, "action": "tool_call", "target": "x", "outcome": "ok", "reason": "",
+        "request_id": "forged", "request_sha256": null, "response_sha256": null});
+    let bytes = dg_engine::canonical_json_bytes(&forged).unwrap();
+    backend.sql(&format!(
+        "INSERT INTO audit_log (seq, entry_json, entry_sha256, tenant_id, time_ms) VALUES (10, {}, '{}', NULL, 1)",
+        backend.literal(&bytes),
+        sha(&bytes)
+    ));
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 11, "{reason}");
+}
+
+fn a_truncated_tail_is_reported_with_or_without_its_checkpoints(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    backend.sql("DELETE FROM audit_log WHERE seq > 15");
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 16, "{reason}");
+    assert!(reason.contains("truncated"), "{reason}");
+    // The checkpoints past the cut deleted too: the chain head (SQLite: its witness file;
+    // PostgreSQL: the head row) still says how far the chain went.
+    backend.sql("DELETE FROM audit_checkpoints WHERE entry_count > 15");
+    let (at, reason) = broken_at(backend, &ring);
+    assert!(at >= 16, "{at}: {reason}");
+    assert!(reason.contains("truncated") || reason.contains("witness"), "{reason}");
+}
+
+fn a_tampered_or_deleted_checkpoint_is_reported(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    let original = backend.bytes("SELECT checkpoint_json FROM audit_checkpoints WHERE entry_count = 8");
+    let forged = String::from_utf8(original.clone()).unwrap().replace("\"entry_count\":8", "\"entry_count\":7");
+    backend.sql(&format!(
+        "UPDATE audit_checkpoints SET checkpoint_json = {} WHERE entry_count = 8",
+        backend.literal(forged.as_bytes())
+    ));
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 7, "{reason}");
+    assert!(reason.contains("signature"), "{reason}");
+    backend.sql("DELETE FROM audit_checkpoints WHERE entry_count = 8");
+    let (at, reason) = broken_at(backend, &ring);
+    assert_eq!(at, 12, "{reason}");
+    assert!(reason.contains("deleted"), "{reason}");
+}
+
+fn an_export_verifies_offline_and_fails_after_any_edit(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    let export = |since: i64| {
+        let mut out = Vec::new();
+        backend.store.export_audit(since, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let verify = |text: &str, ring: &dg_storage::signing::PublicKeyRing| {
+        dg_storage::audit::verify_export(std::io::BufReader::new(text.as_bytes()), ring).unwrap()
+    };
+    let text = export(0);
+    let report = verify(&text, &ring);
+    assert!(report.ok() && report.entries == 20, "{report:?}");
+    let lines: Vec<&str> = text.lines().collect();
+    for index in 1..=20 {
+        let mut edited = lines.clone();
+        let changed = edited[index].replace("\"outcome\":\"ok\"", "\"outcome\":\"error\"");
+        assert_ne!(changed, edited[index]);
+        edited[index] = &changed;
+        assert!(!verify(&edited.join("\n"), &ring).ok(), "edit of line {index} not detected");
+    }
+    for drop in [5usize, 20, lines.len() - 1] {
+        let mut cut = lines.clone();
+        cut.remove(drop);
+        assert!(!verify(&cut.join("\n"), &ring).ok(), "dropping line {drop} not detected");
+    }
+    let other = Backend::keys().0.ring().unwrap();
+    assert!(!verify(&text, &other).ok(), "a ring without the signing key does not verify it");
+    // Exports from a time inside and after the chain verify from their anchors.
+    let now =
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap();
+    assert!(verify(&export(now - 3_600_000), &ring).ok());
+    assert!(verify(&export(now + 3_600_000), &ring).ok());
+    // A pruned entry's recorded hash changed is still caught by the next link (entry 5,
+    // tenant 2's, kept whole under a legal hold).
+    backend.store.set_legal_hold(2, Some("case 42")).unwrap();
+    assert_eq!(backend.store.prune_audit(i64::MAX).unwrap(), 10);
+    assert!(backend.store.verify_audit(&ring).unwrap().ok());
+    backend.sql(&format!("UPDATE audit_log SET entry_sha256 = '{}' WHERE seq = 4", "00".repeat(32)));
+    assert_eq!(broken_at(backend, &ring).0, 5);
+}
+
+/// One `runs_started` charge under a quota of 50.
+fn charge_one(store: &dyn StateStore, request: &str) -> Result<bool, StoreError> {
+    let record = UsageRecord {
+        tenant_id: 1,
+        key_id: "k".into(),
+        request_id: request.into(),
+        counter: "runs_started".into(),
+        amount: 1,
+    };
+    store.charge_usage(vec![(record, Some(50))])
+}
+
+fn concurrent_charges_never_pass_a_quota_and_replays_count_once(backend: &Backend) {
+    let charge = charge_one;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let node = backend.node();
+            std::thread::spawn(move || {
+                (0..20).filter(|n| charge_one(node.as_ref(), &format!("r-{t}-{n}")).is_ok()).count()
+            })
+        })
+        .collect();
+    let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let store = backend.store.as_ref();
+    assert_eq!(granted, 50);
+    assert_eq!(store.usage_total(1, "runs_started").unwrap(), 50);
+    assert!(matches!(charge(store, "one-more"), Err(StoreError::QuotaExceeded { .. })));
+    // A replayed request id is neither charged nor refused again.
+    let granted_id = (0..20).map(|n| format!("r-0-{n}")).find(|id| charge(store, id).is_ok()).unwrap();
+    assert!(!charge(store, &granted_id).unwrap(), "a replay is not a new charge");
+    assert_eq!(store.usage_total(1, "runs_started").unwrap(), 50);
+    // Refunds give the slot back, once.
+    store.refund_usage(1, &granted_id, vec!["runs_started".into()]).unwrap();
+    store.refund_usage(1, &granted_id, vec!["runs_started".into()]).unwrap();
+    assert_eq!(store.usage_total(1, "runs_started").unwrap(), 49);
+    assert!(charge(store, "after-refund").unwrap());
+}
+
+fn audit_search_filters_by_tenant_and_action_pages_and_detects_tampering(backend: &Backend) {
+    use dg_storage::browse::AuditFilter;
+    let store = &backend.store;
+    for n in 1..=30 {
+        let mut event = support::tool_call_event(n, 1 + n % 3);
+        if n % 5 == 0 {
+            event.action = "admin".into();
+        }
+        store.append_audit(vec![event], Vec::new()).unwrap();
+    }
+    let seqs = |filter: &AuditFilter, before: Option<u64>, limit: u32| -> (Vec<u64>, Option<u64>) {
+        let page = store.audit_recent(filter, before, limit).unwrap();
+        (page.entries.iter().map(|e| e.seq).collect(), page.next_before_seq)
+    };
+    let (all, next) = seqs(&AuditFilter::default(), None, 200);
+    assert_eq!(all, (1..=30).rev().collect::<Vec<u64>>());
+    assert_eq!(next, None, "the search reached the chain's start");
+    let tenant_two = AuditFilter { tenant: Some(2), ..AuditFilter::default() };
+    let (first, next) = seqs(&tenant_two, None, 4);
+    assert_eq!(first, [28, 25, 22, 19]);
+    assert_eq!(seqs(&tenant_two, next, 4).0, [16, 13, 10, 7]);
+    let admin_in_one = AuditFilter { tenant: Some(1), action: Some("admin".into()), ..AuditFilter::default() };
+    assert_eq!(seqs(&admin_in_one, None, 200).0, [30, 15]);
+    // A changed entry is an integrity error, not a silently wrong page.
+    let changed = String::from_utf8(entry(backend, 29)).unwrap().replace("key-29", "key-XX");
+    backend.sql(&format!("UPDATE audit_log SET entry_json = {} WHERE seq = 29", backend.literal(changed.as_bytes())));
+    let found = store.audit_recent(&AuditFilter::default(), None, 5);
+    assert!(matches!(found, Err(StoreError::Integrity { .. })), "{found:?}");
+}
+
+// ----- stored documents against tampering, tenant scoping, kept totals -----
+
+fn flipping_any_byte_of_a_stored_run_or_scenario_is_an_integrity_error(backend: &Backend) {
+    let store = &backend.store;
+    let state = started_run(1, 2, "r1");
+    store.create_run(&state, AuditBatch::none()).unwrap();
+    store.put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap();
+    let original = backend.bytes("SELECT state_json FROM runs WHERE run_id = 'r1'");
+    for index in (0..original.len()).step_by(11) {
+        let mut bytes = original.clone();
+        bytes[index] ^= 0x20;
+        backend.sql(&format!("UPDATE runs SET state_json = {} WHERE run_id = 'r1'", backend.literal(&bytes)));
+        let err = store.get_run(Scope::new(1, 2), "r1").unwrap_err();
+        assert!(matches!(err, StoreError::Integrity { table: "runs", .. }), "byte {index}: {err}");
+    }
+    backend.sql(&format!("UPDATE runs SET state_json = {} WHERE run_id = 'r1'", backend.literal(&original)));
+    assert!(store.integrity_failures() > 0);
+    assert_eq!(store.get_run(Scope::new(1, 2), "r1").unwrap().unwrap().0, state);
+    let spec =
+        String::from_utf8(backend.bytes("SELECT spec_json FROM scenarios")).unwrap().replace("terminal", "linear!!");
+    backend.sql(&format!("UPDATE scenarios SET spec_json = {}", backend.literal(spec.as_bytes())));
+    assert!(matches!(store.get_scenario(Scope::new(1, 2), "sc").unwrap_err(), StoreError::Integrity { .. }));
+    let report = store.check().unwrap();
+    assert_eq!(report.failures, ["scenarios 1/2/sc"]);
+}
+
+fn a_document_and_hash_rewritten_together_for_another_run_is_refused(backend: &Backend) {
+    // Raw access that recomputes the hash still cannot move a run into another tenant's
+    // key: the payload's own ids must match the row's.
+    backend.store.create_run(&started_run(1, 2, "mine"), AuditBatch::none()).unwrap();
+    let bytes = dg_engine::canonical_json_bytes(&started_run(9, 2, "mine")).unwrap();
+    backend.sql(&format!(
+        "UPDATE runs SET state_json = {}, state_sha256 = '{}'",
+        backend.literal(&bytes),
+        dg_engine::hashing::hash_bytes(&bytes).value
+    ));
+    let err = backend.store.get_run(Scope::new(1, 2), "mine").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { .. }), "{err}");
+}
+
+fn scenario_specs_are_served_once_verified_and_later_definitions_are_found(backend: &Backend) {
+    let store = &backend.store;
+    let scope = Scope::new(1, 2);
+    assert!(store.scenario_spec(scope, "sc").unwrap().is_none());
+    // Defined through another node after a miss: a miss is never remembered.
+    backend.fresh_node(limits()).put_scenario(scope, &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap();
+    assert_eq!(*store.scenario_spec(scope, "sc").unwrap().expect("defined later, found"), scenario_spec("sc", 2, "1"));
+    // Changed outside after the first verified read: this node keeps serving what it
+    // verified; a node that has not read it yet refuses the changed bytes.
+    let spec = String::from_utf8(backend.bytes("SELECT spec_json FROM scenarios")).unwrap().replace("\"1\"", "\"9\"");
+    backend.sql(&format!("UPDATE scenarios SET spec_json = {}", backend.literal(spec.as_bytes())));
+    assert_eq!(*store.scenario_spec(scope, "sc").unwrap().unwrap(), scenario_spec("sc", 2, "1"));
+    let fresh = backend.fresh_node(limits());
+    assert!(matches!(fresh.scenario_spec(scope, "sc").unwrap_err(), StoreError::Integrity { .. }));
+    assert!(store.scenario_spec(Scope::new(3, 2), "sc").unwrap().is_none(), "scoped by tenant");
+}
+
+fn runs_by_status_are_kept_by_every_write_and_drift_is_reported(backend: &Backend) {
+    use dg_engine::state::RunStatus;
+    let store = &backend.store;
+    let by_status = || {
+        let counts = store.count_runs_by_status().unwrap();
+        ["active", "completed", "failed"]
+            .map(|status| (status, counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n)))
+    };
+    for (tenant, n) in [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)] {
+        store.create_run(&started_run(tenant, 3, &format!("r{n}")), AuditBatch::none()).unwrap();
+    }
+    // A second create of the same run and a stale update both fail and count nothing.
+    let err = store.create_run(&started_run(1, 3, "r0"), AuditBatch::none()).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    let (mut state, version) = store.get_run(Scope::new(1, 3), "r0").unwrap().unwrap();
+    state.status = RunStatus::Completed;
+    store.update_run(&state, version, AuditBatch::none()).unwrap();
+    assert!(matches!(store.update_run(&state, version, AuditBatch::none()).unwrap_err(), StoreError::Conflict(_)));
+    let (mut state, version) = store.get_run(Scope::new(2, 3), "r1").unwrap().unwrap();
+    state.status = RunStatus::Failed;
+    store.update_run(&state, version, AuditBatch::none()).unwrap();
+    let (state, version) = store.get_run(Scope::new(1, 3), "r1").unwrap().unwrap();
+    store.update_run(&state, version, AuditBatch::none()).unwrap();
+    assert_eq!(by_status(), [("active", 3), ("completed", 1), ("failed", 1)]);
+    let listed = store.list_runs(None).unwrap();
+    assert_eq!(listed.iter().filter(|run| run.status == "active").count(), 3, "the totals match a recount");
+    assert!(store.check().unwrap().ok());
+    // Totals that no longer match the runs are reported by the operator's check.
+    backend.sql("UPDATE tenant_usage SET runs_failed = runs_failed + 1 WHERE tenant_id = 1");
+    let report = store.check().unwrap();
+    assert!(!report.ok() && report.failures.is_empty(), "no document changed: {report:?}");
+    assert_eq!(report.usage_drift.len(), 1, "{report:?}");
+    assert!(report.usage_drift[0].starts_with("tenant_usage 1:") && report.usage_drift[0].contains("/1"), "{report:?}");
+}
+
+fn no_read_by_one_tenant_returns_the_others_data(backend: &Backend) {
+    use proptest::prelude::*;
+    #[derive(Debug, Clone)]
+    enum Op {
+        PutRun { tenant: u64, run: u8 },
+        GetRun { tenant: u64, run: u8 },
+        PutScenario { tenant: u64, id: u8 },
+        ListScenarios { tenant: u64 },
+        ListRuns { tenant: u64 },
+    }
+    let tenant = || prop_oneof![Just(1u64), Just(2u64)];
+    let op = prop_oneof![
+        (tenant(), 0u8..4).prop_map(|(tenant, run)| Op::PutRun { tenant, run }),
+        (tenant(), 0u8..4).prop_map(|(tenant, run)| Op::GetRun { tenant, run }),
+        (tenant(), 0u8..3).prop_map(|(tenant, id)| Op::PutScenario { tenant, id }),
+        tenant().prop_map(|tenant| Op::ListScenarios { tenant }),
+        tenant().prop_map(|tenant| Op::ListRuns { tenant }),
+    ];
+    let store = &backend.store;
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(16));
+    // One database for every case: what earlier cases stored is there to be leaked.
+    runner
+        .run(&prop::collection::vec(op, 1..40), |ops| {
+            for op in ops {
+                match op {
+                    Op::PutRun { tenant, run } => {
+                        let _ = store.create_run(&started_run(tenant, 3, &format!("run-{run}")), AuditBatch::none());
+                    }
+                    Op::GetRun { tenant, run } => {
+                        if let Some((state, _)) = store.get_run(Scope::new(tenant, 3), &format!("run-{run}")).unwrap() {
+                            prop_assert_eq!(state.tenant_id.get(), tenant);
+                        }
+                    }
+                    Op::PutScenario { tenant, id } => {
+                        let mut spec = scenario_spec(&format!("s{id}-t{tenant}"), 3, "1");
+                        spec.default_tenant_id = std::num::NonZeroU64::new(tenant);
+                        store.put_scenario(Scope::new(tenant, 3), &spec, AuditBatch::none()).unwrap();
+                    }
+                    Op::ListScenarios { tenant } => {
+                        for record in store.list_scenarios(tenant, 3, None, 100).unwrap() {
+                            prop_assert_eq!(record.scope.tenant_id, tenant);
+                            let suffix = format!("-t{tenant}");
+                            prop_assert!(record.spec.scenario_id.ends_with(&suffix));
+                        }
+                    }
+                    Op::ListRuns { tenant } => {
+                        for summary in store.list_runs(Some(Scope::new(tenant, 3))).unwrap() {
+                            prop_assert_eq!(summary.scope.tenant_id, tenant);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn tenant_run_storage_is_bounded_and_other_tenants_are_unaffected(backend: &Backend) {
+    // The bound counts the bytes stored: a probe run's, as this backend stores it.
+    backend.store.create_run(&started_run(7, 2, "probe"), AuditBatch::none()).unwrap();
+    let size = u64::try_from(backend.bytes("SELECT state_json FROM runs WHERE run_id = 'probe'").len()).unwrap();
+    let store = backend.fresh_node(StoreLimits { max_tenant_run_bytes: size * 3 + size / 2, ..limits() });
+    for n in 0..3 {
+        store.create_run(&started_run(1, 2, &format!("r{n}")), AuditBatch::none()).unwrap();
+    }
+    let err = store.create_run(&started_run(1, 2, "r3"), AuditBatch::none()).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { what: "tenant run state storage", .. }), "{err}");
+    assert!(store.get_run(Scope::new(1, 2), "r3").unwrap().is_none(), "nothing of the refused run is stored");
+    store.create_run(&started_run(2, 2, "other-tenant"), AuditBatch::none()).unwrap();
+    // Rewriting an existing run at the same size stays allowed at the limit.
+    let (state, version) = store.get_run(Scope::new(1, 2), "r0").unwrap().unwrap();
+    store.update_run(&state, version, AuditBatch::none()).unwrap();
+}
+
+fn tampering_with_shapes_and_keys_is_detected_too(backend: &Backend) {
+    let store = &backend.store;
+    store.put_shape(&shape(1, 2, "s", "1"), AuditBatch::none()).unwrap();
+    store.put_api_key(&key("k1", 1), "secret-hash").unwrap();
+    let edit = |table: &str, from: &str, to: &str| {
+        let text = String::from_utf8(backend.bytes(&format!("SELECT record_json FROM {table}"))).unwrap();
+        assert!(text.contains(from), "{text}");
+        backend
+            .sql(&format!("UPDATE {table} SET record_json = {}", backend.literal(text.replace(from, to).as_bytes())));
+    };
+    edit("data_shapes", "object", "string");
+    edit("api_keys", "service", "org_admin");
+    assert!(matches!(store.get_shape(Scope::new(1, 2), "s", "1").unwrap_err(), StoreError::Integrity { .. }));
+    assert!(
+        matches!(backend.fresh_node(limits()).find_api_key("secret-hash").unwrap_err(), StoreError::Integrity { .. }),
+        "a key's role cannot be raised by editing the row"
+    );
+    assert_eq!(store.check().unwrap().failures.len(), 2);
+}
+
+// ----- the registry cache never outlives a change -----
+
+fn admin_key(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord { role: "tenant_admin".into(), namespaces: vec![], ..key(id, 7) }
+}
+
+fn every_registry_change_bumps_the_generation_whoever_makes_it(backend: &Backend) {
+    let store = &backend.store;
+    let mut last = backend.registry_generation();
+    let mut changed = |what: &str| {
+        let now = backend.registry_generation();
+        assert!(now > last, "{what} must bump the registry generation ({last} -> {now})");
+        last = now;
+    };
+    store.put_api_key(&admin_key("k1"), "secret-1").unwrap();
+    changed("a new key");
+    store.update_api_key(&ApiKeyRecord { revoked_at_ms: Some(5), ..admin_key("k1") }).unwrap();
+    changed("a revoked key");
+    store.create_tenant(7, "seven", &BTreeMap::new()).unwrap();
+    changed("a new tenant");
+    store.create_namespace(7, 1, "one").unwrap();
+    changed("a new namespace");
+    store.set_namespace_status(7, 1, Status::Disabled).unwrap();
+    changed("a disabled namespace");
+    store.set_tenant_status(7, Status::Disabled).unwrap();
+    changed("a disabled tenant");
+    backend.sql("UPDATE tenants SET quotas_json = '{\"tool_calls\":1}' WHERE tenant_id = 7");
+    changed("raw SQL on tenants");
+    backend.sql("DELETE FROM api_keys WHERE key_id = 'k1'");
+    changed("raw SQL on api_keys");
+    store.delete_namespace(7, 1).unwrap();
+    changed("a deleted namespace");
+}
+
+fn a_registry_change_through_another_node_is_seen_by_the_next_request_snapshot(backend: &Backend) {
+    let daemon = backend.store.as_ref();
+    daemon.put_api_key(&admin_key("k1"), "secret-1").unwrap();
+    daemon.create_tenant(7, "seven", &BTreeMap::new()).unwrap();
+    daemon.create_namespace(7, 1, "one").unwrap();
+    {
+        // A request reads (and caches) the key and the tenancy answer.
+        let _request = daemon.registry_snapshot().unwrap();
+        assert_eq!(daemon.find_api_key("secret-1").unwrap().unwrap().revoked_at_ms, None);
+        assert_eq!(daemon.active_tenant_quotas(7, Some(1)).unwrap(), Some(BTreeMap::new()));
+    }
+    // The CLI (or another node) revokes the key and disables the namespace.
+    let cli = backend.fresh_node(limits());
+    cli.update_api_key(&ApiKeyRecord { revoked_at_ms: Some(5), ..admin_key("k1") }).unwrap();
+    cli.set_namespace_status(7, 1, Status::Disabled).unwrap();
+    cli.close();
+    let _next = daemon.registry_snapshot().unwrap();
+    assert_eq!(daemon.find_api_key("secret-1").unwrap().unwrap().revoked_at_ms, Some(5));
+    assert_eq!(daemon.active_tenant_quotas(7, Some(1)).unwrap(), None, "a disabled namespace is refused at once");
+    assert_eq!(daemon.active_tenant_quotas(7, None).unwrap(), Some(BTreeMap::new()));
+}
+
+fn within_one_snapshot_lookups_come_from_memory_and_unknown_keys_are_always_read(backend: &Backend) {
+    let store = &backend.store;
+    store.put_api_key(&admin_key("k1"), "secret-1").unwrap();
+    let snapshot = store.registry_snapshot().unwrap();
+    assert!(store.find_api_key("secret-1").unwrap().is_some());
+    assert!(store.find_api_key("secret-2").unwrap().is_none());
+    // Raw SQL that bypasses the triggers (dropped first) is not seen while the snapshot
+    // lives: proof that the second lookup is answered from memory...
+    backend.sql_for(
+        "DROP TRIGGER api_keys_deleted; DROP TRIGGER api_keys_inserted;",
+        "DROP TRIGGER api_keys_changed ON api_keys",
+    );
+    backend.sql("DELETE FROM api_keys");
+    assert!(store.find_api_key("secret-1").unwrap().is_some());
+    // ...while a key that was not found is read again, and found once it exists.
+    let bytes = dg_engine::canonical_json_bytes(&admin_key("k2")).unwrap();
+    backend.sql(&format!(
+        "INSERT INTO api_keys (key_id, record_json, record_sha256, secret_sha256) VALUES ('k2', {}, '{}', 'secret-2')",
+        backend.literal(&bytes),
+        sha(&bytes)
+    ));
+    assert_eq!(store.find_api_key("secret-2").unwrap().unwrap().key_id, "k2");
+    drop(snapshot);
+    // Without a snapshot every lookup reads the database.
+    assert!(store.find_api_key("secret-1").unwrap().is_none());
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -578,4 +1152,23 @@ conformance!(
     the_chain_exports_verifies_offline_prunes_with_holds_and_forwards_in_pages,
     usage_is_refunded_reported_and_kept_by_period,
     runs_are_browsed_in_pages_and_check_finds_a_changed_document,
+    an_edited_entry_is_reported_with_its_number_and_a_recomputed_hash_breaks_the_next_link,
+    a_deleted_entry_is_reported,
+    reordered_entries_are_reported,
+    an_inserted_entry_is_reported,
+    a_truncated_tail_is_reported_with_or_without_its_checkpoints,
+    a_tampered_or_deleted_checkpoint_is_reported,
+    an_export_verifies_offline_and_fails_after_any_edit,
+    concurrent_charges_never_pass_a_quota_and_replays_count_once,
+    audit_search_filters_by_tenant_and_action_pages_and_detects_tampering,
+    flipping_any_byte_of_a_stored_run_or_scenario_is_an_integrity_error,
+    a_document_and_hash_rewritten_together_for_another_run_is_refused,
+    scenario_specs_are_served_once_verified_and_later_definitions_are_found,
+    runs_by_status_are_kept_by_every_write_and_drift_is_reported,
+    no_read_by_one_tenant_returns_the_others_data,
+    tenant_run_storage_is_bounded_and_other_tenants_are_unaffected,
+    tampering_with_shapes_and_keys_is_detected_too,
+    every_registry_change_bumps_the_generation_whoever_makes_it,
+    a_registry_change_through_another_node_is_seen_by_the_next_request_snapshot,
+    within_one_snapshot_lookups_come_from_memory_and_unknown_keys_are_always_read,
 );

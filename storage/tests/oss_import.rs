@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 //! Import of an open-source Decision Gate SQLite database (schema version 4, as the
-//! contract's section 9 describes it), built here by the test.
+//! contract's section 9 describes it), built here by the test, into SQLite and into
+//! PostgreSQL.
+
+#[path = "../../tests/support/postgres.rs"]
+mod cluster;
 
 use std::num::NonZeroU64;
 
@@ -12,7 +16,7 @@ use dg_engine::{ControlPlane, EngineConfig};
 use dg_providers::time::TimeProviderConfig;
 use dg_providers::BuiltinProviders;
 use dg_storage::import::import_oss_database;
-use dg_storage::{Scope, Store, StoreLimits};
+use dg_storage::{Scope, StateStore, Store, StoreLimits};
 use rusqlite::{params, Connection};
 use serde_json::json;
 
@@ -79,13 +83,12 @@ fn build_oss_db(path: &std::path::Path) {
     conn.execute("INSERT INTO runs VALUES ('8', '5', 'foreign', 1)", []).unwrap();
 }
 
-#[test]
-fn open_source_database_imports_into_a_tenant_and_namespace() {
+/// The import's promises, on either backend.
+fn imports_into_a_tenant_and_namespace(store: &dyn StateStore) {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("oss.db");
     build_oss_db(&source);
-    let store = Store::open(&dir.path().join("state.db"), StoreLimits::default()).unwrap();
-    let report = import_oss_database(&store, &source, Scope::new(9, 5), Scope::new(2, 3)).unwrap();
+    let report = import_oss_database(store, &source, Scope::new(9, 5), Scope::new(2, 3)).unwrap();
     assert_eq!(report.runs_imported, 2);
     assert_eq!(report.shapes_imported, 1);
     assert_eq!(report.refused.len(), 1, "{report:?}");
@@ -95,9 +98,25 @@ fn open_source_database_imports_into_a_tenant_and_namespace() {
     assert_eq!(state.tenant_id.get(), 2);
     assert!(store.get_run(Scope::new(2, 3), "foreign").unwrap().is_none());
     assert!(store.get_shape(Scope::new(2, 3), "shape", "v1").unwrap().is_some());
-    let again = import_oss_database(&store, &source, Scope::new(9, 5), Scope::new(2, 3)).unwrap();
+    let again = import_oss_database(store, &source, Scope::new(9, 5), Scope::new(2, 3)).unwrap();
     assert_eq!((again.runs_imported, again.runs_already_present), (0, 2), "re-import is harmless");
+    assert_eq!((again.shapes_imported, again.shapes_already_present), (0, 1));
     assert!(store.check().unwrap().ok());
+}
+
+#[test]
+fn open_source_database_imports_into_a_tenant_and_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    imports_into_a_tenant_and_namespace(&Store::open(&dir.path().join("state.db"), StoreLimits::default()).unwrap());
+}
+
+#[test]
+fn open_source_database_imports_into_postgres_too() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    cluster.create_database("imported");
+    let store = dg_storage::postgres::PgStore::open(&cluster.settings("imported", 2), StoreLimits::default()).unwrap();
+    imports_into_a_tenant_and_namespace(&store);
+    store.close();
 }
 
 #[test]

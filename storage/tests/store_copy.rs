@@ -149,3 +149,82 @@ fn sqlite_to_postgres_and_back_arrives_identical_and_verified() {
     back.append_audit(vec![support::tool_call_event(9999, 1)], vec![]).unwrap();
     assert!(back.verify_audit(&ring).unwrap().ok());
 }
+
+#[test]
+fn a_postgres_deployment_backs_up_while_written_and_restores_into_either_backend() {
+    use dg_storage::backup::{self, BackupSources, CreateOptions, RestoreOptions, StateSource};
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    cluster.create_database("live");
+    cluster.create_database("restored");
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let ring = keys.ring().unwrap();
+    let a_dir = tempfile::tempdir().unwrap();
+    let source = Store::open(&a_dir.path().join("state.db"), StoreLimits::default()).unwrap();
+    populate(&source, &keys);
+    let live = Arc::new(PgStore::open(&cluster.settings("live", 4), StoreLimits::default()).unwrap());
+    copy_store(&source, live.as_ref(), &ring).unwrap();
+    let signer: Arc<dyn AuditSigner> = keys.clone();
+    live.set_audit_signer(signer, 64);
+
+    // The deployment keeps serving while the backup reads it: the backup holds one snapshot.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (live, stop) = (live.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut written = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && written < 5_000 {
+                let events = (0..10).map(|n| support::tool_call_event(100_000 + written * 10 + n, 1)).collect();
+                live.append_audit(events, vec![]).unwrap();
+                written += 1;
+            }
+            written
+        })
+    };
+    let out = tempfile::tempdir().unwrap();
+    let sources = BackupSources {
+        database: StateSource::Store(live.as_ref()),
+        runpacks: keys_dir.path().join("runpacks"),
+        keyring: keys_dir.path().join("keys/keyring.json"),
+        witness: None,
+        config: b"[storage]\nbackend = \"postgres\"\n".to_vec(),
+        secrets: Vec::new(),
+    };
+    let options = CreateOptions { part_size: backup::DEFAULT_PART_SIZE, passphrase: None, progress: None };
+    let (made, report) = backup::create(&sources, out.path(), &keys.active().unwrap(), &ring, &options).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert!(written > 0, "the deployment was written during the backup");
+    assert_eq!(report.source_backend, "postgres");
+    assert_eq!(report.instance_id, live.instance_id(), "the backup names the deployment it came from");
+    assert_eq!(backup::verify(&made, &ring, None).unwrap(), report, "verified offline again");
+
+    // Into SQLite: a node's data directory, state and all.
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let restored_dir = sqlite_dir.path().join("data");
+    backup::restore(&made, &ring, &restored_dir, &RestoreOptions::default()).unwrap();
+    let restored = Store::open(&restored_dir.join("state.db"), StoreLimits::default()).unwrap();
+    let restored_rows = dump(&restored);
+    assert!(restored.verify_audit(&ring).unwrap().ok());
+    let entries = restored.verify_audit(&ring).unwrap().entries;
+    assert!(entries >= 4830, "the snapshot holds the chain as it was: {entries}");
+    restored.close();
+
+    // Into PostgreSQL: a new, migrated database; the same rows arrive, and no state.db stays.
+    let target = PgStore::open(&cluster.settings("restored", 2), StoreLimits::default()).unwrap();
+    let pg_dir = tempfile::tempdir().unwrap();
+    let node_dir = pg_dir.path().join("node");
+    let (again, copied) = backup::restore_into(&made, &ring, &node_dir, &RestoreOptions::default(), &target).unwrap();
+    assert_eq!(again.backup_id, report.backup_id);
+    assert_eq!(copied.audit.entries, entries);
+    assert_eq!(dump(&target), restored_rows, "both backends hold the same state from one backup");
+    assert!(!node_dir.join("state.db").exists(), "the node keeps no second copy of the state");
+    assert!(node_dir.join("keys/keyring.json").exists());
+    // A database that is not empty is refused before the data directory is touched.
+    let other = pg_dir.path().join("other");
+    let err = backup::restore_into(&made, &ring, &other, &RestoreOptions::default(), &target).unwrap_err();
+    assert!(matches!(err, backup::BackupError::Refused(_)), "{err}");
+    assert!(!other.exists());
+    target.close();
+    live.close();
+}

@@ -203,6 +203,21 @@ fn two_nodes_over_one_postgres_share_scenarios_runs_and_one_audit_chain() {
                         "correlation_id": null}}))
         .unwrap();
     assert_eq!(status["status"], "completed", "{status}");
+    // A byte changed through psql while the nodes serve: the read is refused as an integrity
+    // error, and the node that read it counts it in /metrics.
+    let flip =
+        "UPDATE runs SET state_json = set_byte(state_json, 15, get_byte(state_json, 15) # 1) WHERE run_id = 'r2'";
+    let status_r2 = serde_json::json!({"scenario_id": "pg",
+        "request": {"run_id": "r2", "tenant_id": 2, "namespace_id": 3, "requested_at": {"kind": "logical", "value": 20},
+                    "correlation_id": null}});
+    let failures = |node: &Daemon| node.metric("dg_storage_integrity_failures_total").unwrap_or(0.0);
+    assert_eq!(failures(&a), 0.0);
+    cluster.psql(&db, flip);
+    let refused = a.tool("scenario_status", status_r2.clone()).unwrap_err();
+    assert!(refused.to_string().contains("integrity"), "{refused}");
+    assert_eq!(failures(&a), 1.0, "counted on the node that read it");
+    cluster.psql(&db, flip);
+    assert_eq!(a.tool("scenario_status", status_r2).unwrap()["status"], "active", "the byte put back reads again");
     drop(b);
     let a_dir = a.into_dir();
     let a_data = a_dir.path().join("data");
@@ -215,11 +230,8 @@ fn two_nodes_over_one_postgres_share_scenarios_runs_and_one_audit_chain() {
     let listed = run(&["store", "list", "--json"], &config_path, &a_data);
     let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
-    // A byte changed through psql is an integrity error on read.
-    cluster.psql(
-        &db,
-        "UPDATE runs SET state_json = set_byte(state_json, 15, get_byte(state_json, 15) # 1) WHERE run_id = 'r2'",
-    );
+    // And the operator's check finds it too.
+    cluster.psql(&db, flip);
     let checked = run(&["store", "check"], &config_path, &a_data);
     assert!(!checked.status.success() && text(&checked).contains("HASH MISMATCH: runs 2/3/r2"), "{}", text(&checked));
 }

@@ -9,13 +9,35 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::verify::{verify, BackupReport};
 use super::{unreadable, write_error, BackupError, IndexBody, Member, Part, BACKUP_FORMAT, INDEX_NAME, SECRETS_MEMBER};
+use crate::seam::StateStore;
 use crate::signing::{ActiveKey, PublicKeyRing};
+use crate::store::{Store, StoreLimits};
+
+/// Where the backup's state comes from.
+#[derive(Clone, Copy)]
+pub enum StateSource<'a> {
+    /// The live SQLite database file (snapshotted online with `VACUUM INTO`).
+    Sqlite(&'a Path),
+    /// Any other backend (PostgreSQL): one consistent snapshot of it copied into a new
+    /// SQLite database (`copy::snapshot_store`), so that every backup holds the same portable
+    /// `state.db`, verifiable offline and restorable into either backend.
+    Store(&'a dyn StateStore),
+}
+
+impl std::fmt::Debug for StateSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Store(store) => f.debug_tuple("Store").field(&store.instance_id()).finish(),
+        }
+    }
+}
 
 /// What goes into a backup, read from the data directory.
 #[derive(Debug, Clone)]
-pub struct BackupSources {
-    /// The live database (snapshotted online with `VACUUM INTO`).
-    pub database: PathBuf,
+pub struct BackupSources<'a> {
+    /// The state: the SQLite database or a snapshot of another backend.
+    pub database: StateSource<'a>,
     /// The runpack tree (may not exist yet).
     pub runpacks: PathBuf,
     /// The public key ring.
@@ -135,6 +157,12 @@ fn snapshot(database: &Path, target: &Path) -> Result<(String, i64), BackupError
     conn.execute_batch(&format!("VACUUM INTO '{escaped}'")).map_err(snap)?;
     drop(conn);
     File::open(target).and_then(|f| f.sync_all()).map_err(write_error(target))?;
+    check_snapshot(target)
+}
+
+/// The snapshot's integrity check, instance id and schema version.
+fn check_snapshot(target: &Path) -> Result<(String, i64), BackupError> {
+    let snap = |err: rusqlite::Error| BackupError::Snapshot(err.to_string());
     let copy = Connection::open_with_flags(target, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(snap)?;
     let check: String = copy.query_row("PRAGMA integrity_check", [], |row| row.get(0)).map_err(snap)?;
     if check != "ok" {
@@ -142,6 +170,30 @@ fn snapshot(database: &Path, target: &Path) -> Result<(String, i64), BackupError
     }
     copy.query_row("SELECT instance_id, version FROM store_meta", [], |row| Ok((row.get(0)?, row.get(1)?)))
         .map_err(snap)
+}
+
+/// Copies one consistent snapshot of `store` into a new SQLite database at `target`, checked
+/// on arrival, with the source's instance id; then as [`snapshot`].
+fn snapshot_of_store(
+    store: &dyn StateStore,
+    target: &Path,
+    ring: &PublicKeyRing,
+) -> Result<(String, i64), BackupError> {
+    let snap = |err: crate::error::StoreError| BackupError::Snapshot(err.to_string());
+    let copy = Store::open(target, StoreLimits::default()).map_err(snap)?;
+    let copied = crate::copy::snapshot_store(store, &copy, ring);
+    copy.close();
+    drop(copy);
+    copied.map_err(snap)?;
+    let conn = Connection::open(target).map_err(|err| BackupError::Snapshot(err.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|err| BackupError::Snapshot(err.to_string()))?;
+    conn.execute("UPDATE store_meta SET instance_id = ?1", [store.instance_id()])
+        .map_err(|err| BackupError::Snapshot(err.to_string()))?;
+    // One file: the write-ahead log folded in and removed, as `VACUUM INTO` leaves it.
+    conn.pragma_update(None, "journal_mode", "DELETE").map_err(|err| BackupError::Snapshot(err.to_string()))?;
+    drop(conn);
+    File::open(target).and_then(|f| f.sync_all()).map_err(write_error(target))?;
+    check_snapshot(target)
 }
 
 /// Every regular file under `root`, sorted, as (archive path, source); anything else is
@@ -202,7 +254,7 @@ fn encrypted_secrets(secrets: &[(String, PathBuf)], passphrase: &str) -> Result<
 /// leaves nothing behind; a backup killed mid-write leaves a `.partial` directory, which
 /// `prune` removes.
 pub fn create(
-    sources: &BackupSources,
+    sources: &BackupSources<'_>,
     to: &Path,
     key: &ActiveKey,
     ring: &PublicKeyRing,
@@ -231,7 +283,7 @@ pub fn create(
 
 /// Writes the parts and the signed index into `partial` and verifies them from there.
 fn fill(
-    sources: &BackupSources,
+    sources: &BackupSources<'_>,
     partial: &Path,
     key: &ActiveKey,
     ring: &PublicKeyRing,
@@ -240,7 +292,14 @@ fn fill(
     backup_id: &str,
 ) -> Result<BackupReport, BackupError> {
     let snapshot_path = partial.join(".snapshot.db");
-    let (instance_id, schema_version) = snapshot(&sources.database, &snapshot_path)?;
+    let (instance_id, schema_version) = match sources.database {
+        StateSource::Sqlite(path) => snapshot(path, &snapshot_path)?,
+        StateSource::Store(store) => snapshot_of_store(store, &snapshot_path, ring)?,
+    };
+    let source_backend = match sources.database {
+        StateSource::Sqlite(_) => None,
+        StateSource::Store(store) => Some(if store.as_sqlite().is_some() { "sqlite" } else { "postgres" }.to_string()),
+    };
 
     let mut members: Vec<(String, Source)> = vec![("state.db".into(), Source::File(snapshot_path.clone()))];
     walk(&sources.runpacks, "runpacks", &mut members)?;
@@ -303,6 +362,7 @@ fn fill(
         parts,
         includes_secrets: options.passphrase.is_some(),
         key_id: key.key_id.clone(),
+        source_backend,
     };
     let index = body.sign(key)?;
     let json = serde_json::to_vec_pretty(&index).map_err(|err| BackupError::Corrupt(err.to_string()))?;

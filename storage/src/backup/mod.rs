@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use create::{create, BackupSources, CreateOptions};
-pub use restore::{lock_data_dir, restore, RestoreOptions, LOCK_NAME};
+pub use create::{create, BackupSources, CreateOptions, StateSource};
+pub use restore::{lock_data_dir, restore, restore_into, RestoreOptions, LOCK_NAME};
 pub use verify::{verify, BackupReport};
 
 /// Format name of the index.
@@ -81,6 +81,10 @@ pub struct IndexBody {
     pub includes_secrets: bool,
     /// Signing key id.
     pub key_id: String,
+    /// The backend the state was snapshotted from when it was not the SQLite database
+    /// (`postgres`); absent in backups of a SQLite data directory, whose index is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_backend: Option<String>,
 }
 
 /// The signed index.
@@ -156,6 +160,9 @@ pub enum BackupError {
     /// The restore target is in use or would be overwritten.
     #[error("refusing to restore: {0}")]
     Refused(String),
+    /// The restored state could not be written into the configured database.
+    #[error("the target database: {0}")]
+    Target(String),
 }
 
 impl BackupError {
@@ -169,7 +176,7 @@ impl BackupError {
             Self::Unreadable { .. } => 13,
             Self::Secrets(_) => 14,
             Self::Refused(_) => 15,
-            Self::Write { .. } | Self::Snapshot(_) | Self::Signing(_) => 16,
+            Self::Write { .. } | Self::Snapshot(_) | Self::Signing(_) | Self::Target(_) => 16,
         }
     }
 }

@@ -10,6 +10,9 @@ use rustix::fs::{FlockOperation, RenameFlags, CWD};
 
 use super::verify::{check, write_private, BackupReport};
 use super::{write_error, BackupError};
+use crate::copy::{copy_store, CopyReport};
+use crate::error::StoreError;
+use crate::seam::StateStore;
 use crate::signing::PublicKeyRing;
 use crate::store::{Store, StoreLimits};
 
@@ -153,6 +156,52 @@ pub fn restore(
     fs::remove_dir_all(&previous).map_err(write_error(&previous))?;
     sync_dir(&parent)?;
     Ok(report)
+}
+
+/// Restores `backup` as [`restore`] does (the node's data directory: keys, runpacks,
+/// configuration), then moves its state into `target`, another backend such as the
+/// PostgreSQL database of a scale-out deployment: copied with every document hash, the audit
+/// chain and the counts verified on arrival (`copy::copy_store`). The restored `state.db` is
+/// then removed from the data directory, so that the node holds no second, stale copy of the
+/// state.
+///
+/// # Errors
+/// [`BackupError::Refused`] before anything is touched when `target` is not empty (restore
+/// only into a new, migrated database); every error of [`restore`]; [`BackupError::Target`]
+/// when the copy fails (the data directory is restored, `state.db` kept in it; drop the
+/// target database, make a new one, and restore again).
+pub fn restore_into(
+    backup: &Path,
+    ring: &PublicKeyRing,
+    data_dir: &Path,
+    options: &RestoreOptions,
+    target: &dyn StateStore,
+) -> Result<(BackupReport, CopyReport), BackupError> {
+    let target_error = |err: StoreError| BackupError::Target(err.to_string());
+    if !target.is_empty_store().map_err(target_error)? {
+        return Err(BackupError::Refused(
+            "the target database is not empty: restore only into a new database (`store migrate` on it, and no node \
+             started)"
+                .into(),
+        ));
+    }
+    let report = restore(backup, ring, data_dir, options)?;
+    let database = data_dir.join("state.db");
+    let restored = Store::open(&database, StoreLimits::default())
+        .map_err(|err| BackupError::Corrupt(format!("restored database does not open: {err}")))?;
+    let witness = restored.audit_witness_path();
+    let copied = copy_store(&restored, target, ring);
+    restored.close();
+    let copied = copied.map_err(target_error)?;
+    let beside = |suffix: &str| PathBuf::from(format!("{}{suffix}", database.display()));
+    for leftover in [beside("-wal"), beside("-shm"), witness, database.clone()] {
+        match fs::remove_file(&leftover) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(write_error(&leftover)(err)),
+            _ => {}
+        }
+    }
+    sync_dir(data_dir)?;
+    Ok((report, copied))
 }
 
 /// Marks a staging directory; it leaves with the exchange, so a `.restore-*` directory

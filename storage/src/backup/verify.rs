@@ -41,6 +41,9 @@ pub struct BackupReport {
     pub database_integrity: String,
     /// Whether encrypted private keys are included (and were opened, when a passphrase was given).
     pub includes_secrets: bool,
+    /// The backend the state came from: `sqlite` (the data directory's database) or
+    /// `postgres` (a snapshot of the shared database).
+    pub source_backend: String,
 }
 
 /// Verifies a backup (its directory or its `backup.json`).
@@ -236,6 +239,7 @@ pub(crate) fn check(
         bytes,
         database_integrity: integrity,
         includes_secrets: body.includes_secrets,
+        source_backend: body.source_backend.clone().unwrap_or_else(|| "sqlite".into()),
     })
 }
 

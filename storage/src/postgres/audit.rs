@@ -206,14 +206,6 @@ impl PgStore {
                 .await
                 .map_err(pg("read audit head"))?;
             let (head_seq, head_sha): (i64, String) = (head.get(0), head.get(1));
-            if head_seq != after {
-                verifier.report.fail(
-                    head_seq.unsigned_abs(),
-                    format!("the chain head says entry {head_seq}, the newest stored entry is {after}"),
-                );
-            } else if head_seq > 0 && !verifier.links_to(&head_sha) {
-                verifier.report.fail(head_seq.unsigned_abs(), "the chain head's sha256 is not the newest entry's");
-            }
             let rows = cached::query(
                 &tx,
                 "SELECT entry_count, checkpoint_json FROM audit_checkpoints ORDER BY entry_count",
@@ -227,6 +219,22 @@ impl PgStore {
                 checkpoints.push(parse_checkpoint(&row.get::<_, Vec<u8>>(1), &count.to_string())?);
             }
             verifier.checkpoints(&checkpoints, ring, Some(GENESIS_SHA256));
+            // The head row plays the SQLite witness file's part: a tail cut together with its
+            // checkpoints is still seen (reported after the checkpoints' own findings, which
+            // name the first missing entry when they cover it).
+            if head_seq > after {
+                verifier.report.fail(
+                    after.unsigned_abs() + 1,
+                    format!("log truncated: the chain head records entry {head_seq} but the log ends at {after}"),
+                );
+            } else if head_seq < after {
+                verifier.report.fail(
+                    head_seq.unsigned_abs() + 1,
+                    format!("entries past the chain head: it records entry {head_seq}, the log ends at {after}"),
+                );
+            } else if head_seq > 0 && !verifier.links_to(&head_sha) {
+                verifier.report.fail(head_seq.unsigned_abs(), "the chain head's sha256 is not the newest entry's");
+            }
             tx.commit().await.map_err(pg("end audit verification"))?;
             Ok(verifier.report)
         })

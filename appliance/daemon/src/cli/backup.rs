@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
-use dg_storage::backup::{self, BackupError, BackupSources, CreateOptions, RestoreOptions};
+use dg_storage::backup::{self, BackupError, BackupSources, CreateOptions, RestoreOptions, StateSource};
 use dg_storage::signing::PublicKeyRing;
 
 use crate::cli::{BackupCommand, DataDirArgs, PassphraseArgs};
@@ -67,16 +67,16 @@ fn create(
     } else {
         Vec::new()
     };
-    let Some(sqlite) = app.store.as_sqlite() else {
-        return Err("backup create: this release backs up the SQLite data directory only; a PostgreSQL \
-                    deployment is backed up with the site's own database backups (docs/scale-out.md)"
-            .to_string());
+    let (database, witness) = match app.store.as_sqlite() {
+        Some(sqlite) => (StateSource::Sqlite(sqlite.path()), Some(sqlite.audit_witness_path())),
+        // The shared database: one consistent snapshot of it, as a portable SQLite state.db.
+        None => (StateSource::Store(app.store.as_ref()), None),
     };
     let sources = BackupSources {
-        database: sqlite.path().to_path_buf(),
+        database,
         runpacks: root.join("runpacks"),
         keyring: root.join("keys/keyring.json"),
-        witness: Some(sqlite.audit_witness_path()),
+        witness,
         config,
         secrets,
     };
@@ -127,6 +127,53 @@ fn create(
     }
 }
 
+/// `backup restore`: into the data directory, and with a PostgreSQL configuration the state
+/// on into that database.
+fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    pubkey: &Path,
+    config: Option<std::path::PathBuf>,
+    options: &RestoreOptions,
+) -> Result<ExitCode, String> {
+    let settings = crate::config::load(config.as_deref()).map_err(|err| err.to_string())?;
+    let target = match (&settings.storage.backend, &settings.storage.postgres) {
+        (crate::storage_settings::StorageBackendKind::Postgres, Some(postgres)) => {
+            let connect = postgres.connect_settings()?;
+            let store = dg_storage::postgres::PgStore::open(&connect, dg_storage::StoreLimits::default())
+                .map_err(|err| format!("[storage.postgres]: {err}"))?;
+            Some(store)
+        }
+        _ => None,
+    };
+    let result = read_ring(pubkey).and_then(|ring| match &target {
+        Some(store) => backup::restore_into(backup, &ring, data_dir, options, store).map(|(report, copied)| {
+            eprintln!(
+                "state copied into the configured PostgreSQL database: {} documents and {} audit entries verified on arrival",
+                copied.documents_checked, copied.audit.entries
+            );
+            report
+        }),
+        None => backup::restore(backup, &ring, data_dir, options),
+    });
+    if let Some(store) = &target {
+        dg_storage::StateStore::close(store);
+    }
+    match result {
+        Ok(report) => {
+            let data = DataDirArgs { data_dir: Some(data_dir.to_path_buf()), config };
+            let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
+            let reason = format!("restored backup {} of instance {}", report.backup_id, report.instance_id);
+            let audited = audit(app.store.as_ref(), "restore", "ok", reason);
+            app.store.close();
+            audited?;
+            println!("restored backup {} into {}", report.backup_id, data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => Ok(failed(&err)),
+    }
+}
+
 /// Runs a `backup` subcommand.
 ///
 /// # Errors
@@ -164,24 +211,11 @@ pub fn run(command: BackupCommand) -> Result<ExitCode, String> {
                 }
             }
         }
-        BackupCommand::Restore { backup, data_dir, pubkey, force, passphrase } => {
+        BackupCommand::Restore { backup, data_dir, pubkey, force, config, passphrase } => {
             let passphrase = read_passphrase(&passphrase)?;
             let pause_at = std::env::var("DG_RESTORE_PAUSE_AT").ok();
             let options = RestoreOptions { force, passphrase, pause_at };
-            let result = read_ring(&pubkey).and_then(|ring| backup::restore(&backup, &ring, &data_dir, &options));
-            match result {
-                Ok(report) => {
-                    let data = DataDirArgs { data_dir: Some(data_dir.clone()), config: None };
-                    let (app, _, _) = crate::cli::bootstrap::build_app(&data)?;
-                    let reason = format!("restored backup {} of instance {}", report.backup_id, report.instance_id);
-                    let audited = audit(app.store.as_ref(), "restore", "ok", reason);
-                    app.store.close();
-                    audited?;
-                    println!("restored backup {} into {}", report.backup_id, data_dir.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(err) => Ok(failed(&err)),
-            }
+            restore(&backup, &data_dir, &pubkey, config, &options)
         }
         BackupCommand::Prune { dir, keep } => match backup::prune(&dir, keep) {
             Ok(removed) => {

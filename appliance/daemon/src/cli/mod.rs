@@ -384,6 +384,10 @@ pub enum BackupCommand {
         /// Replace an existing data directory.
         #[arg(long)]
         force: bool,
+        /// The node's configuration: with `[storage] backend = "postgres"` the state goes into
+        /// that database (new and migrated, not yet served), the rest into the data directory.
+        #[arg(long, env = "DG_CONFIG")]
+        config: Option<PathBuf>,
         /// Restore the private keys too (needs the passphrase).
         #[command(flatten)]
         passphrase: PassphraseArgs,

@@ -72,21 +72,20 @@ pub fn run(command: StoreCommand) -> Result<ExitCode, String> {
             if tenant == 0 || namespace == 0 {
                 return Err("--tenant and --namespace must be at least 1".to_string());
             }
+            // Into the configured backend: the data directory's SQLite store (made when new)
+            // or the shared PostgreSQL database.
             let config = crate::config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
-            if config.storage.backend != crate::storage_settings::StorageBackendKind::Sqlite {
-                return Err(
-                    "store import: imports go into the data directory's SQLite store only in this release".into()
-                );
-            }
             let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
-            let store = DataDir::prepare(root).and_then(|data| data.open_store()).map_err(|err| err.to_string())?;
+            let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+            let store = crate::cli::bootstrap::open_store(&config, &data)?;
             let report = dg_storage::import::import_oss_database(
-                &store,
+                store.as_ref(),
                 &from,
                 Scope::new(source_tenant, source_namespace),
                 Scope::new(tenant, namespace),
-            )
-            .map_err(|err| err.to_string())?;
+            );
+            store.close();
+            let report = report.map_err(|err| err.to_string())?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report).map_err(|err| err.to_string())?);
             } else {
