@@ -314,3 +314,77 @@ fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identi
     let verified = Command::new(binary()).args(["audit", "verify", "--data-dir"]).arg(&back).output().unwrap();
     assert!(verified.status.success() && text(&verified).contains("VERIFIED"), "{}", text(&verified));
 }
+
+#[test]
+fn a_postgres_deployment_is_backed_up_while_serving_and_restored_into_a_new_database_or_sqlite() {
+    use crate::support::{sample_spec, Daemon, DaemonOptions};
+    let Some(cluster) = Postgres::start() else { return };
+    let db = cluster.create_database("served");
+    let fresh = cluster.create_database("restored");
+    let node = Daemon::start_with(DaemonOptions {
+        config: Some(postgres_config(&cluster, &db)),
+        plaintext: true,
+        ..Default::default()
+    });
+    node.tool("scenario_define", serde_json::json!({"spec": sample_spec("pg")})).unwrap();
+    node.tool("scenario_start", start_args("pg", "r1")).unwrap();
+    node.tool("scenario_next", next_args("r1", 0)).unwrap();
+    let data = node.data_dir();
+    let config = data.parent().unwrap().join("config.toml");
+    let work = tempfile::tempdir().unwrap();
+    let ring = work.path().join("ring.json");
+    let shown = Command::new(binary()).args(["keys", "show-public", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(shown.status.success(), "{}", text(&shown));
+    std::fs::write(&ring, shown.stdout).unwrap();
+    // Made while the node serves (the node keeps answering), verified offline.
+    let made = run(&["backup", "create", "--to", work.path().join("usb").to_str().unwrap()], &config, &data);
+    assert!(made.status.success(), "{}", text(&made));
+    node.tool("scenario_start", start_args("pg", "after-backup")).unwrap();
+    let backup = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let verified =
+        Command::new(binary()).args(["backup", "verify", &backup, "--json", "--pubkey"]).arg(&ring).output().unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+    let report: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["source_backend"], "postgres", "{report}");
+    // Into a new PostgreSQL database: the state there, the node's files in its directory.
+    let restored_config = work.path().join("restored.toml");
+    std::fs::write(&restored_config, postgres_config(&cluster, &fresh)).unwrap();
+    let node_dir = work.path().join("node-b");
+    let restore = |target: &Path, config: Option<&Path>| {
+        let mut command = Command::new(binary());
+        command.args(["backup", "restore", &backup, "--pubkey"]).arg(&ring).arg("--data-dir").arg(target);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        command.output().unwrap()
+    };
+    let migrated = Command::new(binary())
+        .args(["store", "migrate", "--config"])
+        .arg(&restored_config)
+        .arg("--data-dir")
+        .arg(&node_dir)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{}", text(&migrated));
+    std::fs::remove_dir_all(&node_dir).ok();
+    let restored = restore(&node_dir, Some(&restored_config));
+    assert!(restored.status.success(), "{}", text(&restored));
+    assert!(!node_dir.join("state.db").exists(), "the node keeps no second copy of the state");
+    let listed = run(&["store", "list", "--json"], &restored_config, &node_dir);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "the snapshot's run, not the later one: {runs}");
+    for check in [&["store", "check"][..], &["audit", "verify"][..]] {
+        let out = run(check, &restored_config, &node_dir);
+        assert!(out.status.success(), "{check:?}: {}", text(&out));
+    }
+    // A database that already holds state is refused before anything is touched.
+    let again = restore(&work.path().join("node-c"), Some(&restored_config));
+    assert_eq!(again.status.code(), Some(15), "{}", text(&again));
+    assert!(!work.path().join("node-c").exists());
+    // And the same backup makes a single SQLite appliance.
+    let single = work.path().join("single");
+    let restored = restore(&single, None);
+    assert!(restored.status.success(), "{}", text(&restored));
+    let checked = Command::new(binary()).args(["store", "check", "--data-dir"]).arg(&single).output().unwrap();
+    assert!(checked.status.success() && text(&checked).contains("store check: ok"), "{}", text(&checked));
+}

@@ -199,10 +199,14 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
 /// # Errors
 /// A message for the operator.
 pub fn show_public(dir: Option<std::path::PathBuf>) -> Result<ExitCode, String> {
-    let data = data_dir(dir)?;
-    // Read only: the ring is published whatever holds the private keys.
-    let ring = dg_storage::signing::PublicKeyRing::load(&data.root.join("keys/keyring.json"))
-        .map_err(|err| err.to_string())?;
+    // Read only: the ring is published whatever holds the private keys, and whichever
+    // backend holds the state (a PostgreSQL node's data directory has no state.db).
+    let root = dir.unwrap_or_else(datadir::default_root);
+    let path = root.join("keys/keyring.json");
+    if !path.exists() {
+        return Err(format!("no appliance key ring at {}", path.display()));
+    }
+    let ring = dg_storage::signing::PublicKeyRing::load(&path).map_err(|err| err.to_string())?;
     println!("{}", serde_json::to_string_pretty(&ring).map_err(|err| err.to_string())?);
     Ok(ExitCode::SUCCESS)
 }
