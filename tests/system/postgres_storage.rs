@@ -388,3 +388,56 @@ fn a_postgres_deployment_is_backed_up_while_serving_and_restored_into_a_new_data
     let checked = Command::new(binary()).args(["store", "check", "--data-dir"]).arg(&single).output().unwrap();
     assert!(checked.status.success() && text(&checked).contains("store check: ok"), "{}", text(&checked));
 }
+
+#[test]
+fn verify_full_tls_to_the_database_checks_the_servers_certificate_against_ca_file() {
+    use crate::support::{Daemon, DaemonOptions};
+    // A certificate for 127.0.0.1 (the appliance's own self-signed one) as the server's.
+    let minted = Daemon::start_with(DaemonOptions::default());
+    let work = tempfile::tempdir().unwrap();
+    for name in ["cert.pem", "key.pem"] {
+        std::fs::copy(minted.data_dir().join("tls").join(name), work.path().join(name)).unwrap();
+    }
+    drop(minted);
+    let (cert, key) = (work.path().join("cert.pem"), work.path().join("key.pem"));
+    let Some(cluster) = Postgres::start_with_tls(&cert, &key) else { return };
+    let db = cluster.create_database("tls");
+    let tls_config = |ca: &Path| {
+        format!(
+            "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"verify-full\"\nca_file = \"{}\"\npassword_file = \"{}\"\npool_size = 2",
+            cluster.port,
+            ca.display(),
+            cluster.password_file().display()
+        )
+    };
+    let data = work.path().join("data");
+    let config = config_with(work.path(), &tls_config(&cert));
+    let migrated = run(&["store", "migrate"], &config, &data);
+    assert!(migrated.status.success(), "{}\n{}", text(&migrated), cluster.log());
+    // A node serving over it: its sessions are TLS in PostgreSQL's own view.
+    let default = Command::new(binary()).args(["config", "default"]).output().unwrap();
+    let node = Daemon::start_with(DaemonOptions {
+        config: Some(format!("{}\n{}\n", String::from_utf8(default.stdout).unwrap(), tls_config(&cert))),
+        plaintext: true,
+        ..Default::default()
+    });
+    node.tool("scenario_define", serde_json::json!({"spec": crate::support::sample_spec("tls")})).unwrap();
+    let sessions = cluster.psql(
+        &db,
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) FROM pg_stat_ssl s
+         JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'dg-appliance'",
+    );
+    let counts: Vec<u32> = sessions.trim().split('|').map(|n| n.parse().unwrap()).collect();
+    assert!(counts[0] >= 1 && counts[1] == 0, "the node's sessions (TLS, plain): {sessions}");
+    drop(node);
+    // Another CA (a second appliance's certificate): refused, naming the certificate.
+    let other = Daemon::start_with(DaemonOptions::default());
+    let other_ca = work.path().join("other-ca.pem");
+    std::fs::copy(other.data_dir().join("tls/cert.pem"), &other_ca).unwrap();
+    drop(other);
+    let other_dir = tempfile::tempdir().unwrap();
+    let refused_config = config_with(other_dir.path(), &tls_config(&other_ca));
+    let refused = run(&["store", "migrate"], &refused_config, &data);
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(text(&refused).to_lowercase().contains("certificate"), "{}", text(&refused));
+}
