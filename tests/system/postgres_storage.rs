@@ -236,6 +236,79 @@ fn two_nodes_over_one_postgres_share_scenarios_runs_and_one_audit_chain() {
     assert!(!checked.status.success() && text(&checked).contains("HASH MISMATCH: runs 2/3/r2"), "{}", text(&checked));
 }
 
+/// The reference runpacks (`../shared/fixtures/runpacks/golden`) as (fixture directory,
+/// scenario, run id, the last trigger): each is replayed on a node and exported.
+fn golden_runs() -> Vec<(std::path::PathBuf, serde_json::Value, serde_json::Value, bool)> {
+    let Some(shared) = crate::support::shared_dir() else { return Vec::new() };
+    let mut dirs: Vec<std::path::PathBuf> = std::fs::read_dir(shared.join("fixtures/runpacks/golden"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|dir| dir.join("manifest.json").is_file())
+        .collect();
+    dirs.sort();
+    dirs.into_iter()
+        .map(|dir| {
+            let read = |name: &str| -> serde_json::Value {
+                serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+            };
+            let (spec, triggers) = (read("artifacts/scenario_spec.json"), read("artifacts/triggers.json"));
+            let triggers = triggers.as_array().unwrap();
+            let issue = triggers.first().is_some_and(|t| t["event"]["trigger_id"] == "init");
+            let last = triggers.last().unwrap()["event"].clone();
+            (dir, spec, last, issue)
+        })
+        .collect()
+}
+
+/// Replays every reference run on `daemon` (tenant 1, namespace 1), without exporting.
+fn replay_golden(daemon: &crate::support::Daemon) -> usize {
+    let runs = golden_runs();
+    if !runs.is_empty() {
+        daemon.register(1, 1);
+    }
+    for (_, spec, last, issue) in &runs {
+        let scenario = spec["scenario_id"].clone();
+        daemon.tool("scenario_define", serde_json::json!({"spec": spec})).unwrap();
+        daemon
+            .tool(
+                "scenario_start",
+                serde_json::json!({"scenario_id": scenario, "run_config": {"tenant_id": 1, "namespace_id": 1,
+                "run_id": last["run_id"], "scenario_id": scenario, "dispatch_targets": [], "policy_tags": []},
+                "started_at": {"kind": "logical", "value": 1}, "issue_entry_packets": issue}),
+            )
+            .unwrap();
+        daemon.tool("scenario_trigger", serde_json::json!({"scenario_id": scenario, "trigger": last})).unwrap();
+    }
+    runs.len()
+}
+
+/// Exports every reference run on `daemon` and checks its manifest and artifacts are the
+/// fixture's bytes.
+fn export_golden_identically(daemon: &crate::support::Daemon, what: &str) {
+    for (dir, spec, last, _) in golden_runs() {
+        let run = last["run_id"].as_str().unwrap().to_string();
+        daemon
+            .tool(
+                "runpack_export",
+                serde_json::json!({"scenario_id": spec["scenario_id"], "tenant_id": 1, "namespace_id": 1, "run_id": run,
+                "generated_at": {"kind": "logical", "value": 10}, "include_verification": true}),
+            )
+            .unwrap();
+        let (status, bundle) = crate::runpacks::download(daemon, &format!("/runpacks/1/1/{run}.tar.zst"));
+        assert_eq!(status, 200, "{what}");
+        let files = crate::s3_runpacks::members(&bundle);
+        assert_eq!(
+            files["manifest.json"],
+            std::fs::read(dir.join("manifest.json")).unwrap(),
+            "{what}: {}",
+            dir.display()
+        );
+        for (name, bytes) in files.iter().filter(|(name, _)| name.starts_with("artifacts/")) {
+            assert_eq!(&std::fs::read(dir.join(name)).unwrap(), bytes, "{what}: {}: {name}", dir.display());
+        }
+    }
+}
+
 #[test]
 fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identically() {
     use crate::support::{sample_spec, Daemon, DaemonOptions};
@@ -259,6 +332,8 @@ fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identi
         single.tool("scenario_next", next_args("r1", step)).unwrap();
     }
     let before = export(&single);
+    // The reference runs, replayed on the single box and exported only after the copies.
+    let golden = replay_golden(&single);
     let single_dir = single.into_dir();
     let single_data = single_dir.path().join("data");
     let config_dir = tempfile::tempdir().unwrap();
@@ -270,7 +345,7 @@ fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identi
         text(&out)
     };
     let said = copy(format!("sqlite:{}", single_data.display()), format!("postgres:{}", config.display()));
-    assert!(said.contains("runs: 1") && said.contains("VERIFIED"), "{said}");
+    assert!(said.contains(&format!("runs: {}", 1 + golden)) && said.contains("VERIFIED"), "{said}");
     // Copying into it again is refused: the target is not empty.
     let again = Command::new(binary())
         .args([
@@ -300,6 +375,7 @@ fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identi
         ..Default::default()
     });
     assert_eq!(export(&node), before, "the runpack exported after the copy differs");
+    export_golden_identically(&node, "exported on PostgreSQL after the copy");
     let node_dir = node.into_dir();
     // And back to a new single box, which checks out.
     let back_dir = tempfile::tempdir().unwrap();
@@ -313,6 +389,12 @@ fn store_copy_moves_a_single_box_to_postgres_and_back_and_runpacks_export_identi
     assert!(checked.status.success() && text(&checked).contains("store check: ok"), "{}", text(&checked));
     let verified = Command::new(binary()).args(["audit", "verify", "--data-dir"]).arg(&back).output().unwrap();
     assert!(verified.status.success() && text(&verified).contains("VERIFIED"), "{}", text(&verified));
+    // A single box over the round trip exports the reference runpacks byte for byte too.
+    std::fs::copy(node_dir.path().join("data/admin.key"), back.join("admin.key")).unwrap();
+    std::fs::set_permissions(&back, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let back_node =
+        Daemon::start_with(DaemonOptions { plaintext: true, dir: Some(back_dir), bare: true, ..Default::default() });
+    export_golden_identically(&back_node, "exported on SQLite after the round trip");
 }
 
 #[test]

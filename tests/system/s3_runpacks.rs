@@ -72,7 +72,7 @@ fn export(daemon: &Daemon, scenario: &str, tenant: u64, run: &str) -> Result<Val
 }
 
 /// The members of a bundle (not verified: the comparison is the point).
-fn members(bundle: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub(crate) fn members(bundle: &[u8]) -> std::collections::BTreeMap<String, Vec<u8>> {
     let (_, files) =
         dg_storage::bundle::inspect_unverified(bundle, dg_storage::bundle::BundleLimits::default()).unwrap();
     files
