@@ -643,6 +643,13 @@ fn broken_at(backend: &Backend, ring: &dg_storage::signing::PublicKeyRing) -> (u
     (broken.entry, broken.reason)
 }
 
+/// Verification breaks first at entry `at`, for a reason that says `word`.
+fn assert_break(backend: &Backend, ring: &dg_storage::signing::PublicKeyRing, at: u64, word: &str) {
+    let (entry, reason) = broken_at(backend, ring);
+    assert_eq!(entry, at, "{reason}");
+    assert!(reason.contains(word), "{reason}");
+}
+
 fn entry(backend: &Backend, seq: u64) -> Vec<u8> {
     backend.bytes(&format!("SELECT entry_json FROM audit_log WHERE seq = {seq}"))
 }
@@ -658,9 +665,7 @@ fn an_edited_entry_is_reported_with_its_number_and_a_recomputed_hash_breaks_the_
     let edited = String::from_utf8(original.clone()).unwrap().replace("\"ok\"", "\"error\"").into_bytes();
     assert_ne!(edited, original);
     backend.sql(&format!("UPDATE audit_log SET entry_json = {} WHERE seq = 7", backend.literal(&edited)));
-    let (at, reason) = broken_at(backend, &ring);
-    assert_eq!(at, 7, "{reason}");
-    assert!(reason.contains("edited"), "{reason}");
+    assert_break(backend, &ring, 7, "edited");
     // Put back, it verifies again; edited with its hash recomputed, the next link breaks.
     backend.sql(&format!("UPDATE audit_log SET entry_json = {} WHERE seq = 7", backend.literal(&original)));
     assert!(backend.store.verify_audit(&ring).unwrap().ok());
@@ -675,9 +680,7 @@ fn an_edited_entry_is_reported_with_its_number_and_a_recomputed_hash_breaks_the_
 fn a_deleted_entry_is_reported(backend: &Backend) {
     let ring = chain_of_twenty(backend);
     backend.sql("DELETE FROM audit_log WHERE seq = 5");
-    let (at, reason) = broken_at(backend, &ring);
-    assert_eq!(at, 5, "{reason}");
-    assert!(reason.contains("missing"), "{reason}");
+    assert_break(backend, &ring, 5, "missing");
 }
 
 fn reordered_entries_are_reported(backend: &Backend) {
@@ -719,9 +722,7 @@ fn an_inserted_entry_is_reported(backend: &Backend) {
 fn a_truncated_tail_is_reported_with_or_without_its_checkpoints(backend: &Backend) {
     let ring = chain_of_twenty(backend);
     backend.sql("DELETE FROM audit_log WHERE seq > 15");
-    let (at, reason) = broken_at(backend, &ring);
-    assert_eq!(at, 16, "{reason}");
-    assert!(reason.contains("truncated"), "{reason}");
+    assert_break(backend, &ring, 16, "truncated");
     // The checkpoints past the cut deleted too: the chain head (SQLite: its witness file;
     // PostgreSQL: the head row) still says how far the chain went.
     backend.sql("DELETE FROM audit_checkpoints WHERE entry_count > 15");
@@ -738,13 +739,9 @@ fn a_tampered_or_deleted_checkpoint_is_reported(backend: &Backend) {
         "UPDATE audit_checkpoints SET checkpoint_json = {} WHERE entry_count = 8",
         backend.literal(forged.as_bytes())
     ));
-    let (at, reason) = broken_at(backend, &ring);
-    assert_eq!(at, 7, "{reason}");
-    assert!(reason.contains("signature"), "{reason}");
+    assert_break(backend, &ring, 7, "signature");
     backend.sql("DELETE FROM audit_checkpoints WHERE entry_count = 8");
-    let (at, reason) = broken_at(backend, &ring);
-    assert_eq!(at, 12, "{reason}");
-    assert!(reason.contains("deleted"), "{reason}");
+    assert_break(backend, &ring, 12, "deleted");
 }
 
 fn an_export_verifies_offline_and_fails_after_any_edit(backend: &Backend) {

@@ -112,16 +112,22 @@ fn populate(store: &Store, keys: &Arc<KeyStore>) {
     store.set_forward_cursor(17).unwrap();
 }
 
+/// A populated SQLite store, with its key directory and data directory.
+fn populated_source() -> (tempfile::TempDir, Arc<KeyStore>, tempfile::TempDir, Store) {
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let a_dir = tempfile::tempdir().unwrap();
+    let source = Store::open(&a_dir.path().join("state.db"), StoreLimits::default()).unwrap();
+    populate(&source, &keys);
+    (keys_dir, keys, a_dir, source)
+}
+
 #[test]
 fn sqlite_to_postgres_and_back_arrives_identical_and_verified() {
     let Some(cluster) = cluster::Postgres::start() else { return };
     cluster.create_database("target");
-    let keys_dir = tempfile::tempdir().unwrap();
-    let keys = Arc::new(KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let (_keys_dir, keys, a_dir, source) = populated_source();
     let ring = keys.ring().unwrap();
-    let a_dir = tempfile::tempdir().unwrap();
-    let source = Store::open(&a_dir.path().join("state.db"), StoreLimits::default()).unwrap();
-    populate(&source, &keys);
     let report = source.verify_audit(&ring).unwrap();
     assert!(report.ok() && report.pruned > 0, "{report:?}");
     let sealed: i64 = rusqlite::Connection::open(a_dir.path().join("state.db"))
@@ -156,12 +162,8 @@ fn a_postgres_deployment_backs_up_while_written_and_restores_into_either_backend
     let Some(cluster) = cluster::Postgres::start() else { return };
     cluster.create_database("live");
     cluster.create_database("restored");
-    let keys_dir = tempfile::tempdir().unwrap();
-    let keys = Arc::new(KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let (keys_dir, keys, _a_dir, source) = populated_source();
     let ring = keys.ring().unwrap();
-    let a_dir = tempfile::tempdir().unwrap();
-    let source = Store::open(&a_dir.path().join("state.db"), StoreLimits::default()).unwrap();
-    populate(&source, &keys);
     let live = Arc::new(PgStore::open(&cluster.settings("live", 4), StoreLimits::default()).unwrap());
     copy_store(&source, live.as_ref(), &ring).unwrap();
     let signer: Arc<dyn AuditSigner> = keys.clone();
