@@ -4,7 +4,11 @@ use dg_crypto::Sha256;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use dg_engine::data_shape::DataShapeRecord;
+use dg_engine::spec::ScenarioSpec;
+
 use crate::error::StoreError;
+use crate::store::Scope;
 
 /// A document ready to store.
 pub struct Document {
@@ -44,4 +48,48 @@ pub fn decode<T: DeserializeOwned>(
         return Err(StoreError::Integrity { table, key: key() });
     }
     serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt { table, key: key(), reason: err.to_string() })
+}
+
+/// A stored scenario, checked as [`decode`] does and against its row's key: the spec must
+/// name the row's scenario id and namespace (a document moved under another key, hash and
+/// all, is refused). Both backends read scenarios through this.
+///
+/// # Errors
+/// As [`decode`]; [`StoreError::Integrity`] when the spec names another key.
+pub fn decode_scenario(
+    stored: &[u8],
+    stored_sha256: &str,
+    scope: Scope,
+    scenario_id: &str,
+) -> Result<ScenarioSpec, StoreError> {
+    let key = || format!("{}/{}/{scenario_id}", scope.tenant_id, scope.namespace_id);
+    let spec: ScenarioSpec = decode(stored, stored_sha256, "scenarios", key)?;
+    if spec.scenario_id != scenario_id || spec.namespace_id.get() != scope.namespace_id {
+        return Err(StoreError::Integrity { table: "scenarios", key: key() });
+    }
+    Ok(spec)
+}
+
+/// A stored data shape, checked as [`decode`] does and against its row's key (tenant,
+/// namespace, schema id and version). Both backends read shapes through this.
+///
+/// # Errors
+/// As [`decode`]; [`StoreError::Integrity`] when the record names another key.
+pub fn decode_shape(
+    stored: &[u8],
+    stored_sha256: &str,
+    scope: Scope,
+    schema_id: &str,
+    version: &str,
+) -> Result<DataShapeRecord, StoreError> {
+    let key = || format!("{}/{}/{schema_id}@{version}", scope.tenant_id, scope.namespace_id);
+    let record: DataShapeRecord = decode(stored, stored_sha256, "data_shapes", key)?;
+    if record.tenant_id.get() != scope.tenant_id
+        || record.namespace_id.get() != scope.namespace_id
+        || record.schema_id != schema_id
+        || record.version != version
+    {
+        return Err(StoreError::Integrity { table: "data_shapes", key: key() });
+    }
+    Ok(record)
 }

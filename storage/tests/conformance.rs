@@ -894,6 +894,22 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused(backend: &B
     assert!(matches!(err, StoreError::Integrity { .. }), "{err}");
 }
 
+fn a_scenario_rewritten_with_its_hash_for_another_namespace_is_refused(backend: &Backend) {
+    // Raw access that recomputes the hash still cannot serve a spec under a namespace the
+    // spec itself does not name.
+    backend.store.put_scenario(Scope::new(1, 2), &scenario_spec("sc", 2, "1"), AuditBatch::none()).unwrap();
+    let bytes = dg_engine::canonical_json_bytes(&scenario_spec("sc", 9, "1")).unwrap();
+    backend.sql(&format!(
+        "UPDATE scenarios SET spec_json = {}, spec_sha256 = '{}'",
+        backend.literal(&bytes),
+        dg_engine::hashing::hash_bytes(&bytes).value
+    ));
+    let err = backend.fresh_node(limits()).scenario_spec(Scope::new(1, 2), "sc").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
+    let err = backend.store.get_scenario(Scope::new(1, 2), "sc").unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
+}
+
 fn scenario_specs_are_served_once_verified_and_later_definitions_are_found(backend: &Backend) {
     let store = &backend.store;
     let scope = Scope::new(1, 2);
@@ -1161,6 +1177,7 @@ conformance!(
     flipping_any_byte_of_a_stored_run_or_scenario_is_an_integrity_error,
     a_document_and_hash_rewritten_together_for_another_run_is_refused,
     scenario_specs_are_served_once_verified_and_later_definitions_are_found,
+    a_scenario_rewritten_with_its_hash_for_another_namespace_is_refused,
     runs_by_status_are_kept_by_every_write_and_drift_is_reported,
     no_read_by_one_tenant_returns_the_others_data,
     tenant_run_storage_is_bounded_and_other_tenants_are_unaffected,

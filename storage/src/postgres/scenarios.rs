@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dg_engine::spec::ScenarioSpec;
 
-use crate::document::{decode, encode};
+use crate::document::{decode, decode_scenario, encode};
 use crate::error::StoreError;
 use crate::postgres::connection::{cached, pg};
 use crate::postgres::{audit, PgStore};
@@ -64,6 +64,15 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Integrity`] (counted), the database's errors.
     pub fn get_scenario(&self, scope: Scope, scenario_id: &str) -> Result<Option<ScenarioRecord>, StoreError> {
+        Ok(self.get_scenario_sized(scope, scenario_id)?.map(|(record, _)| record))
+    }
+
+    /// [`Self::get_scenario`] with the stored document's size (what the spec cache counts).
+    fn get_scenario_sized(
+        &self,
+        scope: Scope,
+        scenario_id: &str,
+    ) -> Result<Option<(ScenarioRecord, usize)>, StoreError> {
         let row = self.conn.block_on(async {
             let client = self.conn.client("load scenario").await?;
 
@@ -75,17 +84,8 @@ impl PgStore {
         })?;
         let Some(row) = row else { return Ok(None) };
         let (bytes, sha): (Vec<u8>, String) = (row.get(0), row.get(1));
-        let key = || format!("{}/{}/{scenario_id}", scope.tenant_id, scope.namespace_id);
-        let spec: ScenarioSpec = decode(&bytes, &sha, "scenarios", key)
-            .and_then(|spec: ScenarioSpec| {
-                if spec.scenario_id == scenario_id {
-                    Ok(spec)
-                } else {
-                    Err(StoreError::Integrity { table: "scenarios", key: key() })
-                }
-            })
-            .map_err(|err| self.integrity_failed(err))?;
-        Ok(Some(ScenarioRecord { scope, spec, spec_sha256: sha }))
+        let spec = decode_scenario(&bytes, &sha, scope, scenario_id).map_err(|err| self.integrity_failed(err))?;
+        Ok(Some((ScenarioRecord { scope, spec, spec_sha256: sha }, bytes.len())))
     }
 
     /// The spec stored under exactly this scope, verified on its first read and then served
@@ -98,8 +98,7 @@ impl PgStore {
         if let Some(spec) = self.scenarios.get(scope, scenario_id) {
             return Ok(Some(spec));
         }
-        let Some(record) = self.get_scenario(scope, scenario_id)? else { return Ok(None) };
-        let size = serde_json::to_vec(&record.spec).map_or(0, |bytes| bytes.len());
+        let Some((record, size)) = self.get_scenario_sized(scope, scenario_id)? else { return Ok(None) };
         let spec = Arc::new(record.spec);
         self.scenarios.insert(scope, spec.clone(), size);
         Ok(Some(spec))

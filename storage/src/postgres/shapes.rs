@@ -3,7 +3,7 @@
 
 use dg_engine::data_shape::DataShapeRecord;
 
-use crate::document::{decode, encode};
+use crate::document::{decode, decode_shape, encode};
 use crate::error::StoreError;
 use crate::postgres::connection::{cached, pg};
 use crate::postgres::{audit, PgStore};
@@ -70,19 +70,7 @@ impl PgStore {
             .map_err(pg("load data shape"))
         })?;
         let Some(row) = row else { return Ok(None) };
-        let key = || format!("{}/{}/{schema_id}@{version}", scope.tenant_id, scope.namespace_id);
-        let record = decode(&row.get::<_, Vec<u8>>(0), row.get::<_, &str>(1), "data_shapes", key)
-            .and_then(|record: DataShapeRecord| {
-                let in_scope = record.tenant_id.get() == scope.tenant_id
-                    && record.namespace_id.get() == scope.namespace_id
-                    && record.schema_id == schema_id
-                    && record.version == version;
-                if in_scope {
-                    Ok(record)
-                } else {
-                    Err(StoreError::Integrity { table: "data_shapes", key: key() })
-                }
-            })
+        let record = decode_shape(&row.get::<_, Vec<u8>>(0), row.get::<_, &str>(1), scope, schema_id, version)
             .map_err(|err| self.integrity_failed(err))?;
         Ok(Some(record))
     }

@@ -572,11 +572,7 @@ impl Store {
                 .optional()
                 .map_err(StoreError::sqlite("load scenario"))?;
             let Some((bytes, sha)) = row else { return Ok(None) };
-            let key = || format!("{}/{}/{scenario_id}", scope.tenant_id, scope.namespace_id);
-            let spec: ScenarioSpec = decode(&bytes, &sha, "scenarios", key)?;
-            if spec.scenario_id != scenario_id || spec.namespace_id.get() != scope.namespace_id {
-                return Err(StoreError::Integrity { table: "scenarios", key: key() });
-            }
+            let spec = crate::document::decode_scenario(&bytes, &sha, scope, scenario_id)?;
             Ok(Some((ScenarioRecord { scope, spec, spec_sha256: sha }, bytes.len())))
         })
     }
@@ -690,16 +686,7 @@ impl Store {
                 .optional()
                 .map_err(StoreError::sqlite("load data shape"))?;
             let Some((bytes, sha)) = row else { return Ok(None) };
-            let key = || format!("{}/{}/{schema_id}@{version}", scope.tenant_id, scope.namespace_id);
-            let record: DataShapeRecord = decode(&bytes, &sha, "data_shapes", key)?;
-            if record.tenant_id.get() != scope.tenant_id
-                || record.namespace_id.get() != scope.namespace_id
-                || record.schema_id != schema_id
-                || record.version != version
-            {
-                return Err(StoreError::Integrity { table: "data_shapes", key: key() });
-            }
-            Ok(Some(record))
+            crate::document::decode_shape(&bytes, &sha, scope, schema_id, version).map(Some)
         })
     }
 
