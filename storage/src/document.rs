@@ -8,7 +8,6 @@ use dg_engine::data_shape::DataShapeRecord;
 use dg_engine::spec::ScenarioSpec;
 
 use crate::error::StoreError;
-use crate::store::Scope;
 
 /// A document ready to store.
 pub struct Document {
@@ -59,33 +58,34 @@ pub fn decode<T: DeserializeOwned>(
 pub fn decode_scenario(
     stored: &[u8],
     stored_sha256: &str,
-    scope: Scope,
+    (tenant_id, namespace_id): (u64, u64),
     scenario_id: &str,
 ) -> Result<ScenarioSpec, StoreError> {
-    let key = || format!("{}/{}/{scenario_id}", scope.tenant_id, scope.namespace_id);
+    let key = || format!("{tenant_id}/{namespace_id}/{scenario_id}");
     let spec: ScenarioSpec = decode(stored, stored_sha256, "scenarios", key)?;
-    if spec.scenario_id != scenario_id || spec.namespace_id.get() != scope.namespace_id {
+    if spec.scenario_id != scenario_id || spec.namespace_id.get() != namespace_id {
         return Err(StoreError::Integrity { table: "scenarios", key: key() });
     }
     Ok(spec)
 }
 
 /// A stored data shape, checked as [`decode`] does and against its row's key (tenant,
-/// namespace, schema id and version). Both backends read shapes through this.
+/// namespace, schema id and version). The row's key is (tenant, namespace) with the ids
+/// (document.rs sits below `store`, so it takes plain ids, not a `Scope`). Both backends read shapes through this.
 ///
 /// # Errors
 /// As [`decode`]; [`StoreError::Integrity`] when the record names another key.
 pub fn decode_shape(
     stored: &[u8],
     stored_sha256: &str,
-    scope: Scope,
+    (tenant_id, namespace_id): (u64, u64),
     schema_id: &str,
     version: &str,
 ) -> Result<DataShapeRecord, StoreError> {
-    let key = || format!("{}/{}/{schema_id}@{version}", scope.tenant_id, scope.namespace_id);
+    let key = || format!("{tenant_id}/{namespace_id}/{schema_id}@{version}");
     let record: DataShapeRecord = decode(stored, stored_sha256, "data_shapes", key)?;
-    if record.tenant_id.get() != scope.tenant_id
-        || record.namespace_id.get() != scope.namespace_id
+    if record.tenant_id.get() != tenant_id
+        || record.namespace_id.get() != namespace_id
         || record.schema_id != schema_id
         || record.version != version
     {

@@ -84,7 +84,8 @@ impl PgStore {
         })?;
         let Some(row) = row else { return Ok(None) };
         let (bytes, sha): (Vec<u8>, String) = (row.get(0), row.get(1));
-        let spec = decode_scenario(&bytes, &sha, scope, scenario_id).map_err(|err| self.integrity_failed(err))?;
+        let spec = decode_scenario(&bytes, &sha, (scope.tenant_id, scope.namespace_id), scenario_id)
+            .map_err(|err| self.integrity_failed(err))?;
         Ok(Some((ScenarioRecord { scope, spec, spec_sha256: sha }, bytes.len())))
     }
 

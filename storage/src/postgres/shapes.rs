@@ -70,8 +70,14 @@ impl PgStore {
             .map_err(pg("load data shape"))
         })?;
         let Some(row) = row else { return Ok(None) };
-        let record = decode_shape(&row.get::<_, Vec<u8>>(0), row.get::<_, &str>(1), scope, schema_id, version)
-            .map_err(|err| self.integrity_failed(err))?;
+        let record = decode_shape(
+            &row.get::<_, Vec<u8>>(0),
+            row.get::<_, &str>(1),
+            (scope.tenant_id, scope.namespace_id),
+            schema_id,
+            version,
+        )
+        .map_err(|err| self.integrity_failed(err))?;
         Ok(Some(record))
     }
 

@@ -572,7 +572,7 @@ impl Store {
                 .optional()
                 .map_err(StoreError::sqlite("load scenario"))?;
             let Some((bytes, sha)) = row else { return Ok(None) };
-            let spec = crate::document::decode_scenario(&bytes, &sha, scope, scenario_id)?;
+            let spec = crate::document::decode_scenario(&bytes, &sha, (scope.tenant_id, scope.namespace_id), scenario_id)?;
             Ok(Some((ScenarioRecord { scope, spec, spec_sha256: sha }, bytes.len())))
         })
     }
@@ -686,7 +686,7 @@ impl Store {
                 .optional()
                 .map_err(StoreError::sqlite("load data shape"))?;
             let Some((bytes, sha)) = row else { return Ok(None) };
-            crate::document::decode_shape(&bytes, &sha, scope, schema_id, version).map(Some)
+            crate::document::decode_shape(&bytes, &sha, (scope.tenant_id, scope.namespace_id), schema_id, version).map(Some)
         })
     }
 
