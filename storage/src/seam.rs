@@ -182,6 +182,8 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// The backend's errors.
     fn registry_snapshot(&self) -> Result<RegistrySnapshot, StoreError>;
+    /// The same request's snapshot on another thread, at the generation it read.
+    fn registry_snapshot_at(&self, generation: i64) -> RegistrySnapshot;
     /// Sets a subject's mapping.
     ///
     /// # Errors
@@ -466,6 +468,9 @@ macro_rules! implement_seam {
             }
             fn registry_snapshot(&self) -> Result<RegistrySnapshot, StoreError> {
                 <$store>::registry_snapshot(self)
+            }
+            fn registry_snapshot_at(&self, generation: i64) -> RegistrySnapshot {
+                <$store>::registry_snapshot_at(self, generation)
             }
             fn put_oidc_subject(&self, record: &OidcSubjectRecord) -> Result<(), StoreError> {
                 <$store>::put_oidc_subject(self, record)

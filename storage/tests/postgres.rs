@@ -5,6 +5,7 @@
 
 #[path = "../../tests/support/postgres.rs"]
 mod cluster;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,38 @@ fn nodes_starting_together_migrate_once_and_share_one_deployment_id() {
         .collect();
     let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
-    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|1");
-    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 1));
+    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|2");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (2, 2));
+}
+
+/// A database of schema 1 (the tables, without v2's one-statement write functions) with a
+/// chain in it moves to schema 2 when a node opens it, and the chain goes on from where it
+/// was: entries appended before and after verify as one chain, checkpoints included.
+#[test]
+fn a_schema_1_database_migrates_and_its_chain_goes_on() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("upgrade");
+    let settings = cluster.settings(&db, 2);
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(dg_storage::signing::KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let signer: Arc<dyn dg_storage::audit::AuditSigner> = keys.clone();
+    let append = |store: &PgStore, from: u64| {
+        store.set_audit_signer(signer.clone(), 3);
+        for n in from..from + 5 {
+            store.append_audit(vec![support::tool_call_event(n, 1)], vec![]).unwrap();
+        }
+    };
+    append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
+    cluster.psql(&db, "DROP FUNCTION dg_save_run; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 2));
+    let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
+    append(&store, 6);
+    let batch = AuditBatch { events: vec![support::tool_call_event(11, 1)], usage: vec![] };
+    assert_eq!(store.create_run(&support::started_run(1, 1, "after"), batch).unwrap(), 1);
+    let report = store.verify_audit(&keys.ring().unwrap()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, 11);
+    assert!(report.checkpoints >= 3, "{report:?}");
 }
 
 #[test]
@@ -42,7 +73,7 @@ fn a_newer_schema_is_refused() {
     drop(PgStore::open(&settings, StoreLimits::default()).unwrap());
     cluster.psql(&db, "UPDATE dg_meta SET version = 99");
     let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 1 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 2 }), "{err}");
     assert!(matches!(PgStore::migrate(&settings).unwrap_err(), StoreError::NewerSchema { .. }));
 }
 

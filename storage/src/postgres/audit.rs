@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
-use dg_crypto::Sha256;
 use tokio_postgres::types::ToSql;
 
 use crate::error::StoreError;
@@ -27,69 +26,136 @@ use crate::store::usage::UsageRecord;
 /// Entries read per page while verifying.
 const VERIFY_PAGE: i64 = 4096;
 
-/// Appends `events` and records `usage` in the caller's transaction; signs a checkpoint when
-/// `every` entries have passed since the last. Returns the new head's seq. Round trips: one
-/// to lock the head (it answers the newest checkpoint too), one for the inserts and the head's
-/// move sent together (pipelined) beside the usage rows, and a checkpoint's when one is due.
-/// The head is the last row a transaction locks (after its run and tenant rows).
+/// A batch as `dg_append`'s arguments (migrations.rs, v2): each entry's canonical JSON in
+/// four parts around the three values only the chain head knows, and the usage rows as
+/// columns. The database joins the parts with the head's values and hashes the result, so
+/// the append is one statement: nothing waits on the network while the head is locked.
+pub(crate) struct AppendArgs {
+    time_ms: i64,
+    parts: Vec<Vec<u8>>,
+    tenants: Vec<Option<i64>>,
+    usage_tenants: Vec<i64>,
+    usage_requests: Vec<String>,
+    usage_counters: Vec<String>,
+    usage_keys: Vec<String>,
+    usage_amounts: Vec<i64>,
+    every: i64,
+}
+
+impl AppendArgs {
+    /// The batch's arguments; `signer`'s interval makes the statement say when a checkpoint
+    /// is due (never without a signer).
+    pub(crate) fn new(
+        events: Vec<AuditEvent>,
+        usage: &[UsageRecord],
+        signer: Option<&(Arc<dyn AuditSigner>, u64)>,
+    ) -> Result<Self, StoreError> {
+        let mut parts = Vec::with_capacity(events.len() * 4);
+        let mut tenants = Vec::with_capacity(events.len());
+        for event in events {
+            tenants.push(event.tenant_id.map(to_sql));
+            parts.extend(entry_parts(event)?);
+        }
+        Ok(Self {
+            time_ms: crate::clock::record_time_ms(),
+            parts,
+            tenants,
+            usage_tenants: usage.iter().map(|r| to_sql(r.tenant_id)).collect(),
+            usage_requests: usage.iter().map(|r| r.request_id.clone()).collect(),
+            usage_counters: usage.iter().map(|r| r.counter.clone()).collect(),
+            usage_keys: usage.iter().map(|r| r.key_id.clone()).collect(),
+            usage_amounts: usage.iter().map(|r| i64::try_from(r.amount).unwrap_or(i64::MAX)).collect(),
+            every: signer.map_or(0, |(_, every)| to_sql(*every)),
+        })
+    }
+
+    /// The nine parameters, in `dg_append`'s order.
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.time_ms,
+            &self.parts,
+            &self.tenants,
+            &self.usage_tenants,
+            &self.usage_requests,
+            &self.usage_counters,
+            &self.usage_keys,
+            &self.usage_amounts,
+            &self.every,
+        ]
+    }
+}
+
+/// The chain head after an append, and whether a checkpoint is due.
+pub(crate) struct Appended {
+    pub(crate) seq: u64,
+    pub(crate) sha256: String,
+    pub(crate) time_ms: i64,
+    pub(crate) checkpoint_due: bool,
+}
+
+impl Appended {
+    /// Reads `head_seq, head_sha256, head_time_ms, checkpoint_due` from `row` at column
+    /// `first`; `None` when the statement appended nothing.
+    pub(crate) fn from_row(row: &tokio_postgres::Row, first: usize) -> Option<Self> {
+        let seq: Option<i64> = row.get(first);
+        Some(Self {
+            seq: seq?.unsigned_abs(),
+            sha256: row.get::<_, Option<String>>(first + 1)?,
+            time_ms: row.get::<_, Option<i64>>(first + 2)?,
+            checkpoint_due: row.get(first + 3),
+        })
+    }
+}
+
+/// An entry's canonical JSON in four parts: before `prev_sha256`'s value, between it and
+/// `seq`'s, between `seq`'s and `time_ms`'s, and after. Joined with the three values (the
+/// hash between its quotes, the numbers as decimal digits) they are exactly the canonical
+/// JSON of the entry with those values: RFC 8785 sorts the keys, which are fixed, and writes
+/// these integers as plain digits. A key can be found by its quoted name followed by a
+/// colon, which no string value holds unescaped.
+pub(crate) fn entry_parts(event: AuditEvent) -> Result<[Vec<u8>; 4], StoreError> {
+    let bytes = canonical(&AuditEntry { seq: 0, prev_sha256: String::new(), time_ms: 0, event })?;
+    let find = |marker: &[u8], from: usize| {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.windows(marker.len()).position(|w| w == marker))
+            .map(|at| from + at)
+            .ok_or_else(|| StoreError::Canonical(format!("audit entry without {}", String::from_utf8_lossy(marker))))
+    };
+    const PREV: &[u8] = br#""prev_sha256":""#;
+    const SEQ: &[u8] = br#""seq":"#;
+    const TIME: &[u8] = br#""time_ms":"#;
+    // The keys in RFC 8785's order: prev_sha256 < seq < time_ms.
+    let prev = find(PREV, 0)? + PREV.len();
+    let seq = find(SEQ, prev)? + SEQ.len();
+    let time = find(TIME, seq)? + TIME.len();
+    let zero = |at: usize| bytes.get(at) == Some(&b'0');
+    if bytes.get(prev) != Some(&b'"') || !zero(seq) || !zero(time) {
+        return Err(StoreError::Canonical("audit entry's chain fields are not where expected".into()));
+    }
+    Ok([bytes[..prev].to_vec(), bytes[prev..seq].to_vec(), bytes[seq + 1..time].to_vec(), bytes[time + 1..].to_vec()])
+}
+
+/// Appends `events` and records `usage` in the caller's transaction (one statement), and
+/// signs a checkpoint in it when one is due. Returns the new head's seq. The head is the
+/// last row a transaction locks (after its run and tenant rows).
 pub(crate) async fn append_in(
     tx: &Transaction<'_>,
     events: Vec<AuditEvent>,
     usage: &[UsageRecord],
     signer: Option<&(Arc<dyn AuditSigner>, u64)>,
 ) -> Result<u64, StoreError> {
-    let row = cached::query_one(
-        tx,
-        "SELECT h.seq, h.sha256, h.time_ms, (SELECT max(entry_count) FROM audit_checkpoints)
-         FROM audit_head h FOR UPDATE OF h",
-        &[],
-    )
-    .await
-    .map_err(pg("lock the audit chain head"))?;
-    let (mut seq, mut sha, head_time): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-    let last_checkpoint = row.get::<_, Option<i64>>(3).map_or(0, i64::unsigned_abs);
-    let time_ms = crate::clock::record_time_ms().max(head_time);
-    // The entries, hashed here; then every statement at once.
-    let mut rows: Vec<(i64, Vec<u8>, String, Option<i64>)> = Vec::with_capacity(events.len());
-    for event in events {
-        seq += 1;
-        let tenant = event.tenant_id.map(to_sql);
-        let entry = AuditEntry { seq: seq.unsigned_abs(), prev_sha256: sha, time_ms, event };
-        let bytes = canonical(&entry)?;
-        sha = hex::encode(Sha256::digest(&bytes));
-        rows.push((seq, bytes, sha.clone(), tenant));
-    }
-    let params: Vec<[&(dyn ToSql + Sync); 5]> = rows
-        .iter()
-        .map(|(seq, bytes, sha, tenant)| [seq as &(dyn ToSql + Sync), bytes, sha, tenant, &time_ms])
-        .collect();
-    let inserts = params.iter().map(|params| {
-        cached::execute(
-            tx,
-            "INSERT INTO audit_log (seq, entry_json, entry_sha256, tenant_id, time_ms) VALUES ($1, $2, $3, $4, $5)",
-            params,
-        )
-    });
-    let head_params: [&(dyn ToSql + Sync); 3] = [&seq, &sha, &time_ms];
-    let head = cached::execute(tx, "UPDATE audit_head SET seq = $1, sha256 = $2, time_ms = $3", &head_params);
-    // The usage rows one after the other (rows locked in the batch's order, as a quota's
-    // charge locks them), beside the inserts and the head's move: those touch only new rows
-    // and the head this transaction holds, so sending them together cannot deadlock.
-    let usage_rows = async {
-        for record in usage {
-            crate::postgres::usage::record(tx, record, time_ms).await?;
-        }
-        Ok(())
-    };
-    let (_, _, ()) = futures_util::future::try_join3(futures_util::future::try_join_all(inserts), head, usage_rows)
+    let args = AppendArgs::new(events, usage, signer)?;
+    let row = cached::query_one(tx, "SELECT * FROM dg_append($1, $2, $3, $4, $5, $6, $7, $8, $9)", &args.params())
         .await
         .map_err(pg("append audit entries"))?;
-    if let Some((signer, every)) = signer {
-        if seq.unsigned_abs() >= last_checkpoint.saturating_add(*every) {
-            sign_at(tx, signer.as_ref(), (seq.unsigned_abs(), sha), time_ms).await?;
-        }
+    let Some(head) = Appended::from_row(&row, 0) else {
+        return Err(StoreError::Canonical("audit append returned no head".into()));
+    };
+    if let Some((signer, _)) = signer.filter(|_| head.checkpoint_due) {
+        sign_at(tx, signer.as_ref(), (head.seq, head.sha256), head.time_ms).await?;
     }
-    Ok(seq.unsigned_abs())
+    Ok(head.seq)
 }
 
 async fn last_checkpoint(tx: &Transaction<'_>) -> Result<Option<Checkpoint>, StoreError> {
@@ -238,5 +304,53 @@ impl PgStore {
             tx.commit().await.map_err(pg("end audit verification"))?;
             Ok(verifier.report)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn event(reason: String, target: String, tenant: Option<u64>, role: Option<String>) -> AuditEvent {
+        AuditEvent {
+            principal: "k1".into(),
+            role,
+            tenant_id: tenant,
+            namespace_id: tenant.map(|t| t + 1),
+            action: "tool_call".into(),
+            target,
+            outcome: "ok".into(),
+            reason,
+            request_id: "r-1".into(),
+            request_sha256: None,
+            response_sha256: Some("ab".repeat(32)),
+        }
+    }
+
+    proptest! {
+        /// The parts joined with the head's values, as `dg_append` joins them, are the
+        /// canonical JSON the node itself would hash, whatever the event's strings hold
+        /// (the keys' own spellings among them).
+        #[test]
+        fn the_parts_joined_with_the_heads_values_are_the_entrys_canonical_json(
+            reason in prop_oneof![
+                Just(r#""seq":0,"time_ms":0,"prev_sha256":"""#.to_string()),
+                Just("\"seq\":".to_string()),
+                ".{0,40}",
+            ],
+            target in ".{0,20}",
+            tenant in proptest::option::of(0u64..u64::MAX / 2),
+            role in proptest::option::of("[a-z\"\\\\]{0,8}"),
+            seq in 1u64..(1 << 53),
+            time_ms in 0i64..(1 << 53),
+            prev in "[0-9a-f]{64}",
+        ) {
+            let event = event(reason, target, tenant, role);
+            let [a, b, c, d] = entry_parts(event.clone()).unwrap();
+            let joined = [a, prev.clone().into_bytes(), b, seq.to_string().into_bytes(), c, time_ms.to_string().into_bytes(), d].concat();
+            let expected = canonical(&AuditEntry { seq, prev_sha256: prev, time_ms, event }).unwrap();
+            prop_assert_eq!(String::from_utf8(joined).unwrap(), String::from_utf8(expected).unwrap());
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! Forward-only schema versions of the PostgreSQL backend. Every step runs in one transaction
-//! that first takes a transaction-scoped advisory lock, so nodes starting at once migrate one
-//! after the other: the first applies the steps, the others find the schema current. A schema
+//! Forward-only schema versions of the PostgreSQL backend. The pending steps run together in
+//! one transaction that first takes a transaction-scoped advisory lock, so nodes starting at
+//! once migrate one after the other: the first applies the steps, the others find the schema
+//! current, and no node ever sees a schema half-way. A schema
 //! newer than this build is refused, as on SQLite.
 
 use deadpool_postgres::Object;
@@ -10,7 +11,7 @@ use crate::postgres::connection::pg;
 use crate::store::audit::GENESIS_SHA256;
 
 /// Highest PostgreSQL schema version this build knows.
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock every migration holds ("dg-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_672d_6d69_6772;
@@ -19,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x0064_672d_6d69_6772;
 /// schema (`store/migrations.rs`) with PostgreSQL's types; documents are `bytea` holding the
 /// canonical JSON exactly, beside their sha256. Text compares byte by byte (`COLLATE "C"`), as
 /// in SQLite, whatever the database's locale: orderings and page cursors are the same.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // v1: the whole first schema.
     r#"
     CREATE TABLE dg_meta (
@@ -102,6 +103,112 @@ const MIGRATIONS: [&str; 1] = [
     CREATE TRIGGER namespaces_changed AFTER INSERT OR UPDATE OR DELETE ON namespaces
         FOR EACH STATEMENT EXECUTE FUNCTION dg_registry_changed();
     "#,
+    // v2: a write is one statement, so one round trip and no network wait while the chain
+    // head is locked (docs/scale-out.md, "The write path"). `dg_append` links entries into
+    // the chain: the node sends each entry's canonical JSON in four parts, around the three
+    // values only the head knows (prev_sha256, seq, time_ms), and the entry's bytes and
+    // sha256 are made here exactly as the node would make them. `dg_save_run` writes a run
+    // with its kept totals and then appends, in the statement's own transaction.
+    r#"
+    CREATE FUNCTION dg_append(p_time bigint, p_parts bytea[], p_tenants bigint[],
+                              u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
+                              u_amounts bigint[], p_every bigint)
+    RETURNS TABLE (head_seq bigint, head_sha256 text, head_time_ms bigint, checkpoint_due boolean)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        h_seq bigint; h_sha text; h_time bigint; t bigint; entry bytea; period text; last_checkpoint bigint;
+    BEGIN
+        -- The head is the last row a transaction locks (after its run and tenant rows).
+        SELECT seq, sha256, time_ms INTO h_seq, h_sha, h_time FROM audit_head FOR UPDATE;
+        t := greatest(p_time, h_time);
+        IF coalesce(array_length(p_parts, 1), 0) <> 4 * coalesce(array_length(p_tenants, 1), 0) THEN
+            RAISE EXCEPTION 'audit append: % parts for % entries', array_length(p_parts, 1), array_length(p_tenants, 1)
+                USING ERRCODE = '22023';
+        END IF;
+        FOR i IN 1 .. coalesce(array_length(p_tenants, 1), 0) LOOP
+            h_seq := h_seq + 1;
+            entry := p_parts[4 * i - 3] || convert_to(h_sha, 'UTF8') || p_parts[4 * i - 2] || convert_to(h_seq::text, 'UTF8')
+                  || p_parts[4 * i - 1] || convert_to(t::text, 'UTF8') || p_parts[4 * i];
+            h_sha := encode(sha256(entry), 'hex');
+            INSERT INTO audit_log (seq, entry_json, entry_sha256, tenant_id, time_ms) VALUES (h_seq, entry, h_sha, p_tenants[i], t);
+        END LOOP;
+        UPDATE audit_head SET seq = h_seq, sha256 = h_sha, time_ms = t;
+        -- Usage rows in the batch's order; a request id already counted is not counted again.
+        period := to_char(to_timestamp(t / 1000) AT TIME ZONE 'UTC', 'YYYY-MM');
+        FOR i IN 1 .. coalesce(array_length(u_tenants, 1), 0) LOOP
+            INSERT INTO usage_ledger (tenant_id, request_id, counter, key_id, amount, at_ms)
+                VALUES (u_tenants[i], u_requests[i], u_counters[i], u_keys[i], u_amounts[i], t) ON CONFLICT DO NOTHING;
+            IF FOUND THEN
+                INSERT INTO usage_totals (tenant_id, counter, total) VALUES (u_tenants[i], u_counters[i], u_amounts[i])
+                    ON CONFLICT (tenant_id, counter) DO UPDATE SET total = usage_totals.total + EXCLUDED.total;
+                INSERT INTO usage_periods (tenant_id, counter, period, total) VALUES (u_tenants[i], u_counters[i], period, u_amounts[i])
+                    ON CONFLICT (tenant_id, counter, period) DO UPDATE SET total = usage_periods.total + EXCLUDED.total;
+            END IF;
+        END LOOP;
+        SELECT coalesce(max(entry_count), 0) INTO last_checkpoint FROM audit_checkpoints;
+        RETURN QUERY SELECT h_seq, h_sha, t, p_every > 0 AND h_seq > 0 AND h_seq >= last_checkpoint + p_every;
+    END $$;
+
+    -- Errors a node maps back to its own: DGC01 a conflict (the run exists, or moved on),
+    -- DGL01 the tenant's run storage bound (the message is the total it would reach),
+    -- DGS01 a stored status this schema does not know.
+    CREATE FUNCTION dg_save_run(p_tenant bigint, p_namespace bigint, p_run text, p_scenario text, p_status text,
+                                p_expected bigint, p_doc bytea, p_sha text, p_saved bigint, p_statuses text[],
+                                p_limit bigint, p_time bigint, p_parts bytea[], p_tenants bigint[],
+                                u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
+                                u_amounts bigint[], p_every bigint)
+    RETURNS TABLE (version bigint, head_seq bigint, head_sha256 text, head_time_ms bigint, checkpoint_due boolean)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        old_len bigint := 0; old_status text; new_version bigint; moved bigint[] := ARRAY[0, 0, 0]; bytes_after bigint;
+        delta bigint;
+    BEGIN
+        IF p_expected IS NULL THEN
+            INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
+                VALUES (p_tenant, p_namespace, p_run, p_scenario, p_status, 1, p_doc, p_sha, p_saved) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'run already exists: %', p_run USING ERRCODE = 'DGC01';
+            END IF;
+            new_version := 1;
+        ELSE
+            -- Re-checked on the committed row after a wait: a run moved on meanwhile is not found.
+            SELECT length(r.state_json), r.status INTO old_len, old_status FROM runs r
+                WHERE r.tenant_id = p_tenant AND r.namespace_id = p_namespace AND r.run_id = p_run AND r.version = p_expected
+                FOR UPDATE;
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'run % was changed concurrently', p_run USING ERRCODE = 'DGC01';
+            END IF;
+            IF array_position(p_statuses, old_status) IS NULL THEN
+                RAISE EXCEPTION 'unknown stored status %', old_status USING ERRCODE = 'DGS01';
+            END IF;
+            UPDATE runs SET status = p_status, version = p_expected + 1, state_json = p_doc, state_sha256 = p_sha,
+                    saved_at_ms = p_saved
+                WHERE tenant_id = p_tenant AND namespace_id = p_namespace AND run_id = p_run;
+            new_version := p_expected + 1;
+            moved[array_position(p_statuses, old_status)] := -1;
+        END IF;
+        moved[array_position(p_statuses, p_status)] := moved[array_position(p_statuses, p_status)] + 1;
+        delta := length(p_doc) - old_len;
+        -- The tenant's kept totals, then the chain head: always in this order.
+        INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed)
+            VALUES (p_tenant, delta, moved[1], moved[2], moved[3])
+            ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + delta,
+                runs_active = tenant_usage.runs_active + moved[1], runs_completed = tenant_usage.runs_completed + moved[2],
+                runs_failed = tenant_usage.runs_failed + moved[3]
+            RETURNING tenant_usage.run_bytes INTO bytes_after;
+        IF delta > 0 AND bytes_after > p_limit THEN
+            RAISE EXCEPTION '%', bytes_after USING ERRCODE = 'DGL01';
+        END IF;
+        IF coalesce(array_length(p_tenants, 1), 0) = 0 AND coalesce(array_length(u_tenants, 1), 0) = 0 THEN
+            RETURN QUERY SELECT new_version, NULL::bigint, NULL::text, NULL::bigint, false;
+        ELSE
+            RETURN QUERY SELECT new_version, a.head_seq, a.head_sha256, a.head_time_ms, a.checkpoint_due
+                FROM dg_append(p_time, p_parts, p_tenants, u_tenants, u_requests, u_counters, u_keys, u_amounts, p_every) a;
+        END IF;
+    END $$;
+    "#,
 ];
 
 /// The schema version of the database (0 for one without the appliance's tables).
@@ -121,34 +228,30 @@ async fn current_version(client: &impl deadpool_postgres::GenericClient) -> Resu
 /// # Errors
 /// [`StoreError::NewerSchema`], or the database's errors (nothing of a failed step stays).
 pub(crate) async fn migrate(client: &mut Object, instance_id: &str) -> Result<i64, StoreError> {
-    let mut found = None;
-    loop {
-        let tx = client.transaction().await.map_err(pg("begin migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("take migration lock"))?;
-        let version = current_version(&tx).await?;
-        found.get_or_insert(version);
-        if version > PG_SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { found: version, supported: PG_SCHEMA_VERSION });
-        }
-        if version == PG_SCHEMA_VERSION {
-            tx.commit().await.map_err(pg("end migration"))?;
-            return Ok(found.unwrap_or(version));
-        }
-        let index = usize::try_from(version).map_err(|_| StoreError::NewerSchema { found: version, supported: 0 })?;
-        tx.batch_execute(MIGRATIONS[index]).await.map_err(pg("apply migration"))?;
-        let next = version + 1;
-        if version == 0 {
-            tx.execute("INSERT INTO dg_meta (version, instance_id) VALUES (1, $1)", &[&instance_id])
-                .await
-                .map_err(pg("record schema version"))?;
-            tx.execute("INSERT INTO audit_head (seq, sha256, time_ms) VALUES (0, $1, 0)", &[&GENESIS_SHA256])
-                .await
-                .map_err(pg("start the audit chain"))?;
-        } else {
-            tx.execute("UPDATE dg_meta SET version = $1", &[&next]).await.map_err(pg("record schema version"))?;
-        }
-        tx.commit().await.map_err(pg("commit migration"))?;
+    let tx = client.transaction().await.map_err(pg("begin migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(pg("take migration lock"))?;
+    let found = current_version(&tx).await?;
+    if found > PG_SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema { found, supported: PG_SCHEMA_VERSION });
     }
+    let first = usize::try_from(found).map_err(|_| StoreError::NewerSchema { found, supported: 0 })?;
+    for step in MIGRATIONS.iter().skip(first) {
+        tx.batch_execute(step).await.map_err(pg("apply migration"))?;
+    }
+    if found == 0 {
+        tx.execute("INSERT INTO dg_meta (version, instance_id) VALUES ($1, $2)", &[&PG_SCHEMA_VERSION, &instance_id])
+            .await
+            .map_err(pg("record schema version"))?;
+        tx.execute("INSERT INTO audit_head (seq, sha256, time_ms) VALUES (0, $1, 0)", &[&GENESIS_SHA256])
+            .await
+            .map_err(pg("start the audit chain"))?;
+    } else if found < PG_SCHEMA_VERSION {
+        tx.execute("UPDATE dg_meta SET version = $1", &[&PG_SCHEMA_VERSION])
+            .await
+            .map_err(pg("record schema version"))?;
+    }
+    tx.commit().await.map_err(pg("commit migration"))?;
+    Ok(found)
 }
 
 /// The schema version, without changing anything.

@@ -452,6 +452,12 @@ impl PgStore {
         Ok(self.registry.open(generation))
     }
 
+    /// Reopens a request's snapshot on this thread at the generation it already read (see
+    /// [`RegistrySnapshot::generation`]): no round trip.
+    pub fn registry_snapshot_at(&self, generation: i64) -> RegistrySnapshot {
+        self.registry.open(generation)
+    }
+
     /// Sets (creates or replaces) a subject's mapping.
     ///
     /// # Errors

@@ -7,12 +7,14 @@ use dg_engine::state::RunState;
 
 use crate::document::{decode, encode};
 use crate::error::StoreError;
+use crate::postgres::audit::{AppendArgs, Appended};
 use crate::postgres::connection::{cached, pg};
-use crate::postgres::{audit, PgStore};
+use crate::postgres::PgStore;
 use crate::store::audit::AuditBatch;
 use crate::store::run_counts;
 use crate::store::to_sql;
 use crate::store::{RunSummary, Scope};
+use tokio_postgres::types::ToSql;
 
 impl PgStore {
     /// Stores a new run (version 1) with its audit batch.
@@ -31,82 +33,52 @@ impl PgStore {
         self.save_run(state, Some(expected_version), audit)
     }
 
+    /// One statement (`dg_save_run`, migrations.rs v2), so one round trip in its own
+    /// transaction: the run's row (inserted, or moved on from `expected`), the tenant's kept
+    /// totals with the storage bound, then the audit batch. A checkpoint that falls due is
+    /// signed right after, at the head as it then is.
     fn save_run(&self, state: &RunState, expected: Option<u64>, batch: AuditBatch) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let (tenant, namespace) = (to_sql(state.tenant_id.get()), to_sql(state.namespace_id.get()));
         let run_id = state.run_id.as_str();
         let status = state.status.as_str();
         let saved_at = crate::clock::now_ms();
-        let new_len = i64::try_from(doc.bytes.len()).unwrap_or(i64::MAX);
+        let statuses: Vec<&str> = run_counts::STATUSES.iter().map(|s| s.as_str()).collect();
+        let limit = to_sql(self.limits.max_tenant_run_bytes);
+        let expected = expected.map(to_sql);
         let signer = self.signer();
-        self.conn.block_on(async {
-            let mut client = self.conn.client("save run").await?;
-            let tx = client.transaction().await.map_err(pg("begin run write"))?;
-            let (version, old) = match expected {
-                None => {
-                    let inserted =
-                        cached::execute(&tx, "INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
-                             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8) ON CONFLICT DO NOTHING",
-                            &[&tenant, &namespace, &run_id, &state.scenario_id, &status, &doc.bytes, &doc.sha256, &saved_at],
-                        )
-                        .await
-                        .map_err(pg("insert run"))?;
-                    if inserted == 0 {
-                        return Err(StoreError::Conflict(format!("run already exists: {run_id}")));
-                    }
-                    (1, None)
-                }
-                Some(version) => {
-                    // The old row's size and status come back from the same statement that
-                    // moves it on (a CTE reads the row as it was before the update).
-                    let row =
-                        cached::query_opt(&tx, "WITH old AS (SELECT length(state_json) AS len, status FROM runs
-                                          WHERE tenant_id = $1 AND namespace_id = $2 AND run_id = $3 AND version = $4 FOR UPDATE)
-                             UPDATE runs SET status = $5, version = version + 1, state_json = $6, state_sha256 = $7, saved_at_ms = $8
-                             FROM old WHERE tenant_id = $1 AND namespace_id = $2 AND run_id = $3 AND version = $4
-                             RETURNING runs.version, old.len, old.status",
-                            &[&tenant, &namespace, &run_id, &to_sql(version), &status, &doc.bytes, &doc.sha256, &saved_at],
-                        )
-                        .await
-                        .map_err(pg("update run"))?;
-                    let Some(row) = row else {
-                        return Err(StoreError::Conflict(format!("run {run_id} was changed concurrently")));
-                    };
-                    (row.get::<_, i64>(0), Some((row.get::<_, i32>(1), row.get::<_, String>(2))))
-                }
-            };
-            let moved = run_counts::deltas(run_id, old.as_ref().map(|(_, s)| s.as_str()), state.status)?;
-            let delta = new_len - old.as_ref().map_or(0, |(len, _)| i64::from(*len));
-            // The tenant's kept totals, then the audit append: always in this order (rows of
-            // the run, the tenant, then the chain head), in every transaction of every node, so
-            // two writers never wait on each other in a circle.
-            let row = cached::query_one(
-                &tx,
-                "INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + $2,
-                     runs_active = tenant_usage.runs_active + $3, runs_completed = tenant_usage.runs_completed + $4,
-                     runs_failed = tenant_usage.runs_failed + $5
-                 RETURNING run_bytes",
-                &[&tenant, &delta, &moved[0], &moved[1], &moved[2]],
+        let append = AppendArgs::new(batch.events, &batch.usage, signer.as_ref())?;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &tenant,
+            &namespace,
+            &run_id,
+            &state.scenario_id,
+            &status,
+            &expected,
+            &doc.bytes,
+            &doc.sha256,
+            &saved_at,
+            &statuses,
+            &limit,
+        ];
+        params.extend(append.params());
+        let row = self.conn.block_on(async {
+            let client = self.conn.client("save run").await?;
+            cached::query_one(
+                &client,
+                "SELECT * FROM dg_save_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                &params,
             )
             .await
-            .map_err(pg("update tenant usage"))?;
-            if !batch.is_empty() {
-                audit::append_in(&tx, batch.events, &batch.usage, signer.as_ref()).await?;
+            .map_err(|err| save_error(err, run_id, self.limits.max_tenant_run_bytes))
+        })?;
+        let version: i64 = row.get(0);
+        if let (Some(head), Some((signer, _))) = (Appended::from_row(&row, 1), signer) {
+            if head.checkpoint_due {
+                self.audit_checkpoint_now(&signer)?;
             }
-            let after: i64 = row.get(0);
-            let limit = self.limits.max_tenant_run_bytes;
-            if delta > 0 && u64::try_from(after).unwrap_or(u64::MAX) > limit {
-                // Dropping the transaction rolls all of it back.
-                return Err(StoreError::TooLarge {
-                    what: "tenant run state storage",
-                    actual: usize::try_from(after).unwrap_or(usize::MAX),
-                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
-                });
-            }
-            tx.commit().await.map_err(pg("commit run write"))?;
-            Ok(version.unsigned_abs())
-        })
+        }
+        Ok(version.unsigned_abs())
     }
 
     /// Loads a run and its version; the document is checked against its sha256 and scope.
@@ -207,5 +179,22 @@ pub(crate) fn run_summary(row: &tokio_postgres::Row) -> RunSummary {
         status: row.get(4),
         version: row.get::<_, i64>(5).unsigned_abs(),
         saved_at_ms: row.get(6),
+    }
+}
+
+/// The database's answer to `dg_save_run` as the store's error: its own codes (DGC01 a
+/// conflict, DGL01 the tenant's storage bound, DGS01 an unknown stored status), else as
+/// every other statement's.
+fn save_error(err: tokio_postgres::Error, run_id: &str, limit: u64) -> StoreError {
+    let Some(db) = err.as_db_error() else { return pg("save run")(err) };
+    match db.code().code() {
+        "DGC01" => StoreError::Conflict(db.message().to_string()),
+        "DGL01" => StoreError::TooLarge {
+            what: "tenant run state storage",
+            actual: db.message().parse().unwrap_or(usize::MAX),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        },
+        "DGS01" => StoreError::Corrupt { table: "runs", key: run_id.to_string(), reason: db.message().to_string() },
+        _ => pg("save run")(err),
     }
 }

@@ -821,6 +821,12 @@ impl Store {
         Ok(self.registry.open(generation))
     }
 
+    /// Reopens a request's snapshot on this thread at the generation it already read (see
+    /// [`RegistrySnapshot::generation`]).
+    pub fn registry_snapshot_at(&self, generation: i64) -> RegistrySnapshot {
+        self.registry.open(generation)
+    }
+
     /// Every key record, by id.
     ///
     /// # Errors

@@ -46,7 +46,17 @@ pub(crate) struct RegistryCache {
 /// into another request).
 #[must_use = "the snapshot holds only while the guard lives"]
 pub struct RegistrySnapshot {
+    generation: i64,
     previous: Option<i64>,
+}
+
+impl RegistrySnapshot {
+    /// The generation it was opened at: a request that moves to another thread reopens its
+    /// snapshot there at this generation (`Store::registry_snapshot_at`), without a second read.
+    #[must_use]
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
 }
 
 impl Drop for RegistrySnapshot {
@@ -66,7 +76,7 @@ impl RegistryCache {
                 *entries = Entries { generation, ..Entries::default() };
             }
         }
-        RegistrySnapshot { previous: SNAPSHOT.with(|slot| slot.replace(Some(generation))) }
+        RegistrySnapshot { generation, previous: SNAPSHOT.with(|slot| slot.replace(Some(generation))) }
     }
 
     /// The generation of this thread's open snapshot, if any.

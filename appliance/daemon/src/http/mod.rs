@@ -546,17 +546,22 @@ impl HttpFront {
             let app = self.app.clone();
             let certificate = caller.certificate.clone();
             tokio::task::spawn_blocking(move || {
-                let _registry = app.store.registry_snapshot().ok();
-                identify(&app, authorization.as_deref(), certificate.as_deref())
+                let registry = app.store.registry_snapshot().ok();
+                let principal = identify(&app, authorization.as_deref(), certificate.as_deref());
+                (principal, registry.map(|snapshot| snapshot.generation()))
             })
             .await
-            .unwrap_or_else(|_| Err(WireError::new(code::INTERNAL, "authentication task failed")))
+            .unwrap_or_else(|_| (Err(WireError::new(code::INTERNAL, "authentication task failed")), None))
         } else {
             // Key lookups come from memory unless the registry changed; the snapshot ends
             // here, before any await, so no other task on this thread runs under it.
-            let _registry = self.app.store.registry_snapshot().ok();
-            identify(&self.app, authorization.as_deref(), caller.certificate.as_deref())
+            let registry = self.app.store.registry_snapshot().ok();
+            let principal = identify(&self.app, authorization.as_deref(), caller.certificate.as_deref());
+            (principal, registry.map(|snapshot| snapshot.generation()))
         };
+        // The request's registry generation, read once: the operation reopens its snapshot
+        // at it (on PostgreSQL a read is a round trip).
+        let (principal, generation) = principal;
         let principal = match principal {
             Ok(principal) => principal,
             Err(err) => {
@@ -603,7 +608,10 @@ impl HttpFront {
         let work = move || -> (Reply, String) {
             // Registry lookups of this request come from memory unless the registry
             // changed since they were read (without a snapshot they read the database).
-            let _registry = app.store.registry_snapshot().ok();
+            let _registry = match generation {
+                Some(generation) => Some(app.store.registry_snapshot_at(generation)),
+                None => app.store.registry_snapshot().ok(),
+            };
             match rpc::parse(&body, dialect) {
                 Ok(parsed) => {
                     let label = rpc::method_label(&parsed.method);
