@@ -71,8 +71,10 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: u64,
 }
 
+/// Connections per node: writes are bounded to two at a time per node (the chain head
+/// serializes them anyway), so a few more serve the reads beside them (docs/scale-out.md).
 fn default_pool_size() -> usize {
-    16
+    4
 }
 
 fn default_statement_timeout_ms() -> u64 {

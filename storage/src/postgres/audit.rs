@@ -204,7 +204,7 @@ impl PgStore {
     pub fn append_audit(&self, events: Vec<AuditEvent>, usage: Vec<UsageRecord>) -> Result<u64, StoreError> {
         let signer = self.signer();
         self.conn.block_on(async {
-            let mut client = self.conn.client("append audit").await?;
+            let (_permit, mut client) = self.conn.writer("append audit").await?;
             let tx = client.transaction().await.map_err(pg("begin audit append"))?;
             let seq = append_in(&tx, events, &usage, signer.as_ref()).await?;
             tx.commit().await.map_err(pg("commit audit append"))?;

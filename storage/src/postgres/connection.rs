@@ -56,10 +56,17 @@ pub fn local_only(config: &tokio_postgres::Config) -> bool {
     })
 }
 
+/// Most run writes and audit appends one node has in the database at once. Every audited
+/// write of the deployment serializes on the chain head, so more of them only wait inside
+/// PostgreSQL, where waiting costs its CPU (lock waits and wake-ups: measured in
+/// docs/scale-out.md); they wait here instead, in the node, for a permit.
+const WRITES_IN_FLIGHT: usize = 2;
+
 /// The node's connections, and the runtime that drives them.
 pub(crate) struct Connections {
     runtime: tokio::runtime::Runtime,
     pool: Pool,
+    writes: tokio::sync::Semaphore,
 }
 
 impl Connections {
@@ -113,7 +120,21 @@ impl Connections {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|err| failed(format!("cannot build the connection pool: {err}")))?;
-        Ok(Self { runtime, pool })
+        Ok(Self { runtime, pool, writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT) })
+    }
+
+    /// A connection for an audited write, once one of the node's write permits is free (held
+    /// until the permit is dropped).
+    pub(crate) async fn writer(
+        &self,
+        operation: &'static str,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Object), StoreError> {
+        let permit = self.writes.acquire().await.map_err(|_| StoreError::Postgres {
+            operation,
+            message: "the node is shutting down".into(),
+            unavailable: true,
+        })?;
+        Ok((permit, self.client(operation).await?))
     }
 
     /// Runs `work` to completion for a synchronous caller. Blocking-pool and plain threads

@@ -63,7 +63,7 @@ impl PgStore {
         ];
         params.extend(append.params());
         let row = self.conn.block_on(async {
-            let client = self.conn.client("save run").await?;
+            let (_permit, client) = self.conn.writer("save run").await?;
             cached::query_one(
                 &client,
                 "SELECT * FROM dg_save_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
