@@ -245,6 +245,65 @@ fn scenarios_are_idempotent_conflict_on_change_and_seen_by_every_node(backend: &
     assert_eq!(backend.store.get_scenario(scope, "sc").unwrap().unwrap().spec_sha256, seen.spec_sha256);
 }
 
+/// Many threads of one node write at once: runs of their own (created, created again, moved
+/// on) and one run they all advance. On PostgreSQL the writes waiting together go as one
+/// statement (`write_group.rs`); each still gets its own answer: its version, or its own
+/// conflict, and the chain and the usage totals hold exactly the writes that succeeded.
+fn writes_from_many_threads_of_one_node_each_get_their_own_answer(backend: &Backend) {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 12;
+    let scope = Scope::new(1, 3);
+    let node = backend.node();
+    node.set_audit_signer(backend.signer(), 7);
+    node.create_run(&started_run(1, 3, "together"), batch(1, 1)).unwrap();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                let mut wins = 0u64;
+                for i in 0..EACH {
+                    let run_id = format!("own-{t}-{i}");
+                    let first = AuditBatch {
+                        events: vec![support::tool_call_event(10_000 + t * 100 + i, 1)],
+                        usage: vec![usage(1, &format!("req-{t}-{i}"))],
+                    };
+                    assert_eq!(node.create_run(&started_run(1, 3, &run_id), first).unwrap(), 1);
+                    let again = node.create_run(&started_run(1, 3, &run_id), batch(2, 1)).unwrap_err();
+                    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+                    let (mut state, version) = node.get_run(scope, &run_id).unwrap().unwrap();
+                    state.dispatch_targets.push(DispatchTarget::Agent { agent_id: format!("own-{t}-{i}") });
+                    assert_eq!(node.update_run(&state, version, batch(20_000 + t * 100 + i, 1)).unwrap(), 2);
+                    let (mut state, version) = node.get_run(scope, "together").unwrap().unwrap();
+                    state.dispatch_targets.push(DispatchTarget::Agent { agent_id: format!("t{t}-{i}") });
+                    match node.update_run(&state, version, batch(30_000 + t * 100 + i, 1)) {
+                        Ok(new) => {
+                            assert_eq!(new, version + 1);
+                            wins += 1;
+                        }
+                        Err(StoreError::Conflict(_) | StoreError::Contended { .. }) => {}
+                        Err(err) => panic!("thread {t}: {err}"),
+                    }
+                }
+                wins
+            })
+        })
+        .collect();
+    let wins: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            let (state, version) = node.get_run(scope, &format!("own-{t}-{i}")).unwrap().unwrap();
+            assert_eq!(version, 2);
+            assert_eq!(state.dispatch_targets.len(), 1);
+        }
+    }
+    let (state, version) = node.get_run(scope, "together").unwrap().unwrap();
+    assert_eq!((version, state.dispatch_targets.len() as u64), (1 + wins, wins));
+    let report = node.verify_audit(&backend.keys.ring().unwrap()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, 1 + THREADS * EACH * 2 + wins);
+    assert_eq!(node.usage_total(1, "tool_calls").unwrap(), THREADS * EACH);
+}
+
 fn concurrent_writers_of_one_run_never_lose_a_decision(backend: &Backend) {
     const WRITERS: u64 = 4;
     const EACH: u64 = 15;
@@ -1156,6 +1215,7 @@ conformance!(
     a_byte_changed_in_a_stored_document_is_an_integrity_error,
     scenarios_are_idempotent_conflict_on_change_and_seen_by_every_node,
     concurrent_writers_of_one_run_never_lose_a_decision,
+    writes_from_many_threads_of_one_node_each_get_their_own_answer,
     appends_from_every_node_form_one_signed_chain,
     a_quota_admits_exactly_its_limit_across_nodes,
     tenants_and_namespaces_are_registered_disabled_and_deleted_only_when_empty,

@@ -53,7 +53,7 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
         }
     };
     append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
-    cluster.psql(&db, "DROP FUNCTION dg_save_run; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
+    cluster.psql(&db, "DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
     assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 2));
     let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
     append(&store, 6);
@@ -63,6 +63,52 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.entries, 11);
     assert!(report.checkpoints >= 3, "{report:?}");
+}
+
+/// Writes waiting at the same time on one node go as groups, and a group that meets a
+/// tenant's storage bound is written again one by one: each write gets its own answer (its
+/// version, or the bound), and the tenant's kept total is exactly the runs stored.
+#[test]
+fn concurrent_writes_of_one_node_go_in_groups_and_a_bound_in_a_group_is_each_writes_own() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("groups");
+    let state = support::started_run(1, 1, "size-probe");
+    let one_run = serde_json::to_vec(&state).unwrap().len() as u64;
+    // Room for about 40 of the 64 runs the threads try to store.
+    let limits = StoreLimits { max_tenant_run_bytes: one_run * 40 + one_run / 2, ..StoreLimits::default() };
+    let store = Arc::new(PgStore::open(&cluster.settings(&db, 4), limits).unwrap());
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|i| {
+                        let run = support::started_run(1, 1, &format!("r-{t}-{i}"));
+                        let batch =
+                            AuditBatch { events: vec![support::tool_call_event(t * 100 + i, 1)], usage: vec![] };
+                        match store.create_run(&run, batch) {
+                            Ok(version) => {
+                                assert_eq!(version, 1);
+                                true
+                            }
+                            Err(StoreError::TooLarge { what: "tenant run state storage", .. }) => false,
+                            Err(err) => panic!("{err}"),
+                        }
+                    })
+                    .filter(|stored| *stored)
+                    .count()
+            })
+        })
+        .collect();
+    let stored: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let (groups, grouped) = store.write_groups_sent();
+    assert!(groups > 0 && grouped >= 2 * groups, "no write was grouped: {groups} groups, {grouped} writes");
+    assert!((30..=41).contains(&stored), "{stored} runs stored");
+    assert_eq!(store.list_runs(None).unwrap().len(), stored);
+    let kept: u64 = cluster.psql(&db, "SELECT run_bytes FROM tenant_usage WHERE tenant_id = 1").trim().parse().unwrap();
+    assert!(kept <= limits.max_tenant_run_bytes, "{kept} bytes kept");
+    let report = store.verify_audit(&dg_storage::signing::PublicKeyRing::default()).unwrap();
+    assert_eq!(report.entries, stored as u64, "{report:?}");
 }
 
 #[test]

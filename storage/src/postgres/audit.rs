@@ -31,15 +31,15 @@ const VERIFY_PAGE: i64 = 4096;
 /// columns. The database joins the parts with the head's values and hashes the result, so
 /// the append is one statement: nothing waits on the network while the head is locked.
 pub(crate) struct AppendArgs {
-    time_ms: i64,
-    parts: Vec<Vec<u8>>,
-    tenants: Vec<Option<i64>>,
-    usage_tenants: Vec<i64>,
-    usage_requests: Vec<String>,
-    usage_counters: Vec<String>,
-    usage_keys: Vec<String>,
-    usage_amounts: Vec<i64>,
-    every: i64,
+    pub(crate) time_ms: i64,
+    pub(crate) parts: Vec<Vec<u8>>,
+    pub(crate) tenants: Vec<Option<i64>>,
+    pub(crate) usage_tenants: Vec<i64>,
+    pub(crate) usage_requests: Vec<String>,
+    pub(crate) usage_counters: Vec<String>,
+    pub(crate) usage_keys: Vec<String>,
+    pub(crate) usage_amounts: Vec<i64>,
+    pub(crate) every: i64,
 }
 
 impl AppendArgs {

@@ -56,8 +56,9 @@ pub fn local_only(config: &tokio_postgres::Config) -> bool {
     })
 }
 
-/// Most run writes and audit appends one node has in the database at once. Every audited
-/// write of the deployment serializes on the chain head, so more of them only wait inside
+/// Most lone audit appends (a refused request's entries) one node has in the database at
+/// once; run writes go in groups, one group at a time (`write_group.rs`). Every audited write
+/// of the deployment serializes on the chain head, so more of them only wait inside
 /// PostgreSQL, where waiting costs its CPU (lock waits and wake-ups: measured in
 /// docs/scale-out.md); they wait here instead, in the node, for a permit.
 const WRITES_IN_FLIGHT: usize = 2;

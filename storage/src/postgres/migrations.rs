@@ -208,6 +208,109 @@ const MIGRATIONS: [&str; 2] = [
                 FROM dg_append(p_time, p_parts, p_tenants, u_tenants, u_requests, u_counters, u_keys, u_amounts, p_every) a;
         END IF;
     END $$;
+
+    -- A group of one node's run writes in one statement: one head lock and one commit for
+    -- all of them. The node sorts the group by (tenant, namespace, run); the runs' rows are
+    -- written first, each in a subtransaction of its own so that a conflict (DGC01) is that
+    -- run's answer alone (`errors`), then the tenants' totals (in tenant order), then the
+    -- audit entries and usage rows of the runs written, in the group's order. Every writer
+    -- thus locks runs, tenants and the head in the same order. A tenant's storage bound
+    -- (DGL01) or an unknown stored status (DGS01) fails the whole statement: the node then
+    -- writes the group's runs one by one with dg_save_run, which names the run at fault.
+    CREATE FUNCTION dg_save_runs(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
+                                 p_new_statuses text[], p_expected bigint[], p_docs bytea[], p_shas text[],
+                                 p_saved bigint[], p_statuses text[], p_limit bigint, p_time bigint,
+                                 p_parts bytea[], p_entry_tenants bigint[], p_entries integer[],
+                                 u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
+                                 u_amounts bigint[], p_usages integer[], p_every bigint)
+    RETURNS TABLE (versions bigint[], errors text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
+                   checkpoint_due boolean)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        n integer := coalesce(array_length(p_runs, 1), 0);
+        out_versions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+        out_errors text[] := array_fill(NULL::text, ARRAY[n]);
+        old_lens bigint[] := array_fill(0::bigint, ARRAY[n]);
+        old_slots integer[] := array_fill(NULL::integer, ARRAY[n]);
+        old_len bigint; old_status text; moved bigint[]; bytes_after bigint; delta bigint;
+        a_parts bytea[] := '{}'; a_tenants bigint[] := '{}';
+        b_tenants bigint[] := '{}'; b_requests text[] := '{}'; b_counters text[] := '{}'; b_keys text[] := '{}';
+        b_amounts bigint[] := '{}';
+        part_at integer := 1; usage_at integer := 1;
+    BEGIN
+        FOR i IN 1 .. n LOOP
+            BEGIN
+                IF p_expected[i] IS NULL THEN
+                    INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
+                        VALUES (p_tenants[i], p_namespaces[i], p_runs[i], p_scenarios[i], p_new_statuses[i], 1, p_docs[i], p_shas[i], p_saved[i])
+                        ON CONFLICT DO NOTHING;
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION 'run already exists: %', p_runs[i] USING ERRCODE = 'DGC01';
+                    END IF;
+                    out_versions[i] := 1;
+                ELSE
+                    SELECT length(r.state_json), r.status INTO old_len, old_status FROM runs r
+                        WHERE r.tenant_id = p_tenants[i] AND r.namespace_id = p_namespaces[i] AND r.run_id = p_runs[i]
+                          AND r.version = p_expected[i]
+                        FOR UPDATE;
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION 'run % was changed concurrently', p_runs[i] USING ERRCODE = 'DGC01';
+                    END IF;
+                    IF array_position(p_statuses, old_status) IS NULL THEN
+                        RAISE EXCEPTION 'unknown stored status %', old_status USING ERRCODE = 'DGS01';
+                    END IF;
+                    UPDATE runs SET status = p_new_statuses[i], version = p_expected[i] + 1, state_json = p_docs[i],
+                            state_sha256 = p_shas[i], saved_at_ms = p_saved[i]
+                        WHERE tenant_id = p_tenants[i] AND namespace_id = p_namespaces[i] AND run_id = p_runs[i];
+                    out_versions[i] := p_expected[i] + 1;
+                    old_lens[i] := old_len;
+                    old_slots[i] := array_position(p_statuses, old_status);
+                END IF;
+            EXCEPTION WHEN SQLSTATE 'DGC01' THEN
+                out_versions[i] := NULL;
+                out_errors[i] := SQLERRM;
+            END;
+        END LOOP;
+        FOR i IN 1 .. n LOOP
+            IF out_errors[i] IS NULL THEN
+                moved := ARRAY[0, 0, 0];
+                IF old_slots[i] IS NOT NULL THEN
+                    moved[old_slots[i]] := -1;
+                END IF;
+                moved[array_position(p_statuses, p_new_statuses[i])] := moved[array_position(p_statuses, p_new_statuses[i])] + 1;
+                delta := length(p_docs[i]) - old_lens[i];
+                INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed)
+                    VALUES (p_tenants[i], delta, moved[1], moved[2], moved[3])
+                    ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + delta,
+                        runs_active = tenant_usage.runs_active + moved[1], runs_completed = tenant_usage.runs_completed + moved[2],
+                        runs_failed = tenant_usage.runs_failed + moved[3]
+                    RETURNING tenant_usage.run_bytes INTO bytes_after;
+                IF delta > 0 AND bytes_after > p_limit THEN
+                    RAISE EXCEPTION '%', bytes_after USING ERRCODE = 'DGL01';
+                END IF;
+                IF p_entries[i] > 0 THEN
+                    a_parts := a_parts || p_parts[part_at : part_at + 4 * p_entries[i] - 1];
+                    a_tenants := a_tenants || p_entry_tenants[(part_at + 3) / 4 : (part_at + 3) / 4 + p_entries[i] - 1];
+                END IF;
+                IF p_usages[i] > 0 THEN
+                    b_tenants := b_tenants || u_tenants[usage_at : usage_at + p_usages[i] - 1];
+                    b_requests := b_requests || u_requests[usage_at : usage_at + p_usages[i] - 1];
+                    b_counters := b_counters || u_counters[usage_at : usage_at + p_usages[i] - 1];
+                    b_keys := b_keys || u_keys[usage_at : usage_at + p_usages[i] - 1];
+                    b_amounts := b_amounts || u_amounts[usage_at : usage_at + p_usages[i] - 1];
+                END IF;
+            END IF;
+            part_at := part_at + 4 * p_entries[i];
+            usage_at := usage_at + p_usages[i];
+        END LOOP;
+        IF coalesce(array_length(a_tenants, 1), 0) = 0 AND coalesce(array_length(b_tenants, 1), 0) = 0 THEN
+            RETURN QUERY SELECT out_versions, out_errors, NULL::bigint, NULL::text, NULL::bigint, false;
+        ELSE
+            RETURN QUERY SELECT out_versions, out_errors, a.head_seq, a.head_sha256, a.head_time_ms, a.checkpoint_due
+                FROM dg_append(p_time, a_parts, a_tenants, b_tenants, b_requests, b_counters, b_keys, b_amounts, p_every) a;
+        END IF;
+    END $$;
     "#,
 ];
 

@@ -8,7 +8,8 @@
 //!   by the row lock on `audit_head`, in the mutation's own transaction); `usage.rs` the usage
 //!   ledger and quotas (checked and charged under a per-tenant-and-counter advisory lock);
 //!   `registry.rs` tenants, namespaces, API keys and OIDC subjects (the registry generation
-//!   read per request, as on SQLite); `shapes.rs` the data-shape registry.
+//!   read per request, as on SQLite); `shapes.rs` the data-shape registry; `write_group.rs`
+//!   run writes waiting at the same time sent as one statement (one head lock, one commit).
 //!
 //! Documents are the canonical JSON exactly (`bytea`), their sha256 beside them, checked on
 //! every read; a mismatch is [`StoreError::Integrity`] and counted ([`PgStore::integrity_failures`]).
@@ -26,6 +27,7 @@ mod runs;
 mod scenarios;
 mod shapes;
 mod usage;
+mod write_group;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -50,6 +52,7 @@ pub struct PgStore {
     audit_signer: RwLock<Option<(Arc<dyn AuditSigner>, u64)>>,
     registry: RegistryCache,
     scenarios: ScenarioCache,
+    write_groups: write_group::WriteGroups,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -83,6 +86,7 @@ impl PgStore {
             audit_signer: RwLock::new(None),
             registry: RegistryCache::default(),
             scenarios: ScenarioCache::default(),
+            write_groups: write_group::WriteGroups::default(),
         })
     }
 
@@ -131,6 +135,13 @@ impl PgStore {
             self.integrity_failures.fetch_add(1, Ordering::Relaxed);
         }
         err
+    }
+
+    /// Groups of two run writes or more this node sent as one statement, and the writes they
+    /// carried, since start (`write_group.rs`).
+    #[must_use]
+    pub fn write_groups_sent(&self) -> (u64, u64) {
+        self.write_groups.sent()
     }
 
     /// Sets the key that signs checkpoints and how many entries may pass between two.

@@ -7,14 +7,14 @@ use dg_engine::state::RunState;
 
 use crate::document::{decode, encode};
 use crate::error::StoreError;
-use crate::postgres::audit::{AppendArgs, Appended};
+use crate::postgres::audit::AppendArgs;
 use crate::postgres::connection::{cached, pg};
+use crate::postgres::write_group::{RunWrite, Shared};
 use crate::postgres::PgStore;
 use crate::store::audit::AuditBatch;
 use crate::store::run_counts;
 use crate::store::to_sql;
 use crate::store::{RunSummary, Scope};
-use tokio_postgres::types::ToSql;
 
 impl PgStore {
     /// Stores a new run (version 1) with its audit batch.
@@ -33,50 +33,31 @@ impl PgStore {
         self.save_run(state, Some(expected_version), audit)
     }
 
-    /// One statement (`dg_save_run`, migrations.rs v2), so one round trip in its own
-    /// transaction: the run's row (inserted, or moved on from `expected`), the tenant's kept
-    /// totals with the storage bound, then the audit batch. A checkpoint that falls due is
-    /// signed right after, at the head as it then is.
+    /// One statement in its own transaction (`dg_save_run`, or with other writes of this
+    /// node waiting at the same time `dg_save_runs`: `write_group.rs`): the run's row
+    /// (inserted, or moved on from `expected`), the tenant's kept totals with the storage
+    /// bound, then the audit batch. A checkpoint that falls due is signed right after, at the
+    /// head as it then is.
     fn save_run(&self, state: &RunState, expected: Option<u64>, batch: AuditBatch) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
-        let (tenant, namespace) = (to_sql(state.tenant_id.get()), to_sql(state.namespace_id.get()));
-        let run_id = state.run_id.as_str();
-        let status = state.status.as_str();
-        let saved_at = crate::clock::now_ms();
-        let statuses: Vec<&str> = run_counts::STATUSES.iter().map(|s| s.as_str()).collect();
-        let limit = to_sql(self.limits.max_tenant_run_bytes);
-        let expected = expected.map(to_sql);
         let signer = self.signer();
-        let append = AppendArgs::new(batch.events, &batch.usage, signer.as_ref())?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-            &tenant,
-            &namespace,
-            &run_id,
-            &state.scenario_id,
-            &status,
-            &expected,
-            &doc.bytes,
-            &doc.sha256,
-            &saved_at,
-            &statuses,
-            &limit,
-        ];
-        params.extend(append.params());
-        let row = self.conn.block_on(async {
-            let (_permit, client) = self.conn.writer("save run").await?;
-            cached::query_one(
-                &client,
-                "SELECT * FROM dg_save_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-                &params,
-            )
-            .await
-            .map_err(|err| save_error(err, run_id, self.limits.max_tenant_run_bytes))
-        })?;
-        let version: i64 = row.get(0);
-        if let (Some(head), Some((signer, _))) = (Appended::from_row(&row, 1), signer) {
-            if head.checkpoint_due {
-                self.audit_checkpoint_now(&signer)?;
-            }
+        let write = RunWrite {
+            tenant: to_sql(state.tenant_id.get()),
+            namespace: to_sql(state.namespace_id.get()),
+            run_id: state.run_id.as_str().to_string(),
+            scenario_id: state.scenario_id.clone(),
+            status: state.status.as_str().to_string(),
+            expected: expected.map(to_sql),
+            doc: doc.bytes,
+            sha256: doc.sha256,
+            saved_at: crate::clock::now_ms(),
+            append: AppendArgs::new(batch.events, &batch.usage, signer.as_ref())?,
+        };
+        let statuses: Vec<&str> = run_counts::STATUSES.iter().map(|s| s.as_str()).collect();
+        let shared = Shared { conn: &self.conn, statuses: &statuses, limit: to_sql(self.limits.max_tenant_run_bytes) };
+        let (version, checkpoint_due) = self.conn.block_on(self.write_groups.write(&shared, write))?;
+        if let (true, Some((signer, _))) = (checkpoint_due, signer) {
+            self.audit_checkpoint_now(&signer)?;
         }
         Ok(version.unsigned_abs())
     }
@@ -179,22 +160,5 @@ pub(crate) fn run_summary(row: &tokio_postgres::Row) -> RunSummary {
         status: row.get(4),
         version: row.get::<_, i64>(5).unsigned_abs(),
         saved_at_ms: row.get(6),
-    }
-}
-
-/// The database's answer to `dg_save_run` as the store's error: its own codes (DGC01 a
-/// conflict, DGL01 the tenant's storage bound, DGS01 an unknown stored status), else as
-/// every other statement's.
-fn save_error(err: tokio_postgres::Error, run_id: &str, limit: u64) -> StoreError {
-    let Some(db) = err.as_db_error() else { return pg("save run")(err) };
-    match db.code().code() {
-        "DGC01" => StoreError::Conflict(db.message().to_string()),
-        "DGL01" => StoreError::TooLarge {
-            what: "tenant run state storage",
-            actual: db.message().parse().unwrap_or(usize::MAX),
-            limit: usize::try_from(limit).unwrap_or(usize::MAX),
-        },
-        "DGS01" => StoreError::Corrupt { table: "runs", key: run_id.to_string(), reason: db.message().to_string() },
-        _ => pg("save run")(err),
     }
 }

@@ -1,0 +1,261 @@
+//! One node's run writes, grouped: a write waits in this node's queue, and whichever waiting
+//! writer holds the group's turn sends everything queued as one statement (`dg_save_runs`,
+//! migrations.rs v2; a lone write goes as `dg_save_run`). One head lock, one commit and one
+//! round trip then serve the whole group, and each node has one group in the database at a
+//! time, so writers wait in the node (cheap) rather than on the chain head inside PostgreSQL.
+//! Each write still gets its own answer: its version, its own conflict, or the group's error.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+
+use crate::error::StoreError;
+use crate::postgres::audit::{AppendArgs, Appended};
+use crate::postgres::connection::{cached, pg, Connections};
+
+/// Most writes one statement carries (a bound on its size and on its subtransactions).
+const MAX_GROUP: usize = 32;
+
+/// A run's write as the database's arguments.
+pub(crate) struct RunWrite {
+    pub(crate) tenant: i64,
+    pub(crate) namespace: i64,
+    pub(crate) run_id: String,
+    pub(crate) scenario_id: String,
+    pub(crate) status: String,
+    pub(crate) expected: Option<i64>,
+    pub(crate) doc: Vec<u8>,
+    pub(crate) sha256: String,
+    pub(crate) saved_at: i64,
+    pub(crate) append: AppendArgs,
+}
+
+/// What a write gets back: its new version, and whether a checkpoint fell due.
+pub(crate) type Answer = Result<(i64, bool), StoreError>;
+
+struct Pending {
+    write: RunWrite,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The queue and the turn (one per store).
+#[derive(Default)]
+pub(crate) struct WriteGroups {
+    queue: Mutex<Vec<Pending>>,
+    turn: tokio::sync::Mutex<()>,
+    /// Groups of two writes or more sent, and the writes they carried.
+    groups: AtomicU64,
+    grouped: AtomicU64,
+}
+
+/// The settings every statement of a group shares.
+pub(crate) struct Shared<'a> {
+    pub(crate) conn: &'a Connections,
+    pub(crate) statuses: &'a [&'a str],
+    pub(crate) limit: i64,
+}
+
+impl WriteGroups {
+    /// (groups of two writes or more sent, the writes they carried) since start.
+    pub(crate) fn sent(&self) -> (u64, u64) {
+        (self.groups.load(Ordering::Relaxed), self.grouped.load(Ordering::Relaxed))
+    }
+
+    /// Queues `write` and returns its answer, sending its group when this writer gets the turn.
+    pub(crate) async fn write(&self, shared: &Shared<'_>, write: RunWrite) -> Answer {
+        let (answer, mut answered) = oneshot::channel();
+        self.queue.lock().map_err(|_| poisoned())?.push(Pending { write, answer });
+        loop {
+            let _turn = self.turn.lock().await;
+            match answered.try_recv() {
+                Ok(answer) => return answer,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(poisoned()),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let group: Vec<Pending> = {
+                let mut queue = self.queue.lock().map_err(|_| poisoned())?;
+                let take = queue.len().min(MAX_GROUP);
+                queue.drain(..take).collect()
+            };
+            if group.len() > 1 {
+                self.groups.fetch_add(1, Ordering::Relaxed);
+                self.grouped.fetch_add(group.len() as u64, Ordering::Relaxed);
+            }
+            send(shared, group).await;
+        }
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Postgres { operation: "save run", message: "the write queue failed".into(), unavailable: true }
+}
+
+/// Sends one group and answers each of its writes.
+async fn send(shared: &Shared<'_>, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        if let Some(pending) = group.pop() {
+            let answer = one(shared, &pending.write).await;
+            let _gone = pending.answer.send(answer);
+        }
+        return;
+    }
+    // Runs, then tenants, then the head: the same lock order in every writer.
+    group.sort_by(|a, b| {
+        (a.write.tenant, a.write.namespace, &a.write.run_id).cmp(&(b.write.tenant, b.write.namespace, &b.write.run_id))
+    });
+    match many(shared, &group).await {
+        Ok(answers) => {
+            for (pending, answer) in group.into_iter().zip(answers) {
+                let _gone = pending.answer.send(answer);
+            }
+        }
+        // A tenant's bound or a corrupt status fails the group: each write alone names its own.
+        Err(StoreError::TooLarge { .. } | StoreError::Corrupt { .. }) => {
+            for pending in group {
+                let answer = one(shared, &pending.write).await;
+                let _gone = pending.answer.send(answer);
+            }
+        }
+        Err(err) => {
+            for pending in group {
+                let _gone = pending.answer.send(Err(copy_of(&err)));
+            }
+        }
+    }
+}
+
+/// One write: `dg_save_run`.
+async fn one(shared: &Shared<'_>, write: &RunWrite) -> Answer {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &write.tenant,
+        &write.namespace,
+        &write.run_id,
+        &write.scenario_id,
+        &write.status,
+        &write.expected,
+        &write.doc,
+        &write.sha256,
+        &write.saved_at,
+        &shared.statuses,
+        &shared.limit,
+    ];
+    params.extend(write.append.params());
+    let client = shared.conn.client("save run").await?;
+    let row = cached::query_one(
+        &client,
+        "SELECT * FROM dg_save_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        &params,
+    )
+    .await
+    .map_err(|err| save_error(err, &write.run_id, shared.limit))?;
+    let due = Appended::from_row(&row, 1).is_some_and(|head| head.checkpoint_due);
+    Ok((row.get(0), due))
+}
+
+/// Several writes: `dg_save_runs`, one answer per write in the group's order.
+async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, StoreError> {
+    let writes = || group.iter().map(|pending| &pending.write);
+    let tenants: Vec<i64> = writes().map(|w| w.tenant).collect();
+    let namespaces: Vec<i64> = writes().map(|w| w.namespace).collect();
+    let runs: Vec<&str> = writes().map(|w| w.run_id.as_str()).collect();
+    let scenarios: Vec<&str> = writes().map(|w| w.scenario_id.as_str()).collect();
+    let statuses: Vec<&str> = writes().map(|w| w.status.as_str()).collect();
+    let expected: Vec<Option<i64>> = writes().map(|w| w.expected).collect();
+    let docs: Vec<&[u8]> = writes().map(|w| w.doc.as_slice()).collect();
+    let shas: Vec<&str> = writes().map(|w| w.sha256.as_str()).collect();
+    let saved: Vec<i64> = writes().map(|w| w.saved_at).collect();
+    let time_ms = writes().map(|w| w.append.time_ms).max().unwrap_or(0);
+    let every = writes().map(|w| w.append.every).max().unwrap_or(0);
+    let parts: Vec<&[u8]> = writes().flat_map(|w| w.append.parts.iter().map(Vec::as_slice)).collect();
+    let entry_tenants: Vec<Option<i64>> = writes().flat_map(|w| w.append.tenants.iter().copied()).collect();
+    let entries: Vec<i32> = writes().map(|w| i32::try_from(w.append.tenants.len()).unwrap_or(i32::MAX)).collect();
+    let usage_tenants: Vec<i64> = writes().flat_map(|w| w.append.usage_tenants.iter().copied()).collect();
+    let usage_requests: Vec<&str> = writes().flat_map(|w| w.append.usage_requests.iter().map(String::as_str)).collect();
+    let usage_counters: Vec<&str> = writes().flat_map(|w| w.append.usage_counters.iter().map(String::as_str)).collect();
+    let usage_keys: Vec<&str> = writes().flat_map(|w| w.append.usage_keys.iter().map(String::as_str)).collect();
+    let usage_amounts: Vec<i64> = writes().flat_map(|w| w.append.usage_amounts.iter().copied()).collect();
+    let usages: Vec<i32> = writes().map(|w| i32::try_from(w.append.usage_tenants.len()).unwrap_or(i32::MAX)).collect();
+    let params: [&(dyn ToSql + Sync); 22] = [
+        &tenants,
+        &namespaces,
+        &runs,
+        &scenarios,
+        &statuses,
+        &expected,
+        &docs,
+        &shas,
+        &saved,
+        &shared.statuses,
+        &shared.limit,
+        &time_ms,
+        &parts,
+        &entry_tenants,
+        &entries,
+        &usage_tenants,
+        &usage_requests,
+        &usage_counters,
+        &usage_keys,
+        &usage_amounts,
+        &usages,
+        &every,
+    ];
+    let client = shared.conn.client("save runs").await?;
+    let row = cached::query_one(
+        &client,
+        "SELECT * FROM dg_save_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        &params,
+    )
+    .await
+    .map_err(|err| save_error(err, "(a group of runs)", shared.limit))?;
+    let versions: Vec<Option<i64>> = row.get(0);
+    let errors: Vec<Option<String>> = row.get(1);
+    let due = Appended::from_row(&row, 2).is_some_and(|head| head.checkpoint_due);
+    if versions.len() != group.len() || errors.len() != group.len() {
+        return Err(StoreError::Postgres {
+            operation: "save runs",
+            message: format!("{} answers for {} writes", versions.len(), group.len()),
+            unavailable: false,
+        });
+    }
+    Ok(versions
+        .into_iter()
+        .zip(errors)
+        .map(|(version, error)| match (version, error) {
+            (Some(version), None) => Ok((version, due)),
+            (_, Some(message)) => Err(StoreError::Conflict(message)),
+            (None, None) => Err(StoreError::Conflict("the run was not written".into())),
+        })
+        .collect())
+}
+
+/// The database's answer to a run write as the store's error: its own codes (DGC01 a
+/// conflict, DGL01 the tenant's storage bound, DGS01 an unknown stored status), else as
+/// every other statement's.
+fn save_error(err: tokio_postgres::Error, run_id: &str, limit: i64) -> StoreError {
+    let Some(db) = err.as_db_error() else { return pg("save run")(err) };
+    match db.code().code() {
+        "DGC01" => StoreError::Conflict(db.message().to_string()),
+        "DGL01" => StoreError::TooLarge {
+            what: "tenant run state storage",
+            actual: db.message().parse().unwrap_or(usize::MAX),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        },
+        "DGS01" => StoreError::Corrupt { table: "runs", key: run_id.to_string(), reason: db.message().to_string() },
+        _ => pg("save run")(err),
+    }
+}
+
+/// The group's error, once for each of its writes (the kinds a caller acts on are kept:
+/// unavailable, contended, conflict).
+fn copy_of(err: &StoreError) -> StoreError {
+    match err {
+        StoreError::Postgres { operation, message, unavailable } => {
+            StoreError::Postgres { operation, message: message.clone(), unavailable: *unavailable }
+        }
+        StoreError::Contended { operation, message } => StoreError::Contended { operation, message: message.clone() },
+        StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
+        other => StoreError::Postgres { operation: "save runs", message: other.to_string(), unavailable: false },
+    }
+}
