@@ -53,7 +53,7 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
         }
     };
     append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
-    cluster.psql(&db, "DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
+    cluster.psql(&db, "DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
     assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 2));
     let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
     append(&store, 6);

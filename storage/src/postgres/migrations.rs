@@ -150,6 +150,25 @@ const MIGRATIONS: [&str; 2] = [
         RETURN QUERY SELECT h_seq, h_sha, t, p_every > 0 AND h_seq > 0 AND h_seq >= last_checkpoint + p_every;
     END $$;
 
+    -- A run write's move of its tenant's kept totals (bytes, and runs by status), refused
+    -- with DGL01 (the message is the total it would reach) past the tenant's storage bound.
+    CREATE FUNCTION dg_move_tenant_totals(p_tenant bigint, p_delta bigint, p_moved bigint[], p_limit bigint)
+    RETURNS void LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        bytes_after bigint;
+    BEGIN
+        INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed)
+            VALUES (p_tenant, p_delta, p_moved[1], p_moved[2], p_moved[3])
+            ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + p_delta,
+                runs_active = tenant_usage.runs_active + p_moved[1], runs_completed = tenant_usage.runs_completed + p_moved[2],
+                runs_failed = tenant_usage.runs_failed + p_moved[3]
+            RETURNING tenant_usage.run_bytes INTO bytes_after;
+        IF p_delta > 0 AND bytes_after > p_limit THEN
+            RAISE EXCEPTION '%', bytes_after USING ERRCODE = 'DGL01';
+        END IF;
+    END $$;
+
     -- Errors a node maps back to its own: DGC01 a conflict (the run exists, or moved on),
     -- DGL01 the tenant's run storage bound (the message is the total it would reach),
     -- DGS01 a stored status this schema does not know.
@@ -162,7 +181,7 @@ const MIGRATIONS: [&str; 2] = [
     LANGUAGE plpgsql AS $$
     #variable_conflict use_column
     DECLARE
-        old_len bigint := 0; old_status text; new_version bigint; moved bigint[] := ARRAY[0, 0, 0]; bytes_after bigint;
+        old_len bigint := 0; old_status text; new_version bigint; moved bigint[] := ARRAY[0, 0, 0];
         delta bigint;
     BEGIN
         IF p_expected IS NULL THEN
@@ -192,15 +211,7 @@ const MIGRATIONS: [&str; 2] = [
         moved[array_position(p_statuses, p_status)] := moved[array_position(p_statuses, p_status)] + 1;
         delta := length(p_doc) - old_len;
         -- The tenant's kept totals, then the chain head: always in this order.
-        INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed)
-            VALUES (p_tenant, delta, moved[1], moved[2], moved[3])
-            ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + delta,
-                runs_active = tenant_usage.runs_active + moved[1], runs_completed = tenant_usage.runs_completed + moved[2],
-                runs_failed = tenant_usage.runs_failed + moved[3]
-            RETURNING tenant_usage.run_bytes INTO bytes_after;
-        IF delta > 0 AND bytes_after > p_limit THEN
-            RAISE EXCEPTION '%', bytes_after USING ERRCODE = 'DGL01';
-        END IF;
+        PERFORM dg_move_tenant_totals(p_tenant, delta, moved, p_limit);
         IF coalesce(array_length(p_tenants, 1), 0) = 0 AND coalesce(array_length(u_tenants, 1), 0) = 0 THEN
             RETURN QUERY SELECT new_version, NULL::bigint, NULL::text, NULL::bigint, false;
         ELSE
@@ -233,7 +244,7 @@ const MIGRATIONS: [&str; 2] = [
         out_errors text[] := array_fill(NULL::text, ARRAY[n]);
         old_lens bigint[] := array_fill(0::bigint, ARRAY[n]);
         old_slots integer[] := array_fill(NULL::integer, ARRAY[n]);
-        old_len bigint; old_status text; moved bigint[]; bytes_after bigint; delta bigint;
+        old_len bigint; old_status text; moved bigint[]; delta bigint;
         a_parts bytea[] := '{}'; a_tenants bigint[] := '{}';
         b_tenants bigint[] := '{}'; b_requests text[] := '{}'; b_counters text[] := '{}'; b_keys text[] := '{}';
         b_amounts bigint[] := '{}';
@@ -280,15 +291,7 @@ const MIGRATIONS: [&str; 2] = [
                 END IF;
                 moved[array_position(p_statuses, p_new_statuses[i])] := moved[array_position(p_statuses, p_new_statuses[i])] + 1;
                 delta := length(p_docs[i]) - old_lens[i];
-                INSERT INTO tenant_usage (tenant_id, run_bytes, runs_active, runs_completed, runs_failed)
-                    VALUES (p_tenants[i], delta, moved[1], moved[2], moved[3])
-                    ON CONFLICT (tenant_id) DO UPDATE SET run_bytes = tenant_usage.run_bytes + delta,
-                        runs_active = tenant_usage.runs_active + moved[1], runs_completed = tenant_usage.runs_completed + moved[2],
-                        runs_failed = tenant_usage.runs_failed + moved[3]
-                    RETURNING tenant_usage.run_bytes INTO bytes_after;
-                IF delta > 0 AND bytes_after > p_limit THEN
-                    RAISE EXCEPTION '%', bytes_after USING ERRCODE = 'DGL01';
-                END IF;
+                PERFORM dg_move_tenant_totals(p_tenants[i], delta, moved, p_limit);
                 IF p_entries[i] > 0 THEN
                     a_parts := a_parts || p_parts[part_at : part_at + 4 * p_entries[i] - 1];
                     a_tenants := a_tenants || p_entry_tenants[(part_at + 3) / 4 : (part_at + 3) / 4 + p_entries[i] - 1];
