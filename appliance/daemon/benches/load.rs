@@ -168,13 +168,7 @@ fn start_daemon(plaintext: bool) -> Daemon {
 }
 
 /// A phase as [`phase`], with the daemon's CPU time per cycle in milliseconds.
-fn measured_phase(
-    daemon: &Daemon,
-    prefix: &str,
-    clients: usize,
-    runs: usize,
-    budget: Duration,
-) -> Measured {
+fn measured_phase(daemon: &Daemon, prefix: &str, clients: usize, runs: usize, budget: Duration) -> Measured {
     let before = cpu_ticks(daemon.child.id());
     let (rate, latencies) = phase(daemon, prefix, clients, runs, budget);
     let ticks = cpu_ticks(daemon.child.id()) - before;
@@ -394,7 +388,8 @@ fn main() {
     );
     // Cost as data grows: fill to 500,000 runs, then the 8-client phase again.
     let fill_started = Instant::now();
-    let (_, fill) = phase(&daemon, "bulk-c", 32, large_runs().saturating_sub(runs_after_bulk), Duration::from_secs(420));
+    let (_, fill) =
+        phase(&daemon, "bulk-c", 32, large_runs().saturating_sub(runs_after_bulk), Duration::from_secs(420));
     let total_runs = runs_after_bulk + fill.len();
     println!(
         "daemon/load fill to {} runs: {:.0} s ({:.0} cycles/s)",
@@ -414,8 +409,10 @@ fn main() {
     let mut small_runs = small_fill.len();
     let (mut at_small, mut at_large): (Option<Measured>, Option<Measured>) = (None, None);
     for round in 0..SIDE_BY_SIDE_ROUNDS {
-        let small_round = measured_phase(&small, &format!("side-small-{round}"), 8, SIDE_BY_SIDE_RUNS, Duration::from_secs(30));
-        let large_round = measured_phase(&daemon, &format!("side-large-{round}"), 8, SIDE_BY_SIDE_RUNS, Duration::from_secs(30));
+        let small_round =
+            measured_phase(&small, &format!("side-small-{round}"), 8, SIDE_BY_SIDE_RUNS, Duration::from_secs(30));
+        let large_round =
+            measured_phase(&daemon, &format!("side-large-{round}"), 8, SIDE_BY_SIDE_RUNS, Duration::from_secs(30));
         println!(
             "daemon/load side by side, round {}: {:.0} cycles/s and {:.3} ms CPU per cycle with {} runs; {:.0} and {:.3} with {}",
             round + 1,
@@ -455,7 +452,10 @@ fn main() {
     goal("p99 per cycle at 8 clients <= 10 ms", format!("{:.2} ms", at_8.2), at_8.2 <= 10.0);
     let flat = (rate_ratio - 1.0).abs() <= 0.10 && (cpu_ratio - 1.0).abs() <= 0.10;
     goal(
-        &format!("cycles/s and CPU per cycle at {} runs within 10% of those at 10,000 (side by side)", with_separators(total_runs)),
+        &format!(
+            "cycles/s and CPU per cycle at {} runs within 10% of those at 10,000 (side by side)",
+            with_separators(total_runs)
+        ),
         format!("ratios {rate_ratio:.2} and {cpu_ratio:.2}"),
         flat && total_runs >= LARGE_RUNS,
     );
