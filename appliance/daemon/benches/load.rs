@@ -192,9 +192,9 @@ fn combine(a: Measured, b: Measured) -> Measured {
 /// range over a third of their median (the disk's and the scheduler's phases), and the
 /// median of five moves less with one unlucky round.
 const ONE_CLIENT_RUNS: usize = 5_000;
-/// Cycles of each 8-client phase: the first from 5,000 to 15,000 runs (around 10,000), the
-/// second from [`LARGE_RUNS`]. 10,000 cycles (about 4 s): with 3,000 (1.5 s) two runs of one
-/// build moved by 10–25% on this two-core machine, as much as the effect being judged.
+/// Cycles of the 8-client phase, from 5,000 to 15,000 runs (around 10,000). 10,000 cycles
+/// (about 4 s): with 3,000 (1.5 s) two runs of one build moved by 10–25% on this two-core
+/// machine, as much as the effect being judged.
 const EIGHT_CLIENT_RUNS: usize = 10_000;
 /// Runs in the database before the side-by-side comparison with a small one.
 const LARGE_RUNS: usize = 500_000;
@@ -386,7 +386,7 @@ fn main() {
          audit entries, usage rows)",
         with_separators(bulk_runs)
     );
-    // Cost as data grows: fill to 500,000 runs, then the 8-client phase again.
+    // Cost as data grows: fill to 500,000 runs, then compare side by side (below).
     let fill_started = Instant::now();
     let (_, fill) =
         phase(&daemon, "bulk-c", 32, large_runs().saturating_sub(runs_after_bulk), Duration::from_secs(420));
@@ -407,7 +407,7 @@ fn main() {
     small.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
     let (_, small_fill) = phase(&small, "small-fill", 32, SMALL_RUNS, Duration::from_secs(120));
     let mut small_runs = small_fill.len();
-    let (mut at_small, mut at_large): (Option<Measured>, Option<Measured>) = (None, None);
+    let (mut small_rounds, mut large_rounds) = (Vec::new(), Vec::new());
     for round in 0..SIDE_BY_SIDE_ROUNDS {
         let small_round =
             measured_phase(&small, &format!("side-small-{round}"), 8, SIDE_BY_SIDE_RUNS, Duration::from_secs(30));
@@ -424,17 +424,12 @@ fn main() {
             with_separators(total_runs)
         );
         small_runs += small_round.1.len();
-        at_small = Some(match at_small {
-            Some(before) => combine(before, small_round),
-            None => small_round,
-        });
-        at_large = Some(match at_large {
-            Some(before) => combine(before, large_round),
-            None => large_round,
-        });
+        small_rounds.push(small_round);
+        large_rounds.push(large_round);
     }
     drop(small);
-    let ((rate_small, _, cpu_small), (rate_large, latencies, cpu_large)) = (at_small.unwrap(), at_large.unwrap());
+    let pooled = |rounds: Vec<Measured>| rounds.into_iter().reduce(combine).unwrap();
+    let ((rate_small, _, cpu_small), (rate_large, latencies, cpu_large)) = (pooled(small_rounds), pooled(large_rounds));
     report(&format!("clients=8 at {} runs (side by side)", with_separators(total_runs)), rate_large, "", &latencies);
     let (rate_ratio, cpu_ratio) = (rate_large / rate_small.max(1e-9), cpu_large / cpu_small.max(1e-9));
     println!(
