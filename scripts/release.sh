@@ -31,7 +31,7 @@ mkdir -p dist/generated
 # HSM vendor's shared library, which a static program cannot), so it is built without
 # +crt-static, in its own target directory.
 (RUSTFLAGS="${RUSTFLAGS/-C target-feature=+crt-static /}" \
-    cargo build --release --locked -p dg-appliance-pkcs11 --target "$target" --target-dir target/helper)
+    cargo build --release --locked -p dg-appliance-pkcs11 --target "$target" --target-dir "$CARGO_TARGET_DIR/helper")
 cp "target/helper/$target/release/dg-appliance-pkcs11" dist/generated/dg-appliance-pkcs11
 "$bin" generate-docs --out dist/generated
 "$bin" config default > dist/generated/config.toml

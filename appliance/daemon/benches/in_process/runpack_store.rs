@@ -2,7 +2,6 @@
 //! downloaded and verified, through the filesystem store and through the S3 store against
 //! a local SeaweedFS on loopback, in one run. Each figure is the best of five interleaved
 //! rounds; the S3/filesystem ratios are printed (target: within 2x on loopback).
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -24,8 +23,7 @@ use dg_storage::signing::KeyStore;
 use dg_storage::Scope;
 use serde_json::json;
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 const DECISIONS: u64 = 10_000;
 
@@ -96,11 +94,8 @@ fn round(
     (stored, started.elapsed(), bundle.len())
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("runpack_store bench: skipped outside `cargo bench`");
-        return;
-    }
+/// Runs the benchmark and prints its figures.
+pub fn run() {
     let Some(weed) = support::seaweed::Seaweed::start() else { return };
     weed.create_bucket("bench", false);
     let work = tempfile::tempdir().unwrap();

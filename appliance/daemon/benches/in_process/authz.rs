@@ -4,7 +4,6 @@
 //! the same two requests (API key authentication, the policy decision and the registry
 //! check). The cycle here runs in-process, without HTTP and TLS, so the printed share is
 //! an upper bound of what authorization adds to a served cycle. Target: under 5%.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::time::Instant;
 
@@ -16,8 +15,7 @@ use dg_identity::{keys, Operation, Principal, Target};
 use dg_storage::ApiKeyRecord;
 use serde_json::{json, Value};
 
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 fn start_args(run_id: &str) -> Value {
     json!({"scenario_id": "bench", "run_config": {"tenant_id": 2, "namespace_id": 3, "run_id": run_id, "scenario_id": "bench",
@@ -34,11 +32,8 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("authz bench: skipped outside `cargo bench`");
-        return;
-    }
+/// Runs the benchmark and prints its figures.
+pub fn run() {
     let dir = tempfile::tempdir().unwrap();
     let (app, _, _) =
         dg_appliance::cli::bootstrap::build_app(&DataDirArgs { data_dir: Some(dir.path().join("data")), config: None })

@@ -1,7 +1,6 @@
 //! Storage benchmark: durable trigger writes per second (one writer, and many writers
 //! sharing group commits) and hash-verified reads per second, on a real SQLite file
 //! with WAL + synchronous=FULL. Prints figures; bounded in time.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -83,11 +82,8 @@ fn writes(store: &Arc<Store>, threads: usize, budget: Duration, prefix: &str) ->
     counter.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("store bench: skipped outside `cargo bench`");
-        return;
-    }
+/// Runs the benchmark and prints its figures.
+pub fn run() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("state.db"), StoreLimits::default()).unwrap());
     let single = writes(&store, 1, Duration::from_secs(3), "single");

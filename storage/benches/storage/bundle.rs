@@ -1,7 +1,6 @@
 //! Bundle benchmark: create and verify throughput (MB/s) for a ~100 MB runpack, next to
 //! the floor of sha256 + zstd alone on the same bytes in the same run (target: within
 //! 1.5x of that floor). Each figure is the best of five interleaved rounds. Prints figures.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::num::NonZeroU64;
 use std::time::Instant;
@@ -131,11 +130,8 @@ fn big_runpack() -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     (pack.manifest_bytes, pack.files)
 }
 
-fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("bundle bench: skipped outside `cargo bench`");
-        return;
-    }
+/// Runs the benchmark and prints its figures.
+pub fn run() {
     let (manifest, files) = big_runpack();
     let total: usize = files.iter().map(|(_, b)| b.len()).sum::<usize>() + manifest.len();
     let mb = total as f64 / 1e6;
