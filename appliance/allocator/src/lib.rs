@@ -16,15 +16,11 @@
 //! The options must be in force before mimalloc reserves its first arena, which happens at
 //! the process's first allocation, before `main`: [`Allocator`] applies them there.
 
-mod sqlite;
-
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 use mimalloc::MiMalloc;
-
-pub use sqlite::{configure_sqlite_memory, SqliteAllocatorRefused};
 
 /// `mi_option_arena_eager_commit` in mimalloc 2's `mi_option_e` (include/mimalloc.h).
 const ARENA_EAGER_COMMIT: mi_option_t = 4;

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dg_appliance::cli::Cli;
-// The global allocator (mimalloc and its settings) is `dg-allocator`'s; `main` also hands
-// SQLite's allocations to it.
+// The global allocator (mimalloc and its settings) is `dg-allocator`'s.
+use dg_allocator as _;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DG_LOG")
@@ -40,10 +40,6 @@ fn exit_quietly_on_broken_pipe() {
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     init_logging();
-    // Before any command can open a SQLite connection.
-    if let Err(refused) = dg_allocator::configure_sqlite_memory() {
-        tracing::warn!(error = %refused, "SQLite keeps the C library's allocator and no memory budget");
-    }
     match dg_appliance::cli::commands::run(Cli::parse()) {
         Ok(code) => code,
         Err(message) => {

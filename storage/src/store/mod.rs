@@ -73,8 +73,7 @@ pub struct StoreLimits {
     /// Largest total of one tenant's run states.
     pub max_tenant_run_bytes: u64,
     /// SQLite's memory budget for the whole process (page caches, statements): a soft
-    /// limit, past which SQLite recycles cached pages (enforced once the process turned on
-    /// SQLite's memory accounting, as the daemon does).
+    /// limit, past which SQLite recycles cached pages.
     pub sqlite_memory_bytes: u64,
 }
 
@@ -238,9 +237,7 @@ impl Store {
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
         // SQLite's memory (page caches of every connection, statements) has one byte budget
-        // for the process: past it SQLite recycles cached pages instead of growing. SQLite
-        // enforces it only with its memory accounting on, which rusqlite's bundled build
-        // leaves off: the daemon turns it on at start (`dg_allocator::configure_sqlite_memory`).
+        // for the process: past it SQLite recycles cached pages instead of growing.
         conn.query_row(&format!("PRAGMA soft_heap_limit = {}", limits.sqlite_memory_bytes), [], |_| Ok(()))
             .map_err(StoreError::sqlite("set SQLite memory budget"))?;
         // Record times never go back past the newest audit entry, even across a restart
