@@ -72,9 +72,6 @@ pub struct StoreLimits {
     pub max_database_bytes: Option<u64>,
     /// Largest total of one tenant's run states.
     pub max_tenant_run_bytes: u64,
-    /// SQLite's memory budget for the whole process (page caches, statements): a soft
-    /// limit, past which SQLite recycles cached pages.
-    pub sqlite_memory_bytes: u64,
 }
 
 impl Default for StoreLimits {
@@ -85,7 +82,6 @@ impl Default for StoreLimits {
             max_shape_bytes: 2 * 1024 * 1024,
             max_database_bytes: None,
             max_tenant_run_bytes: 64 * 1024 * 1024 * 1024,
-            sqlite_memory_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -236,10 +232,11 @@ impl Store {
         let instance_id: String = query_one(&conn, "SELECT instance_id FROM store_meta", [], |row| row.get(0))
             .map_err(StoreError::sqlite("read instance id"))?;
         apply_size_limit(&conn, limits.max_database_bytes)?;
-        // SQLite's memory (page caches of every connection, statements) has one byte budget
-        // for the process: past it SQLite recycles cached pages instead of growing.
-        conn.query_row(&format!("PRAGMA soft_heap_limit = {}", limits.sqlite_memory_bytes), [], |_| Ok(()))
-            .map_err(StoreError::sqlite("set SQLite memory budget"))?;
+        // SQLite's memory is bounded connection by connection: this writer's page cache
+        // (SQLite's default, 2,000 KiB), at most eight pooled readers of 512 KiB each (`read`)
+        // and their cached statements. No process-wide soft heap limit: the bundled SQLite is
+        // built without memory accounting (`.cargo/config.toml`), without which SQLite ignores
+        // one; turning accounting on and routing SQLite to mimalloc cost CPU and saved nothing.
         // Record times never go back past the newest audit entry, even across a restart
         // on a clock that was stepped back (`clock.rs`).
         let newest = crate::store::audit_segments::newest(&conn)?;
