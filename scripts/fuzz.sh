@@ -7,6 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-tools.sh cargo-fuzz
+# The fuzz crate is its own workspace with its own lock file: a stale one would be resolved
+# again at every run (newer versions each time), so a stale one stops the run instead.
+(cd fuzz && cargo metadata --locked --format-version 1 >/dev/null) || {
+    echo "fuzz/Cargo.lock does not match the workspace's dependencies: run 'cargo update -w' in fuzz/ and commit it"
+    exit 1
+}
 if [ "${1:-}" = "--build" ]; then
     cd fuzz && RUSTC_BOOTSTRAP=1 exec cargo fuzz build --sanitizer none
 fi
