@@ -220,11 +220,11 @@ impl KeyStore {
     /// offline `runpack export`).
     ///
     /// # Errors
-    /// No key file (the keys may be in a token: export with the daemon then).
+    /// No key file (the keys may be in a token: the configuration naming it opens them).
     pub fn open_existing(dir: &Path) -> Result<Self, SigningError> {
         if !dir.join("active.key").exists() {
             return Err(SigningError::Malformed(format!(
-                "{}: no active.key (with [signing] backend = \"pkcs11\" the keys are in the token: export with the daemon)",
+                "{}: no active.key (with [signing] backend = \"pkcs11\" the keys are in the token: pass the configuration that names it, --config)",
                 dir.display()
             )));
         }

@@ -204,6 +204,17 @@ fn runpacks_and_backups_are_signed_in_the_token_rotated_there_and_verified_with_
     assert_eq!(keys.len(), 2);
     let second = keys[1]["key_id"].as_str().unwrap().to_string();
     assert!(keys[0]["retired_at_ms"].is_i64() && keys[1]["retired_at_ms"].is_null());
+    // The offline export signs in the token too, with its active key; without the
+    // configuration that names the token it refuses (there is no key file to use).
+    let offline = work.path().join("offline.tar.zst");
+    let export = ["runpack", "export", "--tenant", "2", "--namespace", "3", "--run-id", "hsm-1", "--out"];
+    let out = cli(&export, &[&offline, Path::new("--data-dir"), &data, Path::new("--config"), &config_file], &token);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::copy(data.join("keys/keyring.json"), &ring_file).unwrap();
+    assert_eq!(verify_bundle(&offline, &ring_file)["key_id"], second.as_str());
+    let out = cli(&export, &[&work.path().join("refused.tar.zst"), Path::new("--data-dir"), &data], &token);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && refused.contains("no active.key") && refused.contains("--config"), "{refused}");
     let dir = daemon.into_dir();
     let daemon = Daemon::start_with(DaemonOptions {
         config: Some(config),

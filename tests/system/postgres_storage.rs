@@ -1,7 +1,8 @@
 //! `[storage] backend = "postgres"` from the operator's side: `config check` names every
 //! wrong setting with its key, `store migrate` brings a real database (a throwaway cluster)
 //! to this build's schema, also with several nodes migrating at once, and two daemons over
-//! one database share scenarios, runs and one audit chain.
+//! one database share scenarios, runs and one audit chain (and the offline runpack export
+//! reads from it).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -230,6 +231,34 @@ fn two_nodes_over_one_postgres_share_scenarios_runs_and_one_audit_chain() {
     let listed = run(&["store", "list", "--json"], &config_path, &a_data);
     let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs}");
+    // The offline export reads the run from PostgreSQL (the node's data directory holds no
+    // state database, and the export makes none) and signs with the deployment's key.
+    let bundle = a_dir.path().join("r1.tar.zst");
+    let exported = run(
+        &[
+            "runpack",
+            "export",
+            "--tenant",
+            "2",
+            "--namespace",
+            "3",
+            "--run-id",
+            "r1",
+            "--out",
+            &bundle.to_string_lossy(),
+        ],
+        &config_path,
+        &a_data,
+    );
+    assert!(exported.status.success(), "{}", text(&exported));
+    assert!(!a_data.join("state.db").exists(), "no SQLite database made beside a PostgreSQL node");
+    let verified = Command::new(binary())
+        .args(["runpack", "verify", "--pubkey"])
+        .arg(a_data.join("keys/keyring.json"))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(text(&verified).contains("result: VERIFIED"), "{}", text(&verified));
     // And the operator's check finds it too.
     cluster.psql(&db, flip);
     let checked = run(&["store", "check"], &config_path, &a_data);

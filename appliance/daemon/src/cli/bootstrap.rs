@@ -44,7 +44,7 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
 /// PKCS#11 token through the helper (the appliance refuses to start when the helper, the
 /// module, the token or the PIN is wrong, or when the active key in the token could be
 /// extracted; no key file is ever written then).
-fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
+pub(crate) fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
     let dir = data.root.join("keys");
     let Some(settings) =
         config.signing.pkcs11.as_ref().filter(|_| config.signing.backend == crate::hsm::SigningBackend::Pkcs11)
@@ -73,9 +73,6 @@ fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::
     Ok(Arc::new(store))
 }
 
-/// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data
-/// directory, or the S3 bucket (checked at once: reachable, Object Lock and encryption as
-/// configured, else the appliance refuses to start).
 /// The state store `[storage]` names: the data directory's SQLite database (the default), or
 /// the PostgreSQL database several nodes share (migrated under its lock first).
 ///
@@ -93,6 +90,30 @@ pub fn open_store(config: &config::Config, data: &DataDir) -> Result<Arc<dyn dg_
     }
 }
 
+/// What an offline command (`store …`, `runpack export`) opens: the configuration, the data
+/// directory and the state store `[storage]` names. An offline command never makes an
+/// appliance: with SQLite the data directory's database must exist already.
+///
+/// # Errors
+/// A message for the operator.
+pub fn open_existing_store(
+    data_dir: Option<std::path::PathBuf>,
+    config_file: Option<&std::path::Path>,
+) -> Result<(config::Config, DataDir, Arc<dyn dg_storage::StateStore>), String> {
+    let config = config::load(config_file).map_err(|err| err.to_string())?;
+    let root = data_dir.unwrap_or_else(datadir::default_root);
+    let sqlite = config.storage.backend == crate::storage_settings::StorageBackendKind::Sqlite;
+    if sqlite && !root.join("state.db").exists() {
+        return Err(format!("no state database in {}", root.display()));
+    }
+    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
+    let store = open_store(&config, &data)?;
+    Ok((config, data, store))
+}
+
+/// The runpack store `[runpacks] backend` names: the filesystem tree beneath the data
+/// directory, or the S3 bucket (checked at once: reachable, Object Lock and encryption as
+/// configured, else the appliance refuses to start).
 fn open_runpacks(
     config: &config::Config,
     data: &DataDir,

@@ -468,11 +468,13 @@ fn parse_quota(text: &str) -> Result<(String, u64), String> {
 /// `runpack` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RunpackCommand {
-    /// Export a run as a signed bundle (.tar.zst) from the data directory.
+    /// Export a run as a signed bundle (.tar.zst) from the configured store (`[storage]`:
+    /// the data directory's SQLite database or PostgreSQL), signed with the configured keys
+    /// (`[signing]`: the data directory's key file or the PKCS#11 token).
     Export {
-        /// Data directory.
-        #[arg(long, env = "DG_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        /// Data directory and config.
+        #[command(flatten)]
+        data: DataDirArgs,
         /// Tenant id.
         #[arg(long)]
         tenant: u64,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use dg_engine::runpack::{build_runpack, ExportOptions, RunpackSecurity, VerificationStatus};
 use dg_engine::time::Timestamp;
@@ -19,12 +20,21 @@ const EXIT_FAILED: u8 = 1;
 /// Exit code for input that could not be used at all.
 const EXIT_UNUSABLE: u8 = 2;
 
-fn data_dir(dir: Option<std::path::PathBuf>) -> Result<DataDir, String> {
-    let root = dir.unwrap_or_else(datadir::default_root);
-    if !root.join("state.db").exists() {
-        return Err(format!("no appliance data directory at {}", root.display()));
+/// The keys `[signing]` names for an offline export: the data directory's key file, or the
+/// token's active key through the PKCS#11 helper. Never a key of the CLI's own making: the
+/// key file, or the ring the appliance's first start with the token wrote, must exist.
+fn signing_keys(config: &crate::config::Config, data: &DataDir) -> Result<Arc<KeyStore>, String> {
+    let dir = data.root.join("keys");
+    if config.signing.backend == crate::hsm::SigningBackend::Pkcs11 {
+        if !dir.join("keyring.json").exists() {
+            return Err(format!(
+                "{}: no key ring (the appliance's first start with the token makes its signing key)",
+                dir.display()
+            ));
+        }
+        return crate::cli::bootstrap::open_keys(config, data);
     }
-    DataDir::prepare(root).map_err(|err| err.to_string())
+    KeyStore::open_existing(&dir).map(Arc::new).map_err(|err| err.to_string())
 }
 
 /// Reads a runpack directory (unsigned) without following links.
@@ -154,9 +164,9 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
             println!("members: {}", members.keys().cloned().collect::<Vec<_>>().join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        RunpackCommand::Export { data_dir: dir, tenant, namespace, run_id, out } => {
-            let data = data_dir(dir)?;
-            let store = data.open_store().map_err(|err| err.to_string())?;
+        RunpackCommand::Export { data, tenant, namespace, run_id, out } => {
+            let (config, data, store) =
+                crate::cli::bootstrap::open_existing_store(data.data_dir, data.config.as_deref())?;
             let (state, _) = store
                 .get_run(Scope::new(tenant, namespace), &run_id)
                 .map_err(|err| err.to_string())?
@@ -174,7 +184,7 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
                 security: Some(RunpackSecurity { dev_permissive: false, namespace_authority: "dg_registry".into() }),
             };
             let pack = build_runpack(&spec, &state, &options).map_err(|err| err.to_string())?;
-            let keys = KeyStore::open_existing(&data.root.join("keys")).map_err(|err| err.to_string())?;
+            let keys = signing_keys(&config, &data)?;
             let bytes = build_bundle(
                 "manifest.json",
                 &pack.manifest_bytes,

@@ -8,14 +8,8 @@ use crate::cli::{StoreArgs, StoreCommand};
 use crate::datadir::{self, DataDir};
 
 fn open(args: &StoreArgs) -> Result<std::sync::Arc<dyn dg_storage::StateStore>, String> {
-    let config = crate::config::load(args.config.as_deref()).map_err(|err| err.to_string())?;
-    let root = args.data_dir.clone().unwrap_or_else(datadir::default_root);
-    let sqlite = config.storage.backend == crate::storage_settings::StorageBackendKind::Sqlite;
-    if sqlite && !root.join("state.db").exists() {
-        return Err(format!("no state database in {}", root.display()));
-    }
-    let data = DataDir::prepare(root).map_err(|err| err.to_string())?;
-    crate::cli::bootstrap::open_store(&config, &data)
+    let (_, _, store) = crate::cli::bootstrap::open_existing_store(args.data_dir.clone(), args.config.as_deref())?;
+    Ok(store)
 }
 
 /// Runs a store subcommand.
