@@ -4,6 +4,7 @@
 //! (every process of the throwaway cluster), printed as one table, then the goals,
 //! each stated as met or not. Everything shares this machine's cores, so the figures show
 //! cost and serialization, not how separate machines would scale. Plain HTTP on loopback.
+//! At 32 clients the setups take turns (rounds pooled), as the goals compare those rows.
 //! Bounded: each phase stops at its cycle count or its time budget. Prints figures only.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -42,8 +43,8 @@ fn cluster_ticks(postmaster: u32) -> u64 {
     total
 }
 
-/// Cycles over the nodes' bases, clients spread round-robin; returns cycles/s, sorted
-/// latencies and the failed cycles (each failure printed: a benchmark reports, it does not stop).
+/// Cycles over the nodes' bases, clients spread round-robin; returns each cycle's latency
+/// and the failed cycles (each failure printed: a benchmark reports, it does not stop).
 fn phase(
     bases: &[String],
     key: &str,
@@ -51,7 +52,7 @@ fn phase(
     clients: usize,
     cycles: usize,
     budget: Duration,
-) -> (f64, Vec<Duration>, usize) {
+) -> (Vec<Duration>, usize) {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -89,10 +90,8 @@ fn phase(
             })
         })
         .collect();
-    let mut latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    (latencies.len() as f64 / elapsed, latencies, failed.load(Ordering::Relaxed))
+    let latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    (latencies, failed.load(Ordering::Relaxed))
 }
 
 fn p99_ms(sorted: &[Duration]) -> f64 {
@@ -113,6 +112,55 @@ fn config_with(storage: &str) -> String {
     format!("{config}\n{storage}\n")
 }
 
+/// What one or more phases of a setup measured, pooled.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    seconds: f64,
+    node_ticks: u64,
+    db_ticks: Option<u64>,
+    failed: usize,
+}
+
+impl Sample {
+    fn add(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.seconds += other.seconds;
+        self.node_ticks += other.node_ticks;
+        self.db_ticks = match (self.db_ticks, other.db_ticks) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.failed += other.failed;
+    }
+}
+
+/// A setup under test: its nodes and, on PostgreSQL, the cluster's postmaster.
+struct Setup {
+    name: &'static str,
+    nodes: Vec<Daemon>,
+    postmaster: Option<u32>,
+}
+
+impl Setup {
+    /// One phase of `cycles` cycles (or the time budget) at `clients` clients.
+    fn phase(&self, clients: usize, cycles: usize, round: usize) -> Sample {
+        let bases: Vec<String> = self.nodes.iter().map(|node| node.base.clone()).collect();
+        let node_ticks = || self.nodes.iter().map(|node| ticks_of(node.child.id())).sum::<u64>();
+        let (node_before, db_before) = (node_ticks(), self.postmaster.map(cluster_ticks));
+        let started = Instant::now();
+        let prefix = format!("{}-{clients}-{round}", self.name);
+        let (latencies, failed) = phase(&bases, &self.nodes[0].key, &prefix, clients, cycles, Duration::from_secs(20));
+        Sample {
+            latencies,
+            seconds: started.elapsed().as_secs_f64(),
+            node_ticks: node_ticks() - node_before,
+            db_ticks: self.postmaster.zip(db_before).map(|(pm, before)| cluster_ticks(pm) - before),
+            failed,
+        }
+    }
+}
+
 /// One row of the table.
 struct Row {
     setup: &'static str,
@@ -124,29 +172,54 @@ struct Row {
     failed: usize,
 }
 
-/// Measures 1, 8 and 32 clients against `nodes`.
-fn measure(setup: &'static str, nodes: &[Daemon], postmaster: Option<u32>, rows: &mut Vec<Row>) {
-    let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
-    let key = nodes[0].key.clone();
-    // Warm-up: connections, caches, the scenario's first read on every node.
-    let _ = phase(&bases, &key, &format!("{setup}-warm"), bases.len() * 2, 60, Duration::from_secs(10));
-    for (clients, cycles) in [(1usize, 300usize), (8, 1500), (32, 2000)] {
-        let node_before: u64 = nodes.iter().map(|node| ticks_of(node.child.id())).sum();
-        let db_before = postmaster.map(cluster_ticks);
-        let (rate, latencies, failed) =
-            phase(&bases, &key, &format!("{setup}-{clients}"), clients, cycles, Duration::from_secs(12));
-        let done = latencies.len().max(1) as f64;
-        let node_ticks = nodes.iter().map(|node| ticks_of(node.child.id())).sum::<u64>() - node_before;
-        rows.push(Row {
+impl Row {
+    fn of(setup: &'static str, clients: usize, mut sample: Sample) -> Self {
+        sample.latencies.sort();
+        let done = sample.latencies.len().max(1) as f64;
+        Row {
             setup,
             clients,
-            rate,
-            p99: p99_ms(&latencies),
-            node_cpu_ms: node_ticks as f64 * 10.0 / done,
-            db_cpu_ms: postmaster.zip(db_before).map(|(pm, before)| (cluster_ticks(pm) - before) as f64 * 10.0 / done),
-            failed,
-        });
+            rate: sample.latencies.len() as f64 / sample.seconds.max(f64::MIN_POSITIVE),
+            p99: p99_ms(&sample.latencies),
+            node_cpu_ms: sample.node_ticks as f64 * 10.0 / done,
+            db_cpu_ms: sample.db_ticks.map(|ticks| ticks as f64 * 10.0 / done),
+            failed: sample.failed,
+        }
     }
+}
+
+/// Cycles per phase at 1 and 8 clients (one phase per setup), and per round at 32 clients.
+const ONE_CLIENT_CYCLES: usize = 1_000;
+const EIGHT_CLIENT_CYCLES: usize = 6_000;
+const ROUND_CYCLES: usize = 3_000;
+/// Rounds at 32 clients: the setups take turns, so each meets the same machine (phases
+/// of a few seconds moved by 20% and more between runs of one build when measured one
+/// setup after the other).
+const ROUNDS: usize = 3;
+
+/// Every row: 1 and 8 clients setup by setup, then 32 clients in turns.
+fn measure(setups: &[Setup]) -> Vec<Row> {
+    let mut rows: Vec<Vec<Row>> = Vec::new();
+    for setup in setups {
+        // Warm-up: connections, caches, the scenario's first read on every node.
+        let _ = setup.phase(setup.nodes.len() * 2, 60, 0);
+        rows.push(
+            [(1usize, ONE_CLIENT_CYCLES), (8, EIGHT_CLIENT_CYCLES)]
+                .into_iter()
+                .map(|(clients, cycles)| Row::of(setup.name, clients, setup.phase(clients, cycles, 0)))
+                .collect(),
+        );
+    }
+    let mut pooled: Vec<Sample> = setups.iter().map(|_| Sample::default()).collect();
+    for round in 0..ROUNDS {
+        for (setup, sample) in setups.iter().zip(pooled.iter_mut()) {
+            sample.add(setup.phase(32, ROUND_CYCLES, round));
+        }
+    }
+    for ((setup, sample), setup_rows) in setups.iter().zip(pooled).zip(rows.iter_mut()) {
+        setup_rows.push(Row::of(setup.name, 32, sample));
+    }
+    rows.into_iter().flatten().collect()
 }
 
 /// `count` nodes over `db`, the first registering tenant 2 and the scenario; the others with
@@ -196,24 +269,25 @@ fn main() {
         return;
     };
     let postmaster = postmaster_pid(&cluster);
-    let mut rows = Vec::new();
-    {
-        let sqlite =
-            Daemon::start_with(DaemonOptions { config: Some(config_with("")), plaintext: true, ..Default::default() });
-        sqlite.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
-        measure("1 node, SQLite", std::slice::from_ref(&sqlite), None, &mut rows);
-    }
-    {
-        cluster.create_database("one");
-        let nodes = postgres_nodes(&cluster, "one", 1);
-        measure("1 node, PostgreSQL", &nodes, Some(postmaster), &mut rows);
-    }
-    {
-        cluster.create_database("three");
-        let nodes = postgres_nodes(&cluster, "three", 3);
-        measure("3 nodes, PostgreSQL", &nodes, Some(postmaster), &mut rows);
-    }
+    let sqlite =
+        Daemon::start_with(DaemonOptions { config: Some(config_with("")), plaintext: true, ..Default::default() });
+    sqlite.tool("scenario_define", json!({"spec": sample_spec("bench")})).unwrap();
+    cluster.create_database("one");
+    cluster.create_database("three");
+    let setups = [
+        Setup { name: "1 node, SQLite", nodes: vec![sqlite], postmaster: None },
+        Setup { name: "1 node, PostgreSQL", nodes: postgres_nodes(&cluster, "one", 1), postmaster: Some(postmaster) },
+        Setup {
+            name: "3 nodes, PostgreSQL",
+            nodes: postgres_nodes(&cluster, "three", 3),
+            postmaster: Some(postmaster),
+        },
+    ];
+    let rows = measure(&setups);
     println!("scale_out: start+next cycles, plain HTTP on loopback, one machine (2 cores shared by nodes, PostgreSQL and clients)");
+    println!(
+        "scale_out: 1 client {ONE_CLIENT_CYCLES} cycles, 8 clients {EIGHT_CLIENT_CYCLES}, 32 clients {ROUNDS} rounds of {ROUND_CYCLES} with the setups in turns (pooled)"
+    );
     println!(
         "{:<22} {:>7} {:>10} {:>9} {:>14} {:>16} {:>7}",
         "setup", "clients", "cycles/s", "p99 ms", "nodes CPU ms", "postgres CPU ms", "failed"
