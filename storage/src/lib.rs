@@ -31,6 +31,7 @@ mod error;
 mod fsutil;
 pub mod import;
 pub mod postgres;
+mod quota;
 pub mod runpack_backend;
 pub mod runpack_store;
 mod seam;

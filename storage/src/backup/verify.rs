@@ -359,8 +359,6 @@ fn check_members(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use std::io::Write as _;
-
     use super::open_secrets;
 
     fn secrets_tar() -> Vec<u8> {
@@ -387,6 +385,7 @@ mod tests {
     #[cfg(feature = "legacy-age")]
     #[test]
     fn age_sealed_secrets_of_older_backups_still_open() {
+        use std::io::Write as _;
         let encryptor = age::Encryptor::with_user_passphrase(age::secrecy::SecretString::from("pass".to_string()));
         let mut sealed = Vec::new();
         let mut writer = encryptor.wrap_output(&mut sealed).unwrap();

@@ -113,15 +113,7 @@ impl PgStore {
                     checks.push((period_total(&tx, record.tenant_id, &record.counter, at).await?, *limit));
                 }
                 for (used, limit) in checks {
-                    let after = used.saturating_add(record.amount);
-                    if after > limit {
-                        return Err(StoreError::QuotaExceeded {
-                            tenant_id: record.tenant_id,
-                            counter: record.counter.clone(),
-                            requested: after,
-                            limit,
-                        });
-                    }
+                    crate::quota::admit(record, used, limit)?;
                 }
                 any_new |= self::record(&tx, record, at).await.map_err(pg("record usage"))?;
             }

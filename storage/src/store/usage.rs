@@ -129,15 +129,7 @@ impl Store {
                     }),
                 ];
                 for (used, limit) in checks.into_iter().flatten() {
-                    let after = used?.saturating_add(record.amount);
-                    if after > limit {
-                        return Err(StoreError::QuotaExceeded {
-                            tenant_id: record.tenant_id,
-                            counter: record.counter.clone(),
-                            requested: after,
-                            limit,
-                        });
-                    }
+                    crate::quota::admit(record, used?, limit)?;
                 }
                 any_new |= record_usage(conn, record, at)?;
             }
