@@ -31,7 +31,6 @@ mod error;
 mod fsutil;
 pub mod import;
 pub mod postgres;
-mod quota;
 pub mod runpack_backend;
 pub mod runpack_store;
 mod seam;

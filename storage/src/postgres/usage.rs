@@ -113,7 +113,7 @@ impl PgStore {
                     checks.push((period_total(&tx, record.tenant_id, &record.counter, at).await?, *limit));
                 }
                 for (used, limit) in checks {
-                    crate::quota::admit(record, used, limit)?;
+                    crate::store::usage::admit(record, used, limit)?;
                 }
                 any_new |= self::record(&tx, record, at).await.map_err(pg("record usage"))?;
             }

@@ -34,6 +34,22 @@ pub struct UsageRecord {
     pub amount: u64,
 }
 
+/// The quota rule, for both backends' charges (here and `postgres/usage.rs`), applied
+/// inside the charge's transaction after the totals were read under its locks: `Ok` when
+/// `record` keeps the total `used` within `limit`, else the quota error that names the tenant, the counter, the total the charge would reach and the limit.
+pub(crate) fn admit(record: &UsageRecord, used: u64, limit: u64) -> Result<(), StoreError> {
+    let after = used.saturating_add(record.amount);
+    if after > limit {
+        return Err(StoreError::QuotaExceeded {
+            tenant_id: record.tenant_id,
+            counter: record.counter.clone(),
+            requested: after,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// One row of a usage report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UsageRow {
@@ -129,7 +145,7 @@ impl Store {
                     }),
                 ];
                 for (used, limit) in checks.into_iter().flatten() {
-                    crate::quota::admit(record, used?, limit)?;
+                    admit(record, used?, limit)?;
                 }
                 any_new |= record_usage(conn, record, at)?;
             }
@@ -221,5 +237,26 @@ impl Store {
             out.extend(rows.collect::<Result<Vec<_>, _>>().map_err(StoreError::sqlite("usage report"))?);
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(amount: u64) -> UsageRecord {
+        UsageRecord { tenant_id: 7, request_id: "r".into(), counter: "runs".into(), amount, key_id: "k".into() }
+    }
+
+    #[test]
+    fn a_charge_up_to_the_limit_is_admitted_and_one_past_it_is_refused_with_its_figures() {
+        assert!(admit(&record(3), 7, 10).is_ok());
+        match admit(&record(4), 7, 10) {
+            Err(StoreError::QuotaExceeded { tenant_id: 7, counter, requested: 11, limit: 10 }) => {
+                assert_eq!(counter, "runs");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(admit(&record(1), u64::MAX, u64::MAX).is_ok(), "saturates instead of wrapping");
     }
 }
