@@ -251,6 +251,29 @@ impl KeyStore {
         Ok(store)
     }
 
+    /// As [`Self::open_in_token`], making nothing: the ring's active key must be in `token`
+    /// (the offline `runpack export`: a wrong token or label is refused, never given a new
+    /// key that would retire the deployment's).
+    ///
+    /// # Errors
+    /// No active key in the ring, the active key not in the token, filesystem and token errors.
+    pub fn open_existing_in_token(dir: &Path, token: Arc<dyn KeyToken>) -> Result<Self, SigningError> {
+        let store = Self { dir: dir.to_path_buf(), token: Some(token.clone()) };
+        match store.active_entry()? {
+            Some(entry) if token.holds(&entry.key_id)? => Ok(store),
+            Some(entry) => Err(SigningError::Malformed(format!(
+                "{}: the ring's active key {} is not in {}",
+                dir.display(),
+                entry.key_id,
+                token.describe()
+            ))),
+            None => Err(SigningError::Malformed(format!(
+                "{}: the key ring has no active key (the appliance's first start with the token makes it)",
+                dir.display()
+            ))),
+        }
+    }
+
     fn active_entry(&self) -> Result<Option<PublicKeyEntry>, SigningError> {
         Ok(self.ring()?.keys.into_iter().rev().find(|entry| entry.retired_at_ms.is_none()))
     }

@@ -27,7 +27,7 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     if let Some(problem) = providers.http.as_ref().and_then(dg_providers::http::HttpProvider::name_resolution_problem) {
         tracing::warn!(problem, "http provider: host names outside /etc/hosts will not resolve");
     }
-    let keys = open_keys(&config, &data)?;
+    let keys = open_keys(&config, &data, KeyOpening::MayMakeFirst)?;
     let runpacks = open_runpacks(&config, &data, &keys)?;
     store.set_audit_signer(keys.clone(), config.audit.checkpoint_every);
     data.ensure_default_tenant(store.as_ref()).map_err(|err| err.to_string())?;
@@ -40,19 +40,42 @@ pub fn build_app(args: &DataDirArgs) -> Result<(App, DataDir, Option<String>), S
     Ok((app, data, admin_key))
 }
 
+/// Whether opening the signing keys may make the first one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyOpening {
+    /// The appliance's start: a fresh data directory (or token) gets its first key.
+    MayMakeFirst,
+    /// An offline command (`runpack export`): the active key must exist already, as a file
+    /// or in the configured token.
+    ExistingOnly,
+}
+
 /// The signing keys `[signing] backend` names: a key file in the data directory, or a
 /// PKCS#11 token through the helper (the appliance refuses to start when the helper, the
 /// module, the token or the PIN is wrong, or when the active key in the token could be
 /// extracted; no key file is ever written then).
-pub(crate) fn open_keys(config: &config::Config, data: &DataDir) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
+pub(crate) fn open_keys(
+    config: &config::Config,
+    data: &DataDir,
+    opening: KeyOpening,
+) -> Result<Arc<dg_storage::signing::KeyStore>, String> {
+    use dg_storage::signing::KeyStore;
     let dir = data.root.join("keys");
     let Some(settings) =
         config.signing.pkcs11.as_ref().filter(|_| config.signing.backend == crate::hsm::SigningBackend::Pkcs11)
     else {
-        return dg_storage::signing::KeyStore::open(&dir).map(Arc::new).map_err(|err| err.to_string());
+        let opened = match opening {
+            KeyOpening::MayMakeFirst => KeyStore::open(&dir),
+            KeyOpening::ExistingOnly => KeyStore::open_existing(&dir),
+        };
+        return opened.map(Arc::new).map_err(|err| err.to_string());
     };
     let token = Arc::new(crate::hsm::helper::Pkcs11Helper::open(settings)?);
-    let store = dg_storage::signing::KeyStore::open_in_token(&dir, token.clone()).map_err(|err| err.to_string())?;
+    let store = match opening {
+        KeyOpening::MayMakeFirst => KeyStore::open_in_token(&dir, token.clone()),
+        KeyOpening::ExistingOnly => KeyStore::open_existing_in_token(&dir, token.clone()),
+    }
+    .map_err(|err| err.to_string())?;
     let active = store.active().map_err(|err| err.to_string())?;
     let (sensitive, extractable, never_extractable) =
         token.protection(&active.key_id).map_err(|err| err.to_string())?;

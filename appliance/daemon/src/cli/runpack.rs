@@ -3,39 +3,21 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use dg_engine::runpack::{build_runpack, ExportOptions, RunpackSecurity, VerificationStatus};
 use dg_engine::time::Timestamp;
 use dg_storage::bundle::{build_bundle, inspect_unverified, read_bundle, BundleLimits};
-use dg_storage::signing::{KeyStore, PublicKeyRing};
+use dg_storage::signing::PublicKeyRing;
 use dg_storage::Scope;
 use serde_json::json;
 
 use crate::cli::RunpackCommand;
-use crate::datadir::{self, DataDir};
+use crate::datadir;
 
 /// Exit code for a bundle that failed verification.
 const EXIT_FAILED: u8 = 1;
 /// Exit code for input that could not be used at all.
 const EXIT_UNUSABLE: u8 = 2;
-
-/// The keys `[signing]` names for an offline export: the data directory's key file, or the
-/// token's active key through the PKCS#11 helper. Never a key of the CLI's own making: the
-/// key file, or the ring the appliance's first start with the token wrote, must exist.
-fn signing_keys(config: &crate::config::Config, data: &DataDir) -> Result<Arc<KeyStore>, String> {
-    let dir = data.root.join("keys");
-    if config.signing.backend == crate::hsm::SigningBackend::Pkcs11 {
-        if !dir.join("keyring.json").exists() {
-            return Err(format!(
-                "{}: no key ring (the appliance's first start with the token makes its signing key)",
-                dir.display()
-            ));
-        }
-        return crate::cli::bootstrap::open_keys(config, data);
-    }
-    KeyStore::open_existing(&dir).map(Arc::new).map_err(|err| err.to_string())
-}
 
 /// Reads a runpack directory (unsigned) without following links.
 /// Manifest bytes and the other files of a runpack directory.
@@ -184,7 +166,10 @@ pub fn run_runpack(command: RunpackCommand) -> Result<ExitCode, String> {
                 security: Some(RunpackSecurity { dev_permissive: false, namespace_authority: "dg_registry".into() }),
             };
             let pack = build_runpack(&spec, &state, &options).map_err(|err| err.to_string())?;
-            let keys = signing_keys(&config, &data)?;
+            // The keys `[signing]` names (the key file, or the token's key through the
+            // helper), found, never made: the CLI mints no key.
+            let keys =
+                crate::cli::bootstrap::open_keys(&config, &data, crate::cli::bootstrap::KeyOpening::ExistingOnly)?;
             let bytes = build_bundle(
                 "manifest.json",
                 &pack.manifest_bytes,
