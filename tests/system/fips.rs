@@ -42,6 +42,22 @@ fn run(bin: &Path, args: &[&str], paths: &[&Path]) -> Output {
     command.output().unwrap()
 }
 
+/// Runs a binary this test has just written. Another test thread that forks a child while
+/// the file is still open for writing lends that child the descriptor until the child's own
+/// exec closes it; executing the file meanwhile fails with ETXTBSY ("Text file busy"). That
+/// is a race of the test process, so the start is tried again, a bounded number of times.
+fn output_of_new_binary(command: &mut Command) -> Output {
+    for _ in 0..100 {
+        match command.output() {
+            Err(err) if err.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{command:?}: the new binary stayed busy for 2 s");
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -280,7 +296,7 @@ fn a_module_that_fails_its_integrity_self_test_refuses_to_start() {
         if args.len() > 1 {
             command.arg(dir.path().join("data"));
         }
-        let out = command.output().unwrap();
+        let out = output_of_new_binary(&mut command);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: a broken module started");
         assert!(stderr.contains("FIPS integrity test failed"), "{args:?}: {stderr}");
@@ -290,7 +306,7 @@ fn a_module_that_fails_its_integrity_self_test_refuses_to_start() {
     // The unbroken copy starts (the change above is what failed, not the copying).
     let intact = dir.path().join("dg-appliance-fips-intact");
     std::fs::copy(&fips, &intact).unwrap();
-    ok(&run(&intact, &["version"], &[]));
+    ok(&output_of_new_binary(Command::new(&intact).arg("version")));
 }
 
 /// A backup as releases before the crypto seam wrote it: the secrets sealed with age

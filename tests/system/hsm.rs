@@ -217,22 +217,18 @@ fn runpacks_and_backups_are_signed_in_the_token_rotated_there_and_verified_with_
     assert!(!out.status.success() && refused.contains("no active.key") && refused.contains("--config"), "{refused}");
     // A configuration naming another token (one that does not hold the ring's active key)
     // is refused, and no key is made there: the ring stays as it was.
-    let out = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", "dg-other", "--pin", PIN, "--so-pin", "135791"])
-        .envs(token.env())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other = Token::new("dg-other");
     let other_config = work.path().join("other.toml");
-    std::fs::write(&other_config, token.config("dg-other", &token.pin_file)).unwrap();
+    std::fs::write(&other_config, other.config("dg-other", &other.pin_file)).unwrap();
     let ring_before = std::fs::read(data.join("keys/keyring.json")).unwrap();
     let out = cli(
         &export,
         &[&work.path().join("other.tar.zst"), Path::new("--data-dir"), &data, Path::new("--config"), &other_config],
-        &token,
+        &other,
     );
     let refused = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && refused.contains(&format!("active key {second} is not in")), "{refused}");
+    assert!(other.private_keys().is_empty(), "no key made in the other token");
     assert_eq!(std::fs::read(data.join("keys/keyring.json")).unwrap(), ring_before, "the ring is unchanged");
     let dir = daemon.into_dir();
     let daemon = Daemon::start_with(DaemonOptions {
