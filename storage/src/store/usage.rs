@@ -36,7 +36,8 @@ pub struct UsageRecord {
 
 /// The quota rule, for both backends' charges (here and `postgres/usage.rs`), applied
 /// inside the charge's transaction after the totals were read under its locks: `Ok` when
-/// `record` keeps the total `used` within `limit`, else the quota error that names the tenant, the counter, the total the charge would reach and the limit.
+/// `record` keeps the total `used` within `limit`, else the quota error that names the
+/// tenant, the counter, the total the charge would reach and the limit.
 pub(crate) fn admit(record: &UsageRecord, used: u64, limit: u64) -> Result<(), StoreError> {
     let after = used.saturating_add(record.amount);
     if after > limit {
