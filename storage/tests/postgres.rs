@@ -31,8 +31,8 @@ fn nodes_starting_together_migrate_once_and_share_one_deployment_id() {
         .collect();
     let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
-    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|2");
-    assert_eq!(PgStore::migrate(&settings).unwrap(), (2, 2));
+    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|3");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (3, 3));
 }
 
 /// A database of schema 1 (the tables, without v2's one-statement write functions) with a
@@ -54,7 +54,7 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
     };
     append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
     cluster.psql(&db, "DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
-    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 2));
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 3));
     let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
     append(&store, 6);
     let batch = AuditBatch { events: vec![support::tool_call_event(11, 1)], usage: vec![] };
@@ -111,6 +111,133 @@ fn concurrent_writes_of_one_node_go_in_groups_and_a_bound_in_a_group_is_each_wri
     assert_eq!(report.entries, stored as u64, "{report:?}");
 }
 
+/// A group in which one write conflicts: the others are written with their own audit
+/// entries and usage rows, the conflicting one leaves nothing, and the chain verifies
+/// (`dg_save_runs` records a conflict without a subtransaction and passes on only the
+/// written runs' entries). The group is made by holding the chain head from another
+/// session while the writes queue.
+#[test]
+fn a_conflict_inside_a_group_is_that_writes_alone() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("conflict");
+    let store = Arc::new(PgStore::open(&cluster.settings(&db, 4), StoreLimits::default()).unwrap());
+    let charged = |n: u64, request: &str| AuditBatch {
+        events: vec![support::tool_call_event(n, 1)],
+        usage: vec![dg_storage::usage::UsageRecord {
+            tenant_id: 1,
+            key_id: "k".into(),
+            request_id: request.into(),
+            counter: "tool_calls".into(),
+            amount: 1,
+        }],
+    };
+    store.create_run(&support::started_run(1, 1, "taken"), charged(1, "req-taken")).unwrap();
+    let holder =
+        cluster.psql_in_background(&db, "BEGIN; SELECT seq FROM audit_head FOR UPDATE; SELECT pg_sleep(3); COMMIT");
+    std::thread::sleep(Duration::from_millis(700));
+    let write = |run: &'static str, n: u64| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.create_run(&support::started_run(1, 1, run), charged(n, &format!("req-{run}")))
+        })
+    };
+    // The first write waits on the head in the database; the next three queue behind it in
+    // the node and go as one group once it returns.
+    let first = write("first", 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let (groups_before, _) = store.write_groups_sent();
+    let queued = [write("b", 3), write("taken", 4), write("c", 5)];
+    assert!(holder.wait_with_output().unwrap().status.success());
+    assert_eq!(first.join().unwrap().unwrap(), 1);
+    let answers: Vec<_> = queued.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(answers[0].as_ref().unwrap(), &1);
+    assert!(matches!(answers[1], Err(StoreError::Conflict(_))), "{:?}", answers[1]);
+    assert_eq!(answers[2].as_ref().unwrap(), &1);
+    let (groups, grouped) = store.write_groups_sent();
+    assert_eq!((groups - groups_before, grouped), (1, 3), "the three queued writes went as one group");
+    let report = store.verify_audit(&dg_storage::signing::PublicKeyRing::default()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, 4, "taken, first, b and c: the conflicting write left no entry");
+    assert_eq!(store.usage_total(1, "tool_calls").unwrap(), 4);
+    let ledger = cluster.psql(&db, "SELECT string_agg(request_id, ',' ORDER BY request_id) FROM usage_ledger");
+    assert_eq!(ledger.trim(), "req-b,req-c,req-first,req-taken");
+    let kept = cluster
+        .psql(&db, "SELECT runs_active, run_bytes = (SELECT sum(length(state_json)) FROM runs) FROM tenant_usage");
+    assert_eq!(kept.trim(), "4|t");
+}
+
+/// A signer that works until told to fail (an HSM that went away, say).
+struct FlakySigner {
+    keys: Arc<dg_storage::signing::KeyStore>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl dg_storage::audit::AuditSigner for FlakySigner {
+    fn key_id(&self) -> Result<String, String> {
+        self.keys.key_id()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<(String, String), String> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("the token is gone".into());
+        }
+        self.keys.sign(message)
+    }
+}
+
+/// A run write is committed before the checkpoint it makes due is signed: a signer failing
+/// then does not turn the committed write into an error (the client would retry a decision
+/// that was taken), the chain stays verifiable, and the next write past the interval signs
+/// the checkpoint that was missed. The checkpoint is signed without the chain head's lock:
+/// a write goes through while another session holds the checkpoint lock.
+#[test]
+fn a_checkpoint_after_a_run_write_neither_fails_the_write_nor_holds_the_head() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("checkpoints");
+    let store = PgStore::open(&cluster.settings(&db, 4), StoreLimits::default()).unwrap();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let keys = Arc::new(dg_storage::signing::KeyStore::open(&keys_dir.path().join("keys")).unwrap());
+    let signer = Arc::new(FlakySigner { keys: keys.clone(), failing: true.into() });
+    store.set_audit_signer(signer.clone(), 2);
+    let write = |run: &str, n: u64| {
+        let batch = AuditBatch { events: vec![support::tool_call_event(n, 1)], usage: vec![] };
+        store.create_run(&support::started_run(1, 1, run), batch)
+    };
+    assert_eq!(write("a", 1).unwrap(), 1);
+    assert_eq!(write("b", 2).unwrap(), 1, "the checkpoint due after b failed to sign: b is still written");
+    assert_eq!(cluster.psql(&db, "SELECT count(*) FROM audit_checkpoints").trim(), "0");
+    signer.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(write("c", 3).unwrap(), 1);
+    assert_eq!(cluster.psql(&db, "SELECT string_agg(entry_count::text, ',') FROM audit_checkpoints").trim(), "3");
+    // Another signer holding the checkpoint lock does not hold up writes.
+    let holder = cluster.psql_in_background(
+        &db,
+        &format!("BEGIN; SELECT pg_advisory_xact_lock({}); SELECT pg_sleep(5); COMMIT", 0x6467_2d63_686b_7074_i64),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    assert_eq!(write("d", 4).unwrap(), 1);
+    assert_eq!(write("e", 5).unwrap(), 1, "due again: the signer finds the lock taken and leaves it");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "writes waited for the checkpoint lock: {:?}",
+        started.elapsed()
+    );
+    assert!(holder.wait_with_output().unwrap().status.success());
+    let report = store.verify_audit(&keys.ring().unwrap()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.entries, report.signed_through), (5, 3));
+    assert_eq!(
+        store
+            .audit_checkpoint_now(&(signer as Arc<dyn dg_storage::audit::AuditSigner>))
+            .unwrap()
+            .unwrap()
+            .body
+            .entry_count,
+        5
+    );
+}
+
 #[test]
 fn a_newer_schema_is_refused() {
     let Some(cluster) = cluster::Postgres::start() else { return };
@@ -119,7 +246,7 @@ fn a_newer_schema_is_refused() {
     drop(PgStore::open(&settings, StoreLimits::default()).unwrap());
     cluster.psql(&db, "UPDATE dg_meta SET version = 99");
     let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 2 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 3 }), "{err}");
     assert!(matches!(PgStore::migrate(&settings).unwrap_err(), StoreError::NewerSchema { .. }));
 }
 

@@ -48,6 +48,8 @@ pub struct Postgres {
     run_as: Option<String>,
     /// TLS on (certificate and key copied into the directory).
     tls: bool,
+    /// Server settings added to the defaults (`-c name=value ...`).
+    extra: String,
 }
 
 /// A free loopback port (held only while chosen; `start` retries should another process take
@@ -59,15 +61,21 @@ fn free_port() -> u16 {
 impl Postgres {
     /// Makes and starts a fresh cluster, or `None` where PostgreSQL is not installed.
     pub fn start() -> Option<Self> {
-        Self::start_inner(None)
+        Self::start_inner(None, "")
+    }
+
+    /// As [`Self::start`], with server settings added (`-c name=value ...`: a profile's
+    /// `shared_preload_libraries`, say).
+    pub fn start_with_settings(extra: &str) -> Option<Self> {
+        Self::start_inner(None, extra)
     }
 
     /// As [`Self::start`], serving TLS with this certificate and key (PEM files).
     pub fn start_with_tls(cert: &Path, key: &Path) -> Option<Self> {
-        Self::start_inner(Some((cert, key)))
+        Self::start_inner(Some((cert, key)), "")
     }
 
-    fn start_inner(tls: Option<(&Path, &Path)>) -> Option<Self> {
+    fn start_inner(tls: Option<(&Path, &Path)>, extra: &str) -> Option<Self> {
         let bin = pg_bin()?;
         let dir = tempfile::Builder::new().prefix("dg-pg-").tempdir().unwrap();
         let run_as = rustix::process::geteuid().is_root().then(|| "postgres".to_string());
@@ -76,7 +84,7 @@ impl Postgres {
             let status = Command::new("chown").arg(user).arg(dir.path()).status().unwrap();
             assert!(status.success(), "chown {user} {}", dir.path().display());
         }
-        let mut cluster = Self { bin, dir, port: 0, pid: None, run_as, tls: tls.is_some() };
+        let mut cluster = Self { bin, dir, port: 0, pid: None, run_as, tls: tls.is_some(), extra: extra.to_string() };
         if let Some((cert, key)) = tls {
             cluster.write_owned(&cluster.dir.path().join("server.crt"), &std::fs::read_to_string(cert).unwrap());
             cluster.write_owned(&cluster.dir.path().join("server.key"), &std::fs::read_to_string(key).unwrap());
@@ -141,6 +149,10 @@ impl Postgres {
             self.port,
             self.dir.path().display()
         );
+        if !self.extra.is_empty() {
+            options.push(' ');
+            options.push_str(&self.extra);
+        }
         if self.tls {
             let dir = self.dir.path().display();
             options.push_str(&format!(
@@ -204,14 +216,26 @@ impl Postgres {
     /// Runs SQL through `psql` (as an operator would, outside the appliance) and returns its
     /// unaligned output; panics on an error.
     pub fn psql(&self, dbname: &str, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-d", dbname])
-            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .unwrap();
+        let out = self.psql_command(dbname, sql).output().unwrap();
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Postgres {
+    /// Starts `sql` through `psql` without waiting for it (a session that holds a lock for a
+    /// while, say); the caller waits for the child.
+    pub fn psql_in_background(&self, dbname: &str, sql: &str) -> std::process::Child {
+        self.psql_command(dbname, sql).stdout(std::process::Stdio::null()).spawn().unwrap()
+    }
+
+    fn psql_command(&self, dbname: &str, sql: &str) -> Command {
+        let mut command = Command::new(self.bin.join("psql"));
+        command
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER, "-d", dbname])
+            .args(["-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .env("PGPASSWORD", PASSWORD);
+        command
     }
 }
 

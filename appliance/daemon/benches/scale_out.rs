@@ -6,6 +6,10 @@
 //! cost and serialization, not how separate machines would scale. Plain HTTP on loopback.
 //! At 32 clients the setups take turns (rounds pooled), as the goals compare those rows.
 //! Bounded: each phase stops at its cycle count or its time budget. Prints figures only.
+//! `DG_SCALE_OUT_PROFILE=N` measures one node on PostgreSQL only, at 8 and 32 clients, N
+//! cycles each, and prints what each statement cost PostgreSQL per cycle (the statements
+//! inside the write functions too: `pg_stat_statements`), for A/B runs of two builds
+//! (`DG_APPLIANCE_BIN`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -259,15 +263,65 @@ fn postmaster_pid(cluster: &Postgres) -> u32 {
     text.lines().next().unwrap().trim().parse().unwrap()
 }
 
+/// Profile mode: one node on PostgreSQL at 8 and 32 clients, then each statement's share of
+/// PostgreSQL's execution time per cycle (nested statements counted on their own lines and
+/// inside their caller's), the costliest first.
+fn profile_statements(cluster: &Postgres, cycles: usize) {
+    cluster.create_database("one");
+    cluster.psql("one", "CREATE EXTENSION pg_stat_statements");
+    let setup = Setup {
+        name: "1 node, PostgreSQL",
+        nodes: postgres_nodes(cluster, "one", 1),
+        postmaster: Some(postmaster_pid(cluster)),
+    };
+    let _ = setup.phase(2, 60, 0);
+    cluster.psql("one", "SELECT pg_stat_statements_reset()");
+    println!(
+        "{:<22} {:>7} {:>10} {:>9} {:>14} {:>16}",
+        "setup", "clients", "cycles/s", "p99 ms", "nodes CPU ms", "postgres CPU ms"
+    );
+    for clients in [8, 32] {
+        let row = Row::of(setup.name, clients, setup.phase(clients, cycles, 0));
+        let db = row.db_cpu_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.3}"));
+        println!(
+            "{:<22} {:>7} {:>10.0} {:>9.2} {:>14.3} {:>16}",
+            row.setup, row.clients, row.rate, row.p99, row.node_cpu_ms, db
+        );
+    }
+    println!("calls | rows | exec µs per cycle | statement");
+    let per_cycle = 1000.0 / (2 * cycles) as f64;
+    print!(
+        "{}",
+        cluster.psql(
+            "one",
+            &format!(
+                "SELECT calls, rows, round((total_exec_time * {per_cycle})::numeric, 1), \
+                 left(regexp_replace(query, '\\s+', ' ', 'g'), 140) \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 30"
+            )
+        )
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("scale_out bench: skipped outside `cargo bench`");
         return;
     }
-    let Some(cluster) = Postgres::start() else {
+    let profile = std::env::var("DG_SCALE_OUT_PROFILE").ok().and_then(|n| n.parse::<usize>().ok());
+    let settings = if profile.is_some() {
+        "-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+    } else {
+        ""
+    };
+    let Some(cluster) = Postgres::start_with_settings(settings) else {
         println!("scale_out: PostgreSQL is not installed; nothing measured");
         return;
     };
+    if let Some(cycles) = profile {
+        profile_statements(&cluster, cycles);
+        return;
+    }
     let postmaster = postmaster_pid(&cluster);
     let sqlite =
         Daemon::start_with(DaemonOptions { config: Some(config_with("")), plaintext: true, ..Default::default() });

@@ -5,7 +5,9 @@
 //! mutation's own rows), which keeps its hold short and the lock order the same everywhere.
 //! Record times never go back: an entry's time is at least its predecessor's, whichever
 //! node's clock wrote it. Checkpoints are signed by whichever node reaches the interval,
-//! with the key ring the nodes share.
+//! with the key ring the nodes share. Signing one takes the checkpoint lock (an advisory
+//! lock), not the head: the newest checkpoint is the next one's `prev`, so signers go one
+//! at a time, while appends go on meanwhile (a checkpoint covers the committed head).
 
 use std::sync::Arc;
 
@@ -25,6 +27,9 @@ use crate::store::usage::UsageRecord;
 
 /// Entries read per page while verifying.
 const VERIFY_PAGE: i64 = 4096;
+
+/// The advisory lock every checkpoint signer holds ("dg-chkpt" in ASCII).
+const CHECKPOINT_LOCK: i64 = 0x6467_2d63_686b_7074;
 
 /// A batch as `dg_append`'s arguments (migrations.rs, v2): each entry's canonical JSON in
 /// four parts around the three values only the chain head knows, and the usage rows as
@@ -174,14 +179,19 @@ fn parse_checkpoint(bytes: &[u8], key: &str) -> Result<Checkpoint, StoreError> {
     })
 }
 
-/// Signs and stores a checkpoint of `head` (the head row is locked by the caller).
+/// Signs and stores a checkpoint of `head`, under the checkpoint lock (taken here), unless
+/// the newest checkpoint covers it already (a signer that held the lock meanwhile).
 async fn sign_at(
     tx: &Transaction<'_>,
     signer: &dyn AuditSigner,
     head: (u64, String),
     time_ms: i64,
 ) -> Result<Checkpoint, StoreError> {
+    cached::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
+        .await
+        .map_err(pg("take the checkpoint lock"))?;
     let prev = match last_checkpoint(tx).await? {
+        Some(last) if last.body.entry_count >= head.0 => return Ok(last),
         Some(last) => last.sha256()?,
         None => GENESIS_SHA256.to_string(),
     };
@@ -194,6 +204,15 @@ async fn sign_at(
     .await
     .map_err(pg("write audit checkpoint"))?;
     Ok(checkpoint)
+}
+
+/// What a checkpoint signer does when another holds the checkpoint lock.
+#[derive(Clone, Copy)]
+enum SignerBusy {
+    /// Wait for it, then sign whatever it left uncovered.
+    Wait,
+    /// Leave it to that one.
+    Skip,
 }
 
 impl PgStore {
@@ -213,25 +232,59 @@ impl PgStore {
     }
 
     /// Signs a checkpoint at the head if entries were added since the last one; returns the
-    /// newest checkpoint.
+    /// newest checkpoint. Waits for another signer (node or thread) to finish first.
     ///
     /// # Errors
     /// The database's or the signer's errors.
     pub fn audit_checkpoint_now(&self, signer: &Arc<dyn AuditSigner>) -> Result<Option<Checkpoint>, StoreError> {
+        self.checkpoint_committed_head(signer, SignerBusy::Wait)
+    }
+
+    /// After a run write whose group crossed the interval: signs a checkpoint of the head as
+    /// committed, unless another signer holds the checkpoint lock (its checkpoint covers
+    /// the head it read; a later write that finds the interval passed again signs the next).
+    /// The write is committed either way: a failure here is reported, not the write's.
+    pub(crate) fn checkpoint_after_write(&self, signer: &Arc<dyn AuditSigner>) {
+        if let Err(err) = self.checkpoint_committed_head(signer, SignerBusy::Skip) {
+            eprintln!("dg-storage: audit checkpoint after a run write failed (the next one due retries): {err}");
+        }
+    }
+
+    /// A checkpoint of the committed head, under the checkpoint lock only: appends of
+    /// every node go on meanwhile, as they never wait for this lock while holding the head.
+    fn checkpoint_committed_head(
+        &self,
+        signer: &Arc<dyn AuditSigner>,
+        busy: SignerBusy,
+    ) -> Result<Option<Checkpoint>, StoreError> {
         self.conn.block_on(async {
             let mut client = self.conn.client("audit checkpoint").await?;
             let tx = client.transaction().await.map_err(pg("begin audit checkpoint"))?;
-            let row = cached::query_one(&tx, "SELECT seq, sha256, time_ms FROM audit_head FOR UPDATE", &[])
-                .await
-                .map_err(pg("lock the audit chain head"))?;
-            let (seq, sha, head_time): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
-            let made = match last_checkpoint(&tx).await? {
-                Some(last) if last.body.entry_count >= seq.unsigned_abs() => Some(last),
-                _ if seq == 0 => None,
-                _ => {
-                    let time_ms = crate::clock::record_time_ms().max(head_time);
-                    Some(sign_at(&tx, signer.as_ref(), (seq.unsigned_abs(), sha), time_ms).await?)
+            let locked = match busy {
+                SignerBusy::Wait => {
+                    cached::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
+                        .await
+                        .map_err(pg("take the checkpoint lock"))?;
+                    true
                 }
+                SignerBusy::Skip => cached::query_one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
+                    .await
+                    .map_err(pg("take the checkpoint lock"))?
+                    .get::<_, bool>(0),
+            };
+            if !locked {
+                return Ok(None);
+            }
+            // Read after the lock: at least the head any earlier signer covered.
+            let row = cached::query_one(&tx, "SELECT seq, sha256, time_ms FROM audit_head", &[])
+                .await
+                .map_err(pg("read the audit chain head"))?;
+            let (seq, sha, head_time): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
+            let made = if seq == 0 {
+                None
+            } else {
+                let time_ms = crate::clock::record_time_ms().max(head_time);
+                Some(sign_at(&tx, signer.as_ref(), (seq.unsigned_abs(), sha), time_ms).await?)
             };
             tx.commit().await.map_err(pg("commit audit checkpoint"))?;
             Ok(made)

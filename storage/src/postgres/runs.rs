@@ -37,7 +37,7 @@ impl PgStore {
     /// node waiting at the same time `dg_save_runs`: `write_group.rs`): the run's row
     /// (inserted, or moved on from `expected`), the tenant's kept totals with the storage
     /// bound, then the audit batch. A checkpoint that falls due is signed right after, at the
-    /// head as it then is.
+    /// committed head, by one write of the group (`audit.rs`: it holds no lock appends wait for).
     fn save_run(&self, state: &RunState, expected: Option<u64>, batch: AuditBatch) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let signer = self.signer();
@@ -57,7 +57,7 @@ impl PgStore {
         let shared = Shared { conn: &self.conn, statuses: &statuses, limit: to_sql(self.limits.max_tenant_run_bytes) };
         let (version, checkpoint_due) = self.conn.block_on(self.write_groups.write(&shared, write))?;
         if let (true, Some((signer, _))) = (checkpoint_due, signer) {
-            self.audit_checkpoint_now(&signer)?;
+            self.checkpoint_after_write(&signer);
         }
         Ok(version.unsigned_abs())
     }

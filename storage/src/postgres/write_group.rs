@@ -32,7 +32,8 @@ pub(crate) struct RunWrite {
     pub(crate) append: AppendArgs,
 }
 
-/// What a write gets back: its new version, and whether a checkpoint fell due.
+/// What a write gets back: its new version, and whether it is to sign the checkpoint that
+/// fell due (one write of a group).
 pub(crate) type Answer = Result<(i64, bool), StoreError>;
 
 struct Pending {
@@ -219,11 +220,13 @@ async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, Sto
             unavailable: false,
         });
     }
+    // One write of the group signs the checkpoint that fell due, not each of them.
+    let mut due = due;
     Ok(versions
         .into_iter()
         .zip(errors)
         .map(|(version, error)| match (version, error) {
-            (Some(version), None) => Ok((version, due)),
+            (Some(version), None) => Ok((version, std::mem::take(&mut due))),
             (_, Some(message)) => Err(StoreError::Conflict(message)),
             (None, None) => Err(StoreError::Conflict("the run was not written".into())),
         })
