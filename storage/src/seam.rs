@@ -42,6 +42,12 @@ pub trait StateStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Conflict`] when it exists, size limits, the backend's errors.
     fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError>;
+    /// A new run a request started: as `create_run`, and refused when its namespace is no
+    /// longer registered as the write commits (deleted after the request's authorization).
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when the namespace is gone; as `create_run`.
+    fn start_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError>;
     /// A run saved over `expected_version`; a concurrent writer makes it a conflict.
     ///
     /// # Errors
@@ -380,6 +386,9 @@ macro_rules! implement_seam {
             }
             fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
                 <$store>::create_run(self, state, audit)
+            }
+            fn start_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
+                <$store>::start_run(self, state, audit)
             }
             fn update_run(&self, state: &RunState, expected: u64, audit: AuditBatch) -> Result<u64, StoreError> {
                 <$store>::update_run(self, state, expected, audit)

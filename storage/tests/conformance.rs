@@ -503,6 +503,34 @@ fn tenants_and_namespaces_are_registered_disabled_and_deleted_only_when_empty(ba
     assert!(matches!(store.delete_tenant(2).unwrap_err(), StoreError::Missing(_)));
 }
 
+/// A request's start writes its run only into a namespace still registered when the write
+/// commits: one deleted after the request's authorization refuses it (nothing stored: no
+/// run, no audit entry, no usage), and a namespace holding a started run cannot be deleted.
+/// Store-level writes (imports) are not checked.
+fn a_start_in_a_namespace_deleted_meanwhile_is_refused_and_leaves_nothing(backend: &Backend) {
+    let store = &backend.store;
+    let node = backend.node();
+    store.create_tenant(1, "t1", &BTreeMap::new()).unwrap();
+    store.create_namespace(1, 5, "kept").unwrap();
+    let charged = |n: u64, request: &str| AuditBatch {
+        events: vec![support::tool_call_event(n, 1)],
+        usage: vec![usage(1, request)],
+    };
+    assert_eq!(node.start_run(&started_run(1, 5, "s1"), charged(1, "req-1")).unwrap(), 1);
+    assert!(matches!(store.delete_namespace(1, 5).unwrap_err(), StoreError::Conflict(_)));
+    store.create_namespace(1, 6, "going").unwrap();
+    store.delete_namespace(1, 6).unwrap();
+    let err = node.start_run(&started_run(1, 6, "s2"), charged(2, "req-2")).unwrap_err();
+    assert!(matches!(&err, StoreError::Missing(what) if what.contains("1/6")), "{err}");
+    assert!(node.get_run(Scope::new(1, 6), "s2").unwrap().is_none());
+    let report = node.verify_audit(&backend.keys.ring().unwrap()).unwrap();
+    assert_eq!(report.entries, 1, "the refused start left no audit entry: {report:?}");
+    assert_eq!(node.usage_total(1, "tool_calls").unwrap(), 1);
+    // A namespace never registered is refused as well; a store-level write is not checked.
+    assert!(matches!(node.start_run(&started_run(1, 7, "s3"), AuditBatch::none()), Err(StoreError::Missing(_))));
+    assert_eq!(node.create_run(&started_run(1, 7, "imported"), AuditBatch::none()).unwrap(), 1);
+}
+
 fn api_keys_are_found_by_secret_and_a_revocation_reaches_every_node(backend: &Backend) {
     let store = &backend.store;
     store.put_api_key(&key("k1", 1), &"a".repeat(64)).unwrap();
@@ -1219,6 +1247,7 @@ conformance!(
     appends_from_every_node_form_one_signed_chain,
     a_quota_admits_exactly_its_limit_across_nodes,
     tenants_and_namespaces_are_registered_disabled_and_deleted_only_when_empty,
+    a_start_in_a_namespace_deleted_meanwhile_is_refused_and_leaves_nothing,
     api_keys_are_found_by_secret_and_a_revocation_reaches_every_node,
     oidc_subjects_are_set_listed_by_tenant_and_removed,
     data_shapes_are_immutable_scoped_and_paged,

@@ -53,7 +53,7 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
         }
     };
     append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
-    cluster.psql(&db, "DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
+    cluster.psql(&db, "DROP FUNCTION dg_write_runs; DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
     assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 3));
     let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
     append(&store, 6);
@@ -63,6 +63,22 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.entries, 11);
     assert!(report.checkpoints >= 3, "{report:?}");
+}
+
+/// While an upgrade rolls through a deployment, nodes of schema v2 still write runs with
+/// v2's `dg_save_runs` (kept in v3 over the new group write): one create and one conflict.
+#[test]
+fn a_node_of_schema_2_still_writes_runs_during_an_upgrade() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("rolling");
+    drop(PgStore::open(&cluster.settings(&db, 1), StoreLimits::default()).unwrap());
+    let v2_write = "SELECT versions, errors FROM dg_save_runs(ARRAY[1, 1]::bigint[], ARRAY[1, 1]::bigint[], \
+         ARRAY['v2-run', 'v2-run'], ARRAY['sc', 'sc'], ARRAY['active', 'active'], ARRAY[NULL, NULL]::bigint[], \
+         ARRAY['\\x7b7d'::bytea, '\\x7b7d'::bytea], ARRAY['sha', 'sha'], ARRAY[0, 0]::bigint[], \
+         ARRAY['active', 'completed', 'failed'], 1000000, 0, '{}'::bytea[], '{}'::bigint[], ARRAY[0, 0], \
+         '{}'::bigint[], '{}'::text[], '{}'::text[], '{}'::text[], '{}'::bigint[], ARRAY[0, 0], 0)";
+    assert_eq!(cluster.psql(&db, v2_write).trim(), "{1,NULL}|{NULL,\"run already exists: v2-run\"}");
+    assert_eq!(cluster.psql(&db, "SELECT runs_active, run_bytes FROM tenant_usage").trim(), "1|2");
 }
 
 /// Writes waiting at the same time on one node go as groups, and a group that meets a
@@ -164,6 +180,34 @@ fn a_conflict_inside_a_group_is_that_writes_alone() {
     let kept = cluster
         .psql(&db, "SELECT runs_active, run_bytes = (SELECT sum(length(state_json)) FROM runs) FROM tenant_usage");
     assert_eq!(kept.trim(), "4|t");
+}
+
+/// The race a namespace delete and a request's start run on two nodes: the delete locks the
+/// namespace's row, finds it empty and deletes it; a start that reaches its write meanwhile
+/// waits for that row and is then refused, rather than storing a run in a namespace that no
+/// longer exists (without the row lock it would see the row not yet deleted and store it).
+#[test]
+fn a_start_racing_a_namespace_delete_waits_for_it_and_is_refused() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("race");
+    let store = PgStore::open(&cluster.settings(&db, 2), StoreLimits::default()).unwrap();
+    store.create_tenant(1, "t1", &std::collections::BTreeMap::new()).unwrap();
+    store.create_namespace(1, 7, "going").unwrap();
+    let deleter = cluster.psql_in_background(
+        &db,
+        "BEGIN; SELECT 1 FROM namespaces WHERE tenant_id = 1 AND namespace_id = 7 FOR UPDATE; \
+         SELECT count(*) FROM runs WHERE tenant_id = 1 AND namespace_id = 7; SELECT pg_sleep(2); \
+         DELETE FROM namespaces WHERE tenant_id = 1 AND namespace_id = 7; COMMIT",
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let started = std::time::Instant::now();
+    let batch = AuditBatch { events: vec![support::tool_call_event(1, 1)], usage: vec![] };
+    let err = store.start_run(&support::started_run(1, 7, "late"), batch).unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert!(started.elapsed() > Duration::from_millis(500), "the start did not wait for the delete");
+    assert!(deleter.wait_with_output().unwrap().status.success());
+    assert_eq!(cluster.psql(&db, "SELECT count(*) FROM runs").trim(), "0");
+    assert_eq!(cluster.psql(&db, "SELECT count(*) FROM audit_log").trim(), "0");
 }
 
 /// A signer that works until told to fail (an HSM that went away, say).

@@ -315,11 +315,13 @@ const MIGRATIONS: [&str; 3] = [
         END IF;
     END $$;
     "#,
-    // v3: the same writes with fewer statements inside the database (docs/scale-out.md,
-    // "What each change did"): a group's audit entries and usage rows are inserted as one
+    // v3: run writes with fewer statements inside the database (docs/scale-out.md, "What
+    // each change did"): a group's audit entries and usage rows are inserted as one
     // statement each, usage totals and a tenant's kept totals move once per key of the
     // group rather than once per row, and a run's conflict is recorded without a
-    // subtransaction. Every answer, error code, lock order and stored byte is as in v2.
+    // subtransaction; every stored byte and lock order is as in v2. `dg_write_runs` is the
+    // group write (a lone write is a group of one) and refuses a request's start whose
+    // namespace was deleted meanwhile (DGN01).
     r#"
     CREATE OR REPLACE FUNCTION dg_append(p_time bigint, p_parts bytea[], p_tenants bigint[],
                                          u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
@@ -379,13 +381,14 @@ const MIGRATIONS: [&str; 3] = [
         RETURN QUERY SELECT h_seq, h_sha, t, p_every > 0 AND h_seq > 0 AND h_seq >= last_checkpoint + p_every;
     END $$;
 
-    CREATE OR REPLACE FUNCTION dg_save_runs(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
+    CREATE FUNCTION dg_write_runs(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
                                  p_new_statuses text[], p_expected bigint[], p_docs bytea[], p_shas text[],
                                  p_saved bigint[], p_statuses text[], p_limit bigint, p_time bigint,
                                  p_parts bytea[], p_entry_tenants bigint[], p_entries integer[],
                                  u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
-                                 u_amounts bigint[], p_usages integer[], p_every bigint)
-    RETURNS TABLE (versions bigint[], errors text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
+                                 u_amounts bigint[], p_usages integer[], p_every bigint,
+                                 p_need_namespaces boolean[])
+    RETURNS TABLE (versions bigint[], errors text[], error_codes text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
                    checkpoint_due boolean)
     LANGUAGE plpgsql AS $$
     #variable_conflict use_column
@@ -393,6 +396,7 @@ const MIGRATIONS: [&str; 3] = [
         n integer := coalesce(array_length(p_runs, 1), 0);
         out_versions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
         out_errors text[] := array_fill(NULL::text, ARRAY[n]);
+        out_codes text[] := array_fill(NULL::text, ARRAY[n]);
         d_bytes bigint[] := array_fill(0::bigint, ARRAY[n]);
         d_active bigint[] := array_fill(0::bigint, ARRAY[n]);
         d_completed bigint[] := array_fill(0::bigint, ARRAY[n]);
@@ -410,12 +414,24 @@ const MIGRATIONS: [&str; 3] = [
         FOR i IN 1 .. n LOOP
             old_len := 0;
             old_slot := NULL;
+            IF p_expected[i] IS NULL AND p_need_namespaces[i] THEN
+                -- A request's start: its namespace must still be registered, and stays so
+                -- until this commits (a delete locks the row before it checks for runs).
+                PERFORM 1 FROM namespaces ns WHERE ns.tenant_id = p_tenants[i] AND ns.namespace_id = p_namespaces[i]
+                    FOR KEY SHARE;
+                IF NOT FOUND THEN
+                    out_errors[i] := format('namespace %s/%s (deleted)', p_tenants[i], p_namespaces[i]);
+                    out_codes[i] := 'DGN01';
+                    CONTINUE;
+                END IF;
+            END IF;
             IF p_expected[i] IS NULL THEN
                 INSERT INTO runs (tenant_id, namespace_id, run_id, scenario_id, status, version, state_json, state_sha256, saved_at_ms)
                     VALUES (p_tenants[i], p_namespaces[i], p_runs[i], p_scenarios[i], p_new_statuses[i], 1, p_docs[i], p_shas[i], p_saved[i])
                     ON CONFLICT DO NOTHING;
                 IF NOT FOUND THEN
                     out_errors[i] := format('run already exists: %s', p_runs[i]);
+                    out_codes[i] := 'DGC01';
                     CONTINUE;
                 END IF;
                 out_versions[i] := 1;
@@ -427,6 +443,7 @@ const MIGRATIONS: [&str; 3] = [
                     FOR UPDATE;
                 IF NOT FOUND THEN
                     out_errors[i] := format('run %s was changed concurrently', p_runs[i]);
+                    out_codes[i] := 'DGC01';
                     CONTINUE;
                 END IF;
                 old_slot := array_position(p_statuses, old_status);
@@ -502,12 +519,30 @@ const MIGRATIONS: [&str; 3] = [
             END LOOP;
         END IF;
         IF coalesce(array_length(a_tenants, 1), 0) = 0 AND coalesce(array_length(b_tenants, 1), 0) = 0 THEN
-            RETURN QUERY SELECT out_versions, out_errors, NULL::bigint, NULL::text, NULL::bigint, false;
+            RETURN QUERY SELECT out_versions, out_errors, out_codes, NULL::bigint, NULL::text, NULL::bigint, false;
         ELSE
-            RETURN QUERY SELECT out_versions, out_errors, a.head_seq, a.head_sha256, a.head_time_ms, a.checkpoint_due
+            RETURN QUERY SELECT out_versions, out_errors, out_codes, a.head_seq, a.head_sha256, a.head_time_ms, a.checkpoint_due
                 FROM dg_append(p_time, a_parts, a_tenants, b_tenants, b_requests, b_counters, b_keys, b_amounts, p_every) a;
         END IF;
     END $$;
+
+    -- v2's group write, kept for nodes of schema v2 while an upgrade rolls through the
+    -- deployment (no namespace rule); this build's nodes call dg_write_runs.
+    CREATE OR REPLACE FUNCTION dg_save_runs(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
+                                 p_new_statuses text[], p_expected bigint[], p_docs bytea[], p_shas text[],
+                                 p_saved bigint[], p_statuses text[], p_limit bigint, p_time bigint,
+                                 p_parts bytea[], p_entry_tenants bigint[], p_entries integer[],
+                                 u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
+                                 u_amounts bigint[], p_usages integer[], p_every bigint)
+    RETURNS TABLE (versions bigint[], errors text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
+                   checkpoint_due boolean)
+    LANGUAGE sql AS $$
+        SELECT w.versions, w.errors, w.head_seq, w.head_sha256, w.head_time_ms, w.checkpoint_due
+        FROM dg_write_runs(p_tenants, p_namespaces, p_runs, p_scenarios, p_new_statuses, p_expected, p_docs, p_shas,
+                           p_saved, p_statuses, p_limit, p_time, p_parts, p_entry_tenants, p_entries, u_tenants,
+                           u_requests, u_counters, u_keys, u_amounts, p_usages, p_every,
+                           array_fill(false, ARRAY[coalesce(array_length(p_runs, 1), 0)])) w
+    $$;
     "#,
 ];
 

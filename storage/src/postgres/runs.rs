@@ -22,7 +22,18 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Conflict`] when the run exists; size limits; the database's errors.
     pub fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, None, audit)
+        self.save_run(state, None, audit, false)
+    }
+
+    /// Stores a new run a request started: as [`Self::create_run`], and refused when its
+    /// namespace is no longer registered as the write commits. The write holds the
+    /// namespace's row (`FOR KEY SHARE`) until it commits, and a namespace delete locks that
+    /// row before it checks for runs, so one of the two sees the other.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when the namespace is gone; as [`Self::create_run`].
+    pub fn start_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
+        self.save_run(state, None, audit, true)
     }
 
     /// Saves a run whose stored version is `expected_version`; returns the new version.
@@ -30,15 +41,21 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Conflict`] when another writer moved it on; size limits; the database's errors.
     pub fn update_run(&self, state: &RunState, expected_version: u64, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, Some(expected_version), audit)
+        self.save_run(state, Some(expected_version), audit, false)
     }
 
-    /// One statement in its own transaction (`dg_save_run`, or with other writes of this
-    /// node waiting at the same time `dg_save_runs`: `write_group.rs`): the run's row
+    /// One statement in its own transaction (`dg_write_runs`, with the other writes of this
+    /// node waiting at the same time: `write_group.rs`): the run's row
     /// (inserted, or moved on from `expected`), the tenant's kept totals with the storage
     /// bound, then the audit batch. A checkpoint that falls due is signed right after, at the
     /// committed head, by one write of the group (`audit.rs`: it holds no lock appends wait for).
-    fn save_run(&self, state: &RunState, expected: Option<u64>, batch: AuditBatch) -> Result<u64, StoreError> {
+    fn save_run(
+        &self,
+        state: &RunState,
+        expected: Option<u64>,
+        batch: AuditBatch,
+        need_namespace: bool,
+    ) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let signer = self.signer();
         let write = RunWrite {
@@ -52,6 +69,7 @@ impl PgStore {
             sha256: doc.sha256,
             saved_at: crate::clock::now_ms(),
             append: AppendArgs::new(batch.events, &batch.usage, signer.as_ref())?,
+            need_namespace,
         };
         let statuses: Vec<&str> = run_counts::STATUSES.iter().map(|s| s.as_str()).collect();
         let shared = Shared { conn: &self.conn, statuses: &statuses, limit: to_sql(self.limits.max_tenant_run_bytes) };

@@ -1,6 +1,6 @@
 //! One node's run writes, grouped: a write waits in this node's queue, and whichever waiting
-//! writer holds the group's turn sends everything queued as one statement (`dg_save_runs`,
-//! migrations.rs v2; a lone write goes as `dg_save_run`). One head lock, one commit and one
+//! writer holds the group's turn sends everything queued as one statement (`dg_write_runs`,
+//! migrations.rs v3; a lone write is a group of one). One head lock, one commit and one
 //! round trip then serve the whole group, and each node has one group in the database at a
 //! time, so writers wait in the node (cheap) rather than on the chain head inside PostgreSQL.
 //! Each write still gets its own answer: its version, its own conflict, or the group's error.
@@ -15,7 +15,7 @@ use crate::error::StoreError;
 use crate::postgres::audit::{AppendArgs, Appended};
 use crate::postgres::connection::{cached, pg, Connections};
 
-/// Most writes one statement carries (a bound on its size and on its subtransactions).
+/// Most writes one statement carries (a bound on its size and on the rows it locks).
 const MAX_GROUP: usize = 32;
 
 /// A run's write as the database's arguments.
@@ -30,6 +30,8 @@ pub(crate) struct RunWrite {
     pub(crate) sha256: String,
     pub(crate) saved_at: i64,
     pub(crate) append: AppendArgs,
+    /// A request's start: its namespace must be registered when the write commits.
+    pub(crate) need_namespace: bool,
 }
 
 /// What a write gets back: its new version, and whether it is to sign the checkpoint that
@@ -106,7 +108,8 @@ async fn send(shared: &Shared<'_>, mut group: Vec<Pending>) {
     group.sort_by(|a, b| {
         (a.write.tenant, a.write.namespace, &a.write.run_id).cmp(&(b.write.tenant, b.write.namespace, &b.write.run_id))
     });
-    match many(shared, &group).await {
+    let writes: Vec<&RunWrite> = group.iter().map(|pending| &pending.write).collect();
+    match many(shared, &writes).await {
         Ok(answers) => {
             for (pending, answer) in group.into_iter().zip(answers) {
                 let _gone = pending.answer.send(answer);
@@ -127,37 +130,15 @@ async fn send(shared: &Shared<'_>, mut group: Vec<Pending>) {
     }
 }
 
-/// One write: `dg_save_run`.
+/// One write: a group of one, answered alone (a tenant's bound names this run).
 async fn one(shared: &Shared<'_>, write: &RunWrite) -> Answer {
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &write.tenant,
-        &write.namespace,
-        &write.run_id,
-        &write.scenario_id,
-        &write.status,
-        &write.expected,
-        &write.doc,
-        &write.sha256,
-        &write.saved_at,
-        &shared.statuses,
-        &shared.limit,
-    ];
-    params.extend(write.append.params());
-    let client = shared.conn.client("save run").await?;
-    let row = cached::query_one(
-        &client,
-        "SELECT * FROM dg_save_run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-        &params,
-    )
-    .await
-    .map_err(|err| save_error(err, &write.run_id, shared.limit))?;
-    let due = Appended::from_row(&row, 1).is_some_and(|head| head.checkpoint_due);
-    Ok((row.get(0), due))
+    let mut answers = many(shared, &[write]).await?;
+    answers.pop().unwrap_or_else(|| Err(StoreError::Conflict("the run was not written".into())))
 }
 
-/// Several writes: `dg_save_runs`, one answer per write in the group's order.
-async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, StoreError> {
-    let writes = || group.iter().map(|pending| &pending.write);
+/// Writes of a group: `dg_write_runs`, one answer per write in the group's order.
+async fn many(shared: &Shared<'_>, group: &[&RunWrite]) -> Result<Vec<Answer>, StoreError> {
+    let writes = || group.iter().copied();
     let tenants: Vec<i64> = writes().map(|w| w.tenant).collect();
     let namespaces: Vec<i64> = writes().map(|w| w.namespace).collect();
     let runs: Vec<&str> = writes().map(|w| w.run_id.as_str()).collect();
@@ -178,7 +159,8 @@ async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, Sto
     let usage_keys: Vec<&str> = writes().flat_map(|w| w.append.usage_keys.iter().map(String::as_str)).collect();
     let usage_amounts: Vec<i64> = writes().flat_map(|w| w.append.usage_amounts.iter().copied()).collect();
     let usages: Vec<i32> = writes().map(|w| i32::try_from(w.append.usage_tenants.len()).unwrap_or(i32::MAX)).collect();
-    let params: [&(dyn ToSql + Sync); 22] = [
+    let need_namespaces: Vec<bool> = writes().map(|w| w.need_namespace).collect();
+    let params: [&(dyn ToSql + Sync); 23] = [
         &tenants,
         &namespaces,
         &runs,
@@ -201,19 +183,27 @@ async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, Sto
         &usage_amounts,
         &usages,
         &every,
+        &need_namespaces,
     ];
     let client = shared.conn.client("save runs").await?;
     let row = cached::query_one(
         &client,
-        "SELECT * FROM dg_save_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        "SELECT * FROM dg_write_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
         &params,
     )
     .await
-    .map_err(|err| save_error(err, "(a group of runs)", shared.limit))?;
+    .map_err(|err| {
+        let run_id = match group {
+            [write] => write.run_id.as_str(),
+            _ => "(a group of runs)",
+        };
+        save_error(err, run_id, shared.limit)
+    })?;
     let versions: Vec<Option<i64>> = row.get(0);
     let errors: Vec<Option<String>> = row.get(1);
-    let due = Appended::from_row(&row, 2).is_some_and(|head| head.checkpoint_due);
-    if versions.len() != group.len() || errors.len() != group.len() {
+    let codes: Vec<Option<String>> = row.get(2);
+    let due = Appended::from_row(&row, 3).is_some_and(|head| head.checkpoint_due);
+    if versions.len() != group.len() || errors.len() != group.len() || codes.len() != group.len() {
         return Err(StoreError::Postgres {
             operation: "save runs",
             message: format!("{} answers for {} writes", versions.len(), group.len()),
@@ -224,22 +214,23 @@ async fn many(shared: &Shared<'_>, group: &[Pending]) -> Result<Vec<Answer>, Sto
     let mut due = due;
     Ok(versions
         .into_iter()
-        .zip(errors)
-        .map(|(version, error)| match (version, error) {
+        .zip(errors.into_iter().zip(codes))
+        .map(|(version, (error, code))| match (version, error) {
             (Some(version), None) => Ok((version, std::mem::take(&mut due))),
+            (_, Some(message)) if code.as_deref() == Some("DGN01") => Err(StoreError::Missing(message)),
             (_, Some(message)) => Err(StoreError::Conflict(message)),
             (None, None) => Err(StoreError::Conflict("the run was not written".into())),
         })
         .collect())
 }
 
-/// The database's answer to a run write as the store's error: its own codes (DGC01 a
-/// conflict, DGL01 the tenant's storage bound, DGS01 an unknown stored status), else as
-/// every other statement's.
+/// The database's answer to a run write as the store's error: its own codes (DGL01 the
+/// tenant's storage bound, DGS01 an unknown stored status), else as every other
+/// statement's. (A run's conflict, DGC01, and a deleted namespace, DGN01, are answers per
+/// write, not errors of the statement.)
 fn save_error(err: tokio_postgres::Error, run_id: &str, limit: i64) -> StoreError {
     let Some(db) = err.as_db_error() else { return pg("save run")(err) };
     match db.code().code() {
-        "DGC01" => StoreError::Conflict(db.message().to_string()),
         "DGL01" => StoreError::TooLarge {
             what: "tenant run state storage",
             actual: db.message().parse().unwrap_or(usize::MAX),

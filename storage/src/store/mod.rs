@@ -36,6 +36,15 @@ pub use crate::store::registry_cache::RegistrySnapshot;
 use crate::store::scenario_cache::ScenarioCache;
 use crate::store::writer::Writer;
 
+/// Whether a new run's write checks that its namespace is registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NewRun {
+    /// A request's start: the namespace must be registered when the write commits.
+    InRegisteredNamespace,
+    /// A store-level write: no registry check.
+    Unchecked,
+}
+
 /// Tenant and namespace of a row. Every query takes one; none crosses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Scope {
@@ -355,12 +364,25 @@ impl Store {
 
     // ----- runs -----
 
-    /// Inserts a new run; fails with [`StoreError::Conflict`] if it exists.
+    /// Inserts a new run; fails with [`StoreError::Conflict`] if it exists. No registry
+    /// check: store-level writes (imports, copies) place runs where they are told.
     ///
     /// # Errors
     /// Conflict, size limit, SQLite errors.
     pub fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, None, audit)
+        self.save_run(state, None, audit, NewRun::Unchecked)
+    }
+
+    /// Inserts a new run a request started: as [`Self::create_run`], and its namespace must
+    /// still be registered when the write commits, so a namespace deleted after the
+    /// request's authorization refuses the run rather than keeping it in a namespace that
+    /// no longer exists (writes are serialized: the delete's own emptiness check and this
+    /// one never interleave).
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when the namespace is gone; as [`Self::create_run`].
+    pub fn start_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
+        self.save_run(state, None, audit, NewRun::InRegisteredNamespace)
     }
 
     /// Saves a run whose stored version is `expected_version` (optimistic concurrency:
@@ -369,10 +391,16 @@ impl Store {
     /// # Errors
     /// Conflict, size limit, SQLite errors.
     pub fn update_run(&self, state: &RunState, expected_version: u64, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, Some(expected_version), audit)
+        self.save_run(state, Some(expected_version), audit, NewRun::Unchecked)
     }
 
-    fn save_run(&self, state: &RunState, expected: Option<u64>, audit: AuditBatch) -> Result<u64, StoreError> {
+    fn save_run(
+        &self,
+        state: &RunState,
+        expected: Option<u64>,
+        audit: AuditBatch,
+        rule: NewRun,
+    ) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let tenant = to_sql(state.tenant_id.get());
         let namespace = to_sql(state.namespace_id.get());
@@ -386,6 +414,19 @@ impl Store {
         let stored = crate::compact::pack_run_state(&doc.bytes);
         let new_len = i64::try_from(stored.len()).unwrap_or(i64::MAX);
         let version = self.submit_with_audit(audit, move |conn| {
+            if rule == NewRun::InRegisteredNamespace {
+                let registered = query_one(
+                    conn,
+                    "SELECT 1 FROM namespaces WHERE tenant_id = ?1 AND namespace_id = ?2",
+                    params![tenant, namespace],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(StoreError::sqlite("check the run's namespace"))?;
+                if registered.is_none() {
+                    return Err(StoreError::Missing(format!("namespace {tenant}/{namespace} (deleted)")));
+                }
+            }
             // Per-tenant bound and runs by status, kept exact in the same transaction as the write.
             let old: Option<(i64, String)> = query_one(
                 conn,

@@ -119,10 +119,14 @@ pub(super) fn start(ctx: &RequestCtx<'_>, args: Value) -> Result<Value, WireErro
         ControlPlane::new(&spec, &app.engine, &app.providers).map_err(engine_error)?.with_availability(&app.providers);
     let state = engine.start_run(args.run_config, args.started_at, args.issue_entry_packets).map_err(engine_error)?;
     let output = to_output(&state)?;
-    ctx.commit(Some(&output), |audit| match app.store.create_run(&state, audit) {
+    ctx.commit(Some(&output), |audit| match app.store.start_run(&state, audit) {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict(_)) => {
             Err(WireError::new(code::CONTROL_PLANE, format!("run already exists: {}", state.run_id)))
+        }
+        // Deleted between this request's authorization and its write: nothing was stored.
+        Err(StoreError::Missing(what)) => {
+            Err(WireError::new(code::NOT_FOUND, format!("not found: {what}; the run was not started")))
         }
         Err(err) => Err(err.into()),
     })?;
