@@ -274,9 +274,6 @@ fn profile_statements(cluster: &Postgres, cycles: usize) {
         nodes: postgres_nodes(cluster, "one", 1),
         postmaster: Some(postmaster_pid(cluster)),
     };
-    if let Ok(sql) = std::env::var("DG_HACK_SQL") {
-        cluster.psql("one", &sql);
-    }
     let _ = setup.phase(2, 60, 0);
     cluster.psql("one", "SELECT pg_stat_statements_reset()");
     println!(
