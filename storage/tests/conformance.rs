@@ -995,6 +995,8 @@ fn a_scenario_rewritten_with_its_hash_for_another_namespace_is_refused(backend: 
     assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
     let err = backend.store.get_scenario(Scope::new(1, 2), "sc").unwrap_err();
     assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
+    let err = backend.store.list_scenarios(1, 2, None, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "listed too: {err}");
 }
 
 fn scenario_specs_are_served_once_verified_and_later_definitions_are_found(backend: &Backend) {
@@ -1133,6 +1135,25 @@ fn tampering_with_shapes_and_keys_is_detected_too(backend: &Backend) {
         backend
             .sql(&format!("UPDATE {table} SET record_json = {}", backend.literal(text.replace(from, to).as_bytes())));
     };
+    // A shape's record and hash rewritten together to name another schema: refused where
+    // it is read and where it is listed.
+    let moved = serde_json::to_vec(&shape(1, 2, "other", "1")).unwrap();
+    let moved = dg_engine::canonical_json_bytes(&serde_json::from_slice::<serde_json::Value>(&moved).unwrap()).unwrap();
+    backend.sql(&format!(
+        "UPDATE data_shapes SET record_json = {}, record_sha256 = '{}'",
+        backend.literal(&moved),
+        dg_engine::hashing::hash_bytes(&moved).value
+    ));
+    assert!(matches!(store.get_shape(Scope::new(1, 2), "s", "1").unwrap_err(), StoreError::Integrity { .. }));
+    let err = store.list_shapes(Scope::new(1, 2), None, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Integrity { table: "data_shapes", .. }), "{err}");
+    let original = dg_engine::canonical_json_bytes(&shape(1, 2, "s", "1")).unwrap();
+    backend.sql(&format!(
+        "UPDATE data_shapes SET record_json = {}, record_sha256 = '{}'",
+        backend.literal(&original),
+        dg_engine::hashing::hash_bytes(&original).value
+    ));
+    assert_eq!(store.list_shapes(Scope::new(1, 2), None, 10).unwrap().len(), 1);
     edit("data_shapes", "object", "string");
     edit("api_keys", "service", "org_admin");
     assert!(matches!(store.get_shape(Scope::new(1, 2), "s", "1").unwrap_err(), StoreError::Integrity { .. }));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dg_engine::spec::ScenarioSpec;
 
-use crate::document::{decode, decode_scenario, encode};
+use crate::document::{decode_scenario, encode};
 use crate::error::StoreError;
 use crate::postgres::connection::{cached, pg};
 use crate::postgres::{audit, PgStore};
@@ -133,9 +133,8 @@ impl PgStore {
             .map(|row| {
                 let (tenant, id): (i64, String) = (row.get(0), row.get(1));
                 let sha: String = row.get(3);
-                let spec: ScenarioSpec =
-                    decode(&row.get::<_, Vec<u8>>(2), &sha, "scenarios", || format!("{tenant}/{namespace_id}/{id}"))
-                        .map_err(|err| self.integrity_failed(err))?;
+                let spec = decode_scenario(&row.get::<_, Vec<u8>>(2), &sha, (tenant.unsigned_abs(), namespace_id), &id)
+                    .map_err(|err| self.integrity_failed(err))?;
                 Ok(ScenarioRecord { scope: Scope::new(tenant.unsigned_abs(), namespace_id), spec, spec_sha256: sha })
             })
             .collect()

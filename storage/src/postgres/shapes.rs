@@ -3,7 +3,7 @@
 
 use dg_engine::data_shape::DataShapeRecord;
 
-use crate::document::{decode, decode_shape, encode};
+use crate::document::{decode_shape, encode};
 use crate::error::StoreError;
 use crate::postgres::connection::{cached, pg};
 use crate::postgres::{audit, PgStore};
@@ -112,8 +112,8 @@ impl PgStore {
         rows.iter()
             .map(|row| {
                 let (id, version): (String, String) = (row.get(0), row.get(1));
-                let key = || format!("{}/{}/{id}@{version}", scope.tenant_id, scope.namespace_id);
-                decode(&row.get::<_, Vec<u8>>(2), row.get::<_, &str>(3), "data_shapes", key)
+                let ids = (scope.tenant_id, scope.namespace_id);
+                decode_shape(&row.get::<_, Vec<u8>>(2), row.get::<_, &str>(3), ids, &id, &version)
                     .map_err(|err| self.integrity_failed(err))
             })
             .collect()

@@ -672,7 +672,7 @@ impl Store {
             for row in rows {
                 let (tenant, id, bytes, sha) = row.map_err(StoreError::sqlite("list scenarios"))?;
                 let scope = Scope::new(tenant.unsigned_abs(), namespace_id);
-                let spec: ScenarioSpec = decode(&bytes, &sha, "scenarios", || format!("{tenant}/{namespace_id}/{id}"))?;
+                let spec = crate::document::decode_scenario(&bytes, &sha, (scope.tenant_id, namespace_id), &id)?;
                 out.push(ScenarioRecord { scope, spec, spec_sha256: sha });
             }
             Ok(out)
@@ -762,7 +762,7 @@ impl Store {
             let mut out = Vec::new();
             for row in rows {
                 let (id, version, bytes, sha) = row.map_err(StoreError::sqlite("list data shapes"))?;
-                out.push(decode(&bytes, &sha, "data_shapes", || format!("{}/{}/{id}@{version}", scope.tenant_id, scope.namespace_id))?);
+                out.push(crate::document::decode_shape(&bytes, &sha, (scope.tenant_id, scope.namespace_id), &id, &version)?);
             }
             Ok(out)
         })
