@@ -93,3 +93,57 @@ pub fn decode_shape(
     }
     Ok(record)
 }
+
+/// Whether a stored document names the row that holds it, for `store check`: `row_key` is
+/// the row's key as both backends' checks render it (`tenant/namespace/run_id`,
+/// `tenant/namespace/scenario_id`, `tenant/namespace/schema_id@version`, the key id, the
+/// subject), and the document's own ids rendered the same way must equal it. A scenario
+/// names no tenant, so only its namespace and id are compared. Other tables pass.
+#[must_use]
+pub fn names_its_row(table: &str, row_key: &str, document: &serde_json::Value) -> bool {
+    own_key(table, row_key, document).as_deref() == Some(row_key)
+}
+
+/// The document's ids rendered as its table's row key (`names_its_row`).
+fn own_key(table: &str, row_key: &str, document: &serde_json::Value) -> Option<String> {
+    let text = |field: &str| match document.get(field) {
+        Some(serde_json::Value::String(value)) => Some(value.clone()),
+        Some(serde_json::Value::Number(value)) => Some(value.to_string()),
+        _ => None,
+    };
+    Some(match table {
+        "runs" => format!("{}/{}/{}", text("tenant_id")?, text("namespace_id")?, text("run_id")?),
+        "scenarios" => {
+            let (tenant, _) = row_key.split_once('/')?;
+            format!("{tenant}/{}/{}", text("namespace_id")?, text("scenario_id")?)
+        }
+        "data_shapes" => {
+            format!("{}/{}/{}@{}", text("tenant_id")?, text("namespace_id")?, text("schema_id")?, text("version")?)
+        }
+        "api_keys" => text("key_id")?,
+        "oidc_subjects" => text("subject")?,
+        _ => row_key.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_its_row;
+    use serde_json::json;
+
+    #[test]
+    fn a_document_names_its_row_only_with_every_id_of_the_rows_key() {
+        let run = json!({"tenant_id": 1, "namespace_id": 2, "run_id": "r/1"});
+        assert!(names_its_row("runs", "1/2/r/1", &run));
+        assert!(!names_its_row("runs", "9/2/r/1", &run));
+        assert!(!names_its_row("runs", "1/2/r", &json!({"tenant_id": 1, "namespace_id": 2})));
+        let spec = json!({"namespace_id": 2, "scenario_id": "sc"});
+        assert!(names_its_row("scenarios", "0/2/sc", &spec));
+        assert!(!names_its_row("scenarios", "0/3/sc", &spec));
+        let shape = json!({"tenant_id": 1, "namespace_id": 2, "schema_id": "s", "version": "1"});
+        assert!(names_its_row("data_shapes", "1/2/s@1", &shape));
+        assert!(!names_its_row("data_shapes", "1/2/s@2", &shape));
+        assert!(names_its_row("api_keys", "k1", &json!({"key_id": "k1"})));
+        assert!(!names_its_row("oidc_subjects", "oidc:a#b", &json!({"subject": "oidc:a#c"})));
+    }
+}

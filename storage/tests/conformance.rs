@@ -979,6 +979,8 @@ fn a_document_and_hash_rewritten_together_for_another_run_is_refused(backend: &B
     ));
     let err = backend.store.get_run(Scope::new(1, 2), "mine").unwrap_err();
     assert!(matches!(err, StoreError::Integrity { .. }), "{err}");
+    // `store check` finds it too: the hash matches, the key does not.
+    assert_eq!(backend.store.check().unwrap().failures, vec!["runs 1/2/mine".to_string()]);
 }
 
 fn a_scenario_rewritten_with_its_hash_for_another_namespace_is_refused(backend: &Backend) {
@@ -997,6 +999,7 @@ fn a_scenario_rewritten_with_its_hash_for_another_namespace_is_refused(backend: 
     assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "{err}");
     let err = backend.store.list_scenarios(1, 2, None, 10).unwrap_err();
     assert!(matches!(err, StoreError::Integrity { table: "scenarios", .. }), "listed too: {err}");
+    assert_eq!(backend.store.check().unwrap().failures, vec!["scenarios 1/2/sc".to_string()]);
 }
 
 fn scenario_specs_are_served_once_verified_and_later_definitions_are_found(backend: &Backend) {

@@ -1,8 +1,9 @@
-//! `store check` on PostgreSQL: every stored document against its sha256 (read through
+//! `store check` on PostgreSQL: every stored document against its sha256 and its row's key
+//! (`document::names_its_row`; read through
 //! portals, a thousand rows at a time, so memory stays bounded whatever the table's size),
 //! and each tenant's kept run bytes and counts against a recount of its runs.
 
-use crate::document::decode;
+use crate::document::{decode, names_its_row};
 use crate::error::StoreError;
 use crate::postgres::connection::{pg, snapshot};
 use crate::postgres::PgStore;
@@ -51,7 +52,9 @@ impl PgStore {
                         let key: String = row.get(0);
                         report.documents_checked += 1;
                         let bytes: Vec<u8> = row.get(1);
-                        if decode::<serde_json::Value>(&bytes, row.get::<_, &str>(2), "check", || key.clone()).is_err() {
+                        let named = decode::<serde_json::Value>(&bytes, row.get::<_, &str>(2), "check", || key.clone())
+                            .is_ok_and(|document| names_its_row(table, &key, &document));
+                        if !named {
                             report.failures.push(format!("{table} {key}"));
                         }
                     }
