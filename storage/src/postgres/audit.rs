@@ -158,6 +158,7 @@ pub(crate) async fn append_in(
         return Err(StoreError::Canonical("audit append returned no head".into()));
     };
     if let Some((signer, _)) = signer.filter(|_| head.checkpoint_due) {
+        lock_checkpoints(tx).await?;
         sign_at(tx, signer.as_ref(), (head.seq, head.sha256), head.time_ms).await?;
     }
     Ok(head.seq)
@@ -179,17 +180,22 @@ fn parse_checkpoint(bytes: &[u8], key: &str) -> Result<Checkpoint, StoreError> {
     })
 }
 
-/// Signs and stores a checkpoint of `head`, under the checkpoint lock (taken here), unless
-/// the newest checkpoint covers it already (a signer that held the lock meanwhile).
+/// Waits for the checkpoint lock, held to the end of `tx`.
+async fn lock_checkpoints(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    cached::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
+        .await
+        .map_err(pg("take the checkpoint lock"))?;
+    Ok(())
+}
+
+/// Signs and stores a checkpoint of `head` (the caller holds the checkpoint lock), unless
+/// the newest checkpoint covers it already (a signer that held the lock before).
 async fn sign_at(
     tx: &Transaction<'_>,
     signer: &dyn AuditSigner,
     head: (u64, String),
     time_ms: i64,
 ) -> Result<Checkpoint, StoreError> {
-    cached::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
-        .await
-        .map_err(pg("take the checkpoint lock"))?;
     let prev = match last_checkpoint(tx).await? {
         Some(last) if last.body.entry_count >= head.0 => return Ok(last),
         Some(last) => last.sha256()?,
@@ -262,9 +268,7 @@ impl PgStore {
             let tx = client.transaction().await.map_err(pg("begin audit checkpoint"))?;
             let locked = match busy {
                 SignerBusy::Wait => {
-                    cached::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])
-                        .await
-                        .map_err(pg("take the checkpoint lock"))?;
+                    lock_checkpoints(&tx).await?;
                     true
                 }
                 SignerBusy::Skip => cached::query_one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&CHECKPOINT_LOCK])

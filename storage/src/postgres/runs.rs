@@ -14,7 +14,7 @@ use crate::postgres::PgStore;
 use crate::store::audit::AuditBatch;
 use crate::store::run_counts;
 use crate::store::to_sql;
-use crate::store::{RunSummary, Scope};
+use crate::store::{NewRun, RunSummary, Scope};
 
 impl PgStore {
     /// Stores a new run (version 1) with its audit batch.
@@ -22,7 +22,7 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Conflict`] when the run exists; size limits; the database's errors.
     pub fn create_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, None, audit, false)
+        self.save_run(state, None, audit, NewRun::Unchecked)
     }
 
     /// Stores a new run a request started: as [`Self::create_run`], and refused when its
@@ -33,7 +33,7 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Missing`] when the namespace is gone; as [`Self::create_run`].
     pub fn start_run(&self, state: &RunState, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, None, audit, true)
+        self.save_run(state, None, audit, NewRun::InRegisteredNamespace)
     }
 
     /// Saves a run whose stored version is `expected_version`; returns the new version.
@@ -41,7 +41,7 @@ impl PgStore {
     /// # Errors
     /// [`StoreError::Conflict`] when another writer moved it on; size limits; the database's errors.
     pub fn update_run(&self, state: &RunState, expected_version: u64, audit: AuditBatch) -> Result<u64, StoreError> {
-        self.save_run(state, Some(expected_version), audit, false)
+        self.save_run(state, Some(expected_version), audit, NewRun::Unchecked)
     }
 
     /// One statement in its own transaction (`dg_write_runs`, with the other writes of this
@@ -54,7 +54,7 @@ impl PgStore {
         state: &RunState,
         expected: Option<u64>,
         batch: AuditBatch,
-        need_namespace: bool,
+        rule: NewRun,
     ) -> Result<u64, StoreError> {
         let doc = encode(state, "run state", self.limits.max_run_state_bytes)?;
         let signer = self.signer();
@@ -69,7 +69,7 @@ impl PgStore {
             sha256: doc.sha256,
             saved_at: crate::clock::now_ms(),
             append: AppendArgs::new(batch.events, &batch.usage, signer.as_ref())?,
-            need_namespace,
+            need_namespace: rule == NewRun::InRegisteredNamespace,
         };
         let statuses: Vec<&str> = run_counts::STATUSES.iter().map(|s| s.as_str()).collect();
         let shared = Shared { conn: &self.conn, statuses: &statuses, limit: to_sql(self.limits.max_tenant_run_bytes) };

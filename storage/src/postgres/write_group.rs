@@ -202,7 +202,8 @@ async fn many(shared: &Shared<'_>, group: &[&RunWrite]) -> Result<Vec<Answer>, S
     let versions: Vec<Option<i64>> = row.get(0);
     let errors: Vec<Option<String>> = row.get(1);
     let codes: Vec<Option<String>> = row.get(2);
-    let due = Appended::from_row(&row, 3).is_some_and(|head| head.checkpoint_due);
+    // One write of the group signs the checkpoint that fell due, not each of them.
+    let mut due = Appended::from_row(&row, 3).is_some_and(|head| head.checkpoint_due);
     if versions.len() != group.len() || errors.len() != group.len() || codes.len() != group.len() {
         return Err(StoreError::Postgres {
             operation: "save runs",
@@ -210,8 +211,6 @@ async fn many(shared: &Shared<'_>, group: &[&RunWrite]) -> Result<Vec<Answer>, S
             unavailable: false,
         });
     }
-    // One write of the group signs the checkpoint that fell due, not each of them.
-    let mut due = due;
     Ok(versions
         .into_iter()
         .zip(errors.into_iter().zip(codes))
