@@ -67,11 +67,28 @@ impl WriteGroups {
     }
 
     /// Queues `write` and returns its answer, sending its group when this writer gets the turn.
+    /// A writer waits for its answer and for the turn at once: once its group is answered
+    /// it returns, without queueing for the turn behind the writers of the next group (each
+    /// of which would otherwise take and hand on the turn before the next group is sent).
     pub(crate) async fn write(&self, shared: &Shared<'_>, write: RunWrite) -> Answer {
+        self.queue_and_wait(write, |group| send(shared, group)).await
+    }
+
+    /// The queue and the turn, apart from what a group's statement is: `send` answers every
+    /// write of the group it is given.
+    async fn queue_and_wait<F, Sent>(&self, write: RunWrite, mut send: F) -> Answer
+    where
+        F: FnMut(Vec<Pending>) -> Sent,
+        Sent: std::future::Future<Output = ()>,
+    {
         let (answer, mut answered) = oneshot::channel();
         self.queue.lock().map_err(|_| poisoned())?.push(Pending { write, answer });
         loop {
-            let _turn = self.turn.lock().await;
+            let _turn = tokio::select! {
+                biased;
+                answer = &mut answered => return answer.unwrap_or_else(|_| Err(poisoned())),
+                turn = self.turn.lock() => turn,
+            };
             match answered.try_recv() {
                 Ok(answer) => return answer,
                 Err(oneshot::error::TryRecvError::Closed) => return Err(poisoned()),
@@ -86,7 +103,7 @@ impl WriteGroups {
                 self.groups.fetch_add(1, Ordering::Relaxed);
                 self.grouped.fetch_add(group.len() as u64, Ordering::Relaxed);
             }
-            send(shared, group).await;
+            send(group).await;
         }
     }
 }
@@ -250,5 +267,87 @@ fn copy_of(err: &StoreError) -> StoreError {
         StoreError::Contended { operation, message } => StoreError::Contended { operation, message: message.clone() },
         StoreError::Conflict(message) => StoreError::Conflict(message.clone()),
         other => StoreError::Postgres { operation: "save runs", message: other.to_string(), unavailable: false },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_write(run_id: &str) -> RunWrite {
+        RunWrite {
+            tenant: 1,
+            namespace: 1,
+            run_id: run_id.into(),
+            scenario_id: "s".into(),
+            status: "active".into(),
+            expected: None,
+            doc: Vec::new(),
+            sha256: String::new(),
+            saved_at: 0,
+            append: AppendArgs::new(Vec::new(), &[], None).unwrap(),
+            need_namespace: false,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    /// A write answered by another writer's group returns while the turn is still held
+    /// (by that writer sending its next group, here this test): it does not queue for the
+    /// turn behind the next group's writers.
+    #[test]
+    fn an_answered_write_returns_without_taking_the_turn() {
+        runtime().block_on(async {
+            let groups = WriteGroups::default();
+            let held = groups.turn.lock().await;
+            let waiting = groups.queue_and_wait(run_write("r1"), |_| async { panic!("this writer never leads") });
+            let answering = async {
+                tokio::task::yield_now().await;
+                let queued: Vec<Pending> = groups.queue.lock().unwrap().drain(..).collect();
+                assert_eq!(queued.len(), 1);
+                for pending in queued {
+                    let _ = pending.answer.send(Ok((7, false)));
+                }
+            };
+            // Bounded: a writer that waited for the turn would wait for ever here.
+            let waiting = tokio::time::timeout(std::time::Duration::from_secs(10), waiting);
+            let (answer, ()) = tokio::join!(waiting, answering);
+            assert_eq!(answer.expect("answered without the turn").unwrap(), (7, false));
+            drop(held);
+        });
+    }
+
+    /// Writers queued together go out as one group, sent by one of them; each gets its own
+    /// answer, and groups are counted.
+    #[test]
+    fn queued_writes_go_out_as_one_group_with_their_own_answers() {
+        runtime().block_on(async {
+            let groups = WriteGroups::default();
+            let sent = std::cell::RefCell::new(Vec::new());
+            let send = |group: Vec<Pending>| {
+                sent.borrow_mut().push(group.len());
+                async move {
+                    for pending in group {
+                        let version = pending.write.run_id.trim_start_matches('r').parse::<i64>().unwrap();
+                        let _ = pending.answer.send(Ok((version, false)));
+                    }
+                }
+            };
+            let held = groups.turn.lock().await;
+            let writes = futures_util::future::join_all(
+                (1..=3).map(|n| groups.queue_and_wait(run_write(&format!("r{n}")), send)),
+            );
+            let release = async {
+                tokio::task::yield_now().await;
+                drop(held);
+            };
+            let (answers, ()) = tokio::join!(writes, release);
+            let versions: Vec<i64> = answers.into_iter().map(|answer| answer.unwrap().0).collect();
+            assert_eq!(versions, vec![1, 2, 3]);
+            assert_eq!(*sent.borrow(), vec![3], "one group carried all three");
+            assert_eq!(groups.sent(), (1, 3));
+        });
     }
 }
