@@ -9,7 +9,7 @@
 //! `DG_SCALE_OUT_PROFILE=N` measures one node on PostgreSQL only, at 8 and 32 clients, N
 //! cycles each, and prints what each statement cost PostgreSQL per cycle (the statements
 //! inside the write functions too: `pg_stat_statements`), for A/B runs of two builds
-//! (`DG_APPLIANCE_BIN`).
+//! (`DG_APPLIANCE_BIN`). `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -229,10 +229,13 @@ fn measure(setups: &[Setup]) -> Vec<Row> {
 /// `count` nodes over `db`, the first registering tenant 2 and the scenario; the others with
 /// its keys and admin key.
 fn postgres_nodes(cluster: &Postgres, db: &str, count: usize) -> Vec<Daemon> {
+    // `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size` (A/B runs; the default otherwise).
+    let pool = std::env::var("DG_SCALE_OUT_POOL").ok().and_then(|n| n.parse::<usize>().ok());
     let storage = format!(
-        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"disable\"\npassword_file = \"{}\"\n",
+        "[storage]\nbackend = \"postgres\"\n[storage.postgres]\nurl = \"postgresql://{USER}@127.0.0.1:{}/{db}\"\ntls = \"disable\"\npassword_file = \"{}\"\n{}",
         cluster.port,
-        cluster.password_file().display()
+        cluster.password_file().display(),
+        pool.map(|n| format!("pool_size = {n}\n")).unwrap_or_default()
     );
     let config = config_with(&storage);
     let first =
