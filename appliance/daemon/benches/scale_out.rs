@@ -9,7 +9,8 @@
 //! `DG_SCALE_OUT_PROFILE=N` measures one node on PostgreSQL only, at 8 and 32 clients, N
 //! cycles each, and prints what each statement cost PostgreSQL per cycle (the statements
 //! inside the write functions too: `pg_stat_statements`), for A/B runs of two builds
-//! (`DG_APPLIANCE_BIN`). `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size`.
+//! (`DG_APPLIANCE_BIN`). `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size`,
+//! `DG_SCALE_OUT_WORK_THREADS=N` their `work_threads`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -113,6 +114,11 @@ fn config_with(storage: &str) -> String {
         .unwrap()
         .replace("requests_per_second = 500", "requests_per_second = 1000000")
         .replace("burst = 1000", "burst = 1000000");
+    // `DG_SCALE_OUT_WORK_THREADS=N` sets every node's `[server] work_threads` (A/B runs).
+    let config = match std::env::var("DG_SCALE_OUT_WORK_THREADS").ok().and_then(|n| n.parse::<usize>().ok()) {
+        Some(threads) => config.replace("work_threads = 8", &format!("work_threads = {threads}")),
+        None => config,
+    };
     format!("{config}\n{storage}\n")
 }
 
