@@ -116,7 +116,11 @@ fn config_with(storage: &str) -> String {
         .replace("burst = 1000", "burst = 1000000");
     // `DG_SCALE_OUT_WORK_THREADS=N` sets every node's `[server] work_threads` (A/B runs).
     let config = match std::env::var("DG_SCALE_OUT_WORK_THREADS").ok().and_then(|n| n.parse::<usize>().ok()) {
-        Some(threads) => config.replace("work_threads = 8", &format!("work_threads = {threads}")),
+        Some(threads) => {
+            // A changed default would otherwise make the knob a silent no-op.
+            assert!(config.contains("work_threads = 8"), "the default config no longer says work_threads = 8");
+            config.replace("work_threads = 8", &format!("work_threads = {threads}"))
+        }
         None => config,
     };
     format!("{config}\n{storage}\n")
