@@ -873,6 +873,33 @@ fn an_export_verifies_offline_and_fails_after_any_edit(backend: &Backend) {
     assert_eq!(broken_at(backend, &ring).0, 5);
 }
 
+/// An entry appended after the newest checkpoint (a timer's summary between the checkpoint
+/// an export signs and the export itself) is left to the next export: the export still
+/// verifies offline, and once a checkpoint covers the entry it is exported too.
+fn an_export_ends_at_the_newest_signed_checkpoint(backend: &Backend) {
+    let ring = chain_of_twenty(backend);
+    let signer = backend.signer();
+    backend.store.append_audit(vec![support::tool_call_event(21, 1)], vec![]).unwrap();
+    let export = || {
+        let mut out = Vec::new();
+        let count = backend.store.export_audit(0, &mut out).unwrap();
+        (count, dg_storage::audit::verify_export(out.as_slice(), &ring).unwrap(), String::from_utf8(out).unwrap())
+    };
+    let (count, report, text) = export();
+    assert_eq!(count, 20);
+    assert!(report.ok(), "{report:?}");
+    assert_eq!((report.entries, report.signed_through), (20, 20));
+    assert!(!text.contains("\"seq\":21"), "the uncovered entry is not exported");
+    backend.store.audit_checkpoint_now(&signer).unwrap();
+    let (count, report, _) = export();
+    assert_eq!(count, 21);
+    assert!(report.ok() && report.signed_through == 21, "{report:?}");
+    // Another append after it: the export is the same, not an unverifiable one.
+    backend.store.append_audit(vec![support::tool_call_event(22, 1)], vec![]).unwrap();
+    let (count, report, _) = export();
+    assert!(count == 21 && report.ok(), "{count} {report:?}");
+}
+
 /// One `runs_started` charge under a quota of 50.
 fn charge_one(store: &dyn StateStore, request: &str) -> Result<bool, StoreError> {
     let record = UsageRecord {
@@ -1285,6 +1312,7 @@ conformance!(
     a_truncated_tail_is_reported_with_or_without_its_checkpoints,
     a_tampered_or_deleted_checkpoint_is_reported,
     an_export_verifies_offline_and_fails_after_any_edit,
+    an_export_ends_at_the_newest_signed_checkpoint,
     concurrent_charges_never_pass_a_quota_and_replays_count_once,
     audit_search_filters_by_tenant_and_action_pages_and_detects_tampering,
     flipping_any_byte_of_a_stored_run_or_scenario_is_an_integrity_error,

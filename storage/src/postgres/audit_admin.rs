@@ -29,8 +29,8 @@ fn checkpoint_of(bytes: &[u8], key: &str) -> Result<Checkpoint, StoreError> {
 impl PgStore {
     /// Writes entries from `since_ms` as JSON lines with the checkpoints that verify them
     /// offline (the format of the SQLite store's export, `verify_export` reads both). The
-    /// export ends at the head found when it starts: entries appended meanwhile by any node
-    /// belong to the next export; pages are read one round trip at a time, so memory stays
+    /// export ends at the newest signed checkpoint found when it starts: entries appended
+    /// after it, by any node, belong to the next export; pages are read one round trip at a time, so memory stays
     /// bounded by a page.
     ///
     /// # Errors
@@ -40,7 +40,13 @@ impl PgStore {
         let (first, head, anchor, previous, checkpoints) = self.conn.block_on(async {
             let mut client = self.conn.client("export audit").await?;
             let tx = snapshot(&mut client, "begin audit export").await?;
-            let head: i64 = tx.query_one("SELECT seq FROM audit_head", &[]).await.map_err(pg("export audit"))?.get(0);
+            // The newest signed checkpoint bounds the export: entries after it could not be
+            // verified offline and belong to the next one.
+            let head: i64 = tx
+                .query_one("SELECT coalesce(max(entry_count), 0) FROM audit_checkpoints", &[])
+                .await
+                .map_err(pg("export audit"))?
+                .get(0);
             let first: i64 = tx
                 .query_one("SELECT coalesce(min(seq), 9223372036854775807) FROM audit_log WHERE time_ms >= $1", &[&since_ms])
                 .await

@@ -503,11 +503,19 @@ impl Store {
     /// Writes entries from `since_ms` as JSON lines, with the checkpoints that let them be
     /// verified offline: a header, the entries, then the checkpoints covering them.
     ///
+    /// The export ends at the newest signed checkpoint: an entry appended after it (by a
+    /// timer, another request) could not be verified offline, so it belongs to the next
+    /// export. Everything is read in one snapshot, so an append meanwhile never shows.
+    ///
     /// # Errors
     /// SQLite or write errors.
     pub fn export_audit(&self, since_ms: i64, out: &mut dyn Write) -> Result<u64, StoreError> {
         let io = |source| StoreError::Io { operation: "write audit export", source };
         self.read(|conn| {
+            let snapshot = conn.unchecked_transaction().map_err(StoreError::sqlite("begin audit export"))?;
+            let signed_through: i64 =
+                query_one(conn, "SELECT coalesce(max(entry_count), 0) FROM audit_checkpoints", [], |row| row.get(0))
+                    .map_err(StoreError::sqlite("export audit"))?;
             let first = audit_segments::first_since(conn, since_ms)?.map_or(i64::MAX, to_sql);
             let anchor = match first.checked_sub(1).filter(|seq| *seq > 0) {
                 Some(before) => audit_segments::entry_at(conn, to_u64(before))?.map(|entry| entry.sha256),
@@ -519,6 +527,9 @@ impl Store {
             writeln!(out, "{header}").map_err(io)?;
             let mut count = 0;
             each_entry(conn, Walk::From(to_u64(first)), &mut |stored| {
+                if stored.seq > to_u64(signed_through) {
+                    return Ok(ControlFlow::Break(()));
+                }
                 let entry: serde_json::Value = match stored.json {
                     Some(bytes) => serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
                         table: "audit_log",
@@ -549,6 +560,7 @@ impl Store {
             for checkpoint in all_checkpoints(conn, first)? {
                 writeln!(out, "{}", serde_json::json!({"type": "checkpoint", "checkpoint": checkpoint})).map_err(io)?;
             }
+            snapshot.commit().map_err(StoreError::sqlite("end audit export"))?;
             Ok(count)
         })
     }
