@@ -1,5 +1,5 @@
 # Sourced, not run: the build settings of the shipped binary (static glibc, remapped paths,
-# stripped, no debug info) for the release build and for the benchmarks. Both use them so
+# no debug info) for the release build and for the benchmarks. Both use them so
 # the benchmarks measure the binary that ships, and cargo builds the workspace once for both
 # (the `bench` profile is `release` unchanged, and cargo shares artifacts between profiles
 # whose settings are equal).
@@ -29,5 +29,10 @@ export DG_PACKAGE_EPOCH="${DG_PACKAGE_EPOCH:-${SOURCE_DATE_EPOCH:-$(git -C "$DG_
 # 2026-01-01T00:00:00Z.
 export SOURCE_DATE_EPOCH="${DG_BUILD_EPOCH:-1767225600}"
 export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=${CARGO_TARGET_DIR}=/build/target --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-export CARGO_PROFILE_RELEASE_STRIP=symbols
+# Debug info is stripped; the symbol table stays (about 9 MB of the file, never loaded: no
+# resident memory). The release link orders the code by symbol name, and the names carry a
+# hash of the build's settings, `strip` among them: the list (appliance/daemon/link/
+# symbol-order.txt) is made from this very build, by running it (scripts/symbol-order.sh),
+# which needs its names. A panic's backtrace names functions too.
+export CARGO_PROFILE_RELEASE_STRIP=debuginfo
 export CARGO_PROFILE_RELEASE_DEBUG=false

@@ -14,6 +14,10 @@ bash scripts/release.sh >/dev/null
 file "$bin"
 sha() { sha256sum "$@" | awk '{print $1}'; }
 first_bin=$(sha "$bin"); first_deb=$(sha dist/*.deb); first_rpm=$(sha dist/*.rpm)
+# The release link places the functions the daemon runs first (appliance/daemon/build.rs);
+# a build that could not (no lld, no list) links in the default order, with more code resident.
+"$bin" version | grep -q "^code layout: executed functions first" \
+    || { "$bin" version; echo "the shipped binary was linked in the default order (appliance/daemon/build.rs)"; exit 1; }
 
 echo "== [${SECONDS}s into packaging] the shipped binary parses numbers as the open-source server does"
 # 604.02102123842989 is nearest to the double printed 604.0210212384299; serde_json without

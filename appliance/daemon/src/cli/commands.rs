@@ -230,11 +230,13 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
 fn version_text() -> String {
     let module = dg_crypto::module();
     format!(
-        "dg-appliance {}\ncrypto provider: {}\ncrypto module: {}\nFIPS mode: {}",
+        "dg-appliance {}\ncrypto provider: {}\ncrypto module: {}\nFIPS mode: {}\ncode layout: {}",
         env!("CARGO_PKG_VERSION"),
         module.provider,
         module.implementation,
-        if module.fips_mode { "yes" } else { "no" }
+        if module.fips_mode { "yes" } else { "no" },
+        // Set by build.rs: whether the release link placed the functions the daemon runs first.
+        env!("DG_CODE_LAYOUT")
     )
 }
 
