@@ -4,9 +4,10 @@
 # code, laid out"). Run it after a toolchain or dependency update (symbol names carry hashes
 # of both) or when the request path changed much; commit the file it writes.
 # How: the release build itself (scripts/release-env.sh: it keeps its symbol table, and the
-# names must be this build's, as they carry a hash of its settings), run under valgrind's callgrind (Debian valgrind) by the load bench's profile mode (start-up,
-# the warm-up, 2,000 cycles at 32 clients, 1,500 at 8: the request path, group commits,
-# audit sealing, the timers), the executed functions listed hottest first.
+# names must be this build's, as they carry a hash of its settings), run under valgrind's
+# callgrind (Debian valgrind) by the load bench's profile mode (start-up, the warm-up, 2,000
+# cycles at 32 clients, 1,500 at 8: the request path, group commits, audit sealing, the
+# timers), the executed functions listed hottest first. About 8 minutes on a warm target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "needs valgrind (Debian: valgrind)"; exit 1; }

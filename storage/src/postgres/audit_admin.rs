@@ -30,8 +30,8 @@ impl PgStore {
     /// Writes entries from `since_ms` as JSON lines with the checkpoints that verify them
     /// offline (the format of the SQLite store's export, `verify_export` reads both). The
     /// export ends at the newest signed checkpoint found when it starts: entries appended
-    /// after it, by any node, belong to the next export; pages are read one round trip at a time, so memory stays
-    /// bounded by a page.
+    /// after it, by any node, belong to the next export; pages are read one round trip at a
+    /// time, so memory stays bounded by a page.
     ///
     /// # Errors
     /// The database's or write errors.
