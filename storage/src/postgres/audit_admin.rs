@@ -37,12 +37,12 @@ impl PgStore {
     /// The database's or write errors.
     pub fn export_audit(&self, since_ms: i64, out: &mut dyn Write) -> Result<u64, StoreError> {
         let io = |source| StoreError::Io { operation: "write audit export", source };
-        let (first, head, anchor, previous, checkpoints) = self.conn.block_on(async {
+        let (first, signed_through, anchor, previous, checkpoints) = self.conn.block_on(async {
             let mut client = self.conn.client("export audit").await?;
             let tx = snapshot(&mut client, "begin audit export").await?;
             // The newest signed checkpoint bounds the export: entries after it could not be
             // verified offline and belong to the next one.
-            let head: i64 = tx
+            let signed_through: i64 = tx
                 .query_one("SELECT coalesce(max(entry_count), 0) FROM audit_checkpoints", &[])
                 .await
                 .map_err(pg("export audit"))?
@@ -72,7 +72,7 @@ impl PgStore {
                 .query(
                     "SELECT entry_count, checkpoint_json FROM audit_checkpoints
                      WHERE entry_count >= $1 AND entry_count <= $2 ORDER BY entry_count",
-                    &[&first, &head],
+                    &[&first, &signed_through],
                 )
                 .await
                 .map_err(pg("export audit"))?
@@ -80,7 +80,7 @@ impl PgStore {
                 .map(|row| (row.get(0), row.get(1)))
                 .collect();
             tx.commit().await.map_err(pg("end audit export"))?;
-            Ok::<_, StoreError>((first, head, anchor, previous, checkpoints))
+            Ok::<_, StoreError>((first, signed_through, anchor, previous, checkpoints))
         })?;
         let anchor = anchor.unwrap_or_else(|| GENESIS_SHA256.to_string());
         let header = serde_json::json!({"type": "header", "format": "dg-audit-export-v1", "instance_id": self.instance_id(),
@@ -92,7 +92,7 @@ impl PgStore {
             let rows = self.query(
                 "export audit",
                 "SELECT seq, entry_json, entry_sha256 FROM audit_log WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-                &[&after, &head, &PAGE],
+                &[&after, &signed_through, &PAGE],
             )?;
             for row in &rows {
                 let seq: i64 = row.get(0);

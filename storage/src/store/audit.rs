@@ -513,9 +513,10 @@ impl Store {
         let io = |source| StoreError::Io { operation: "write audit export", source };
         self.read(|conn| {
             let snapshot = conn.unchecked_transaction().map_err(StoreError::sqlite("begin audit export"))?;
-            let signed_through: i64 =
+            let signed_through = to_u64(
                 query_one(conn, "SELECT coalesce(max(entry_count), 0) FROM audit_checkpoints", [], |row| row.get(0))
-                    .map_err(StoreError::sqlite("export audit"))?;
+                    .map_err(StoreError::sqlite("export audit"))?,
+            );
             let first = audit_segments::first_since(conn, since_ms)?.map_or(i64::MAX, to_sql);
             let anchor = match first.checked_sub(1).filter(|seq| *seq > 0) {
                 Some(before) => audit_segments::entry_at(conn, to_u64(before))?.map(|entry| entry.sha256),
@@ -527,7 +528,7 @@ impl Store {
             writeln!(out, "{header}").map_err(io)?;
             let mut count = 0;
             each_entry(conn, Walk::From(to_u64(first)), &mut |stored| {
-                if stored.seq > to_u64(signed_through) {
+                if stored.seq > signed_through {
                     return Ok(ControlFlow::Break(()));
                 }
                 let entry: serde_json::Value = match stored.json {
