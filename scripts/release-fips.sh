@@ -16,8 +16,6 @@ cd "$(dirname "$0")/.."
 for tool in go cmake; do
     command -v "$tool" >/dev/null || { echo "the FIPS module's build needs $tool (Debian: golang-go, cmake)"; exit 1; }
 done
-bash scripts/install-tools.sh cargo-deb cargo-generate-rpm
-
 # shellcheck source=scripts/release-env.sh
 source scripts/release-env.sh
 export CARGO_PROFILE_RELEASE_STRIP=debuginfo
@@ -52,6 +50,8 @@ if [ "${1:-}" = build ]; then
     echo "$bin"
     exit 0
 fi
+# The packaging tools, only for the packages (`build` alone runs beside the tool install).
+bash scripts/install-tools.sh cargo-deb cargo-generate-rpm
 
 echo "== FIPS packages"
 # The generated files (man pages, completions, default config) are the standard release's:
