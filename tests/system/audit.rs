@@ -286,27 +286,33 @@ fn quotas_hold_under_racing_clients_and_replays_count_once() {
     assert_eq!(count, 1);
 }
 
-/// Hammers `providers_list` with each token for `seconds`; returns accepted counts per
-/// token, the elapsed time, and whether 429s carried Retry-After.
-fn hammer(daemon: &Daemon, tokens: &[String], seconds: f64) -> (Vec<u64>, f64, bool) {
+/// One request of a hammer: when it was sent (seconds after the start, all tokens on one
+/// clock) and whether it was accepted.
+type Attempt = (f64, bool);
+
+/// Hammers `providers_list` with each token for `seconds`; returns each token's attempts
+/// and whether 429s carried Retry-After.
+fn hammer(daemon: &Daemon, tokens: &[String], seconds: f64) -> (Vec<Vec<Attempt>>, bool) {
     let started = Instant::now();
     let retry_after = Arc::new(Mutex::new(true));
     let at = Endpoint::of(daemon);
-    let counts: Vec<u64> = std::thread::scope(|scope| {
+    let attempts = std::thread::scope(|scope| {
         let handles: Vec<_> = tokens
             .iter()
             .map(|token| {
                 let (retry_after, at) = (retry_after.clone(), at.clone());
                 scope.spawn(move || {
-                    let mut accepted = 0;
+                    let mut attempts = Vec::new();
                     let mut n = 0;
                     while started.elapsed().as_secs_f64() < seconds {
                         n += 1;
+                        let sent = started.elapsed().as_secs_f64();
                         let (status, _, headers) =
                             call_at(&at, token, &format!("rl-{n}"), "providers_list", &json!({}));
                         match status {
-                            200 => accepted += 1,
+                            200 => attempts.push((sent, true)),
                             429 => {
+                                attempts.push((sent, false));
                                 if !headers.iter().any(|k| k.eq_ignore_ascii_case("retry-after")) {
                                     *retry_after.lock().unwrap() = false;
                                 }
@@ -314,14 +320,68 @@ fn hammer(daemon: &Daemon, tokens: &[String], seconds: f64) -> (Vec<u64>, f64, b
                             other => panic!("status {other}"),
                         }
                     }
-                    accepted
+                    attempts
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let ok = *retry_after.lock().unwrap();
-    (counts, started.elapsed().as_secs_f64(), ok)
+    (attempts, ok)
+}
+
+/// A token bucket (`rate` per second, `burst` deep, full at the start), replayed over
+/// request times.
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: f64,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        Self { rate, burst, tokens: burst, at: 0.0 }
+    }
+
+    fn refill(&mut self, at: f64) {
+        self.tokens = (self.tokens + (at - self.at).max(0.0) * self.rate).min(self.burst);
+        self.at = self.at.max(at);
+    }
+}
+
+/// How many of `attempts` (per key, each `(sent, _)`) the per-key buckets and the tenant's
+/// bucket admit, replayed in the order they were sent: what a correct limiter accepts from
+/// the load this client managed to offer. (Comparing with `burst + rate * elapsed` instead
+/// assumes the client keeps every bucket drained; a starved client, as on a busy machine,
+/// offers less, and its stalls let a full bucket's refill go to waste.)
+fn admissible(attempts: &[Vec<Attempt>], key: (f64, f64), tenant: Option<(f64, f64)>) -> (Vec<u64>, u64) {
+    let mut sends: Vec<(f64, usize)> =
+        attempts.iter().enumerate().flat_map(|(k, list)| list.iter().map(move |(at, _)| (*at, k))).collect();
+    sends.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut keys: Vec<Bucket> = attempts.iter().map(|_| Bucket::new(key.0, key.1)).collect();
+    let mut shared = tenant.map(|(rate, burst)| Bucket::new(rate, burst));
+    let mut admitted = vec![0u64; attempts.len()];
+    for (at, k) in sends {
+        keys[k].refill(at);
+        if let Some(bucket) = shared.as_mut() {
+            bucket.refill(at);
+        }
+        let tenant_has = shared.as_ref().is_none_or(|bucket| bucket.tokens >= 1.0);
+        if keys[k].tokens >= 1.0 && tenant_has {
+            keys[k].tokens -= 1.0;
+            if let Some(bucket) = shared.as_mut() {
+                bucket.tokens -= 1.0;
+            }
+            admitted[k] += 1;
+        }
+    }
+    let total = admitted.iter().sum();
+    (admitted, total)
+}
+
+fn accepted(attempts: &[Attempt]) -> u64 {
+    attempts.iter().filter(|(_, ok)| *ok).count() as u64
 }
 
 #[test]
@@ -335,21 +395,30 @@ fn per_key_and_per_tenant_rate_limits_hold_within_ten_percent() {
     let daemon = Daemon::start_with(DaemonOptions { config: Some(config), ..Default::default() });
     daemon.register(5, 1);
     daemon.register(6, 1);
-    // One key alone: the per-key bucket binds (40/s after a burst of 20).
+    // One key alone: the per-key bucket binds (40/s after a burst of 20). The tenant's
+    // bucket (80/s, 40 deep) never binds one key's 40/s.
     let solo = vec![issue(&daemon, 6)];
-    let (counts, elapsed, retry_after) = hammer(&daemon, &solo, 2.0);
-    let expected = 20.0 + 40.0 * elapsed;
-    let got = counts[0] as f64;
-    println!("per key: {got} accepted, {expected:.0} allowed");
+    let (attempts, retry_after) = hammer(&daemon, &solo, 2.0);
+    let (_, expected) = admissible(&attempts, (40.0, 20.0), None);
+    let got = accepted(&attempts[0]);
+    let sent = attempts[0].len();
+    println!("per key: {got} of {sent} accepted, {expected} admissible");
+    assert!(got < sent as u64, "the limit was reached: {got} of {sent} accepted");
+    let (got, expected) = (got as f64, expected as f64);
     assert!((got - expected).abs() <= expected * 0.10, "per-key: {got} vs {expected:.0}");
     assert!(retry_after, "429 answers carry Retry-After");
     // Four keys of one tenant: each could pass 40/s, the tenant's bucket binds (80/s).
     let keys: Vec<String> = (0..4).map(|_| issue(&daemon, 5)).collect();
-    let (counts, elapsed, _) = hammer(&daemon, &keys, 2.0);
-    let expected = 40.0 + 80.0 * elapsed;
+    let (attempts, _) = hammer(&daemon, &keys, 2.0);
+    let (per_key, expected) = admissible(&attempts, (40.0, 20.0), Some((80.0, 40.0)));
+    let counts: Vec<u64> = attempts.iter().map(|list| accepted(list)).collect();
     let got = counts.iter().sum::<u64>() as f64;
-    println!("per tenant: {got} accepted over {counts:?}, {expected:.0} allowed");
+    let sent: usize = attempts.iter().map(Vec::len).sum();
+    println!("per tenant: {got} of {sent} accepted over {counts:?}, {expected} admissible ({per_key:?})");
+    assert!((got as usize) < sent, "the limit was reached: {got} of {sent} accepted");
+    let expected = expected as f64;
     assert!((got - expected).abs() <= expected * 0.10, "per-tenant: {got} vs {expected:.0}");
+    let elapsed = attempts.iter().flatten().map(|(at, _)| *at).fold(0.0, f64::max);
     for count in counts {
         assert!((count as f64) <= (20.0 + 40.0 * elapsed) * 1.1, "no key exceeds its own bucket");
     }
