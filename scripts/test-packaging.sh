@@ -18,6 +18,16 @@ first_bin=$(sha "$bin"); first_deb=$(sha dist/*.deb); first_rpm=$(sha dist/*.rpm
 # a build that could not (no lld, no list) links in the default order, with more code resident.
 "$bin" version | grep -q "^code layout: executed functions first" \
     || { "$bin" version; echo "the shipped binary was linked in the default order (appliance/daemon/build.rs)"; exit 1; }
+# The list's names carry hashes of the toolchain, the dependencies and the build settings:
+# after an update of one of them the linker finds few of the names and, without a word,
+# keeps the default order (the load bench's memory line then shows it). Code changes move a
+# few names (LLVM's `.llvm.<hash>` suffixes); under 90% found, the list is stale.
+order_list=appliance/daemon/link/symbol-order.txt
+listed=$(LC_ALL=C sort -u "$order_list" | wc -l)
+found=$(nm --defined-only "$bin" | awk '{print $3}' | LC_ALL=C sort -u | LC_ALL=C comm -12 - <(LC_ALL=C sort -u "$order_list") | wc -l)
+echo "code layout: $found of the $listed listed functions are in the shipped binary"
+[ $((found * 10)) -ge $((listed * 9)) ] \
+    || { echo "the symbol-order list is stale (made for another toolchain, dependency set or build settings): rerun scripts/symbol-order.sh"; exit 1; }
 
 echo "== [${SECONDS}s into packaging] the shipped binary parses numbers as the open-source server does"
 # 604.02102123842989 is nearest to the double printed 604.0210212384299; serde_json without
