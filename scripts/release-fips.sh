@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in go cmake; do
-    command -v "$tool" >/dev/null || { echo "the FIPS module's build needs $tool (Debian: golang-go, cmake)"; exit 1; }
+    command -v "$tool" >/dev/null || { echo "the FIPS module's build needs $tool (Debian: golang-go, cmake)" >&2; exit 1; }
 done
 # shellcheck source=scripts/release-env.sh
 source scripts/release-env.sh
@@ -41,11 +41,14 @@ cargo build --release --locked -p dg-appliance --no-default-features --features 
     --target "$target" --target-dir "$target_dir"
 bin="$target_dir/$target/release/dg-appliance"
 kind="$(file "$bin")"
-[[ "$kind" == *"statically linked"* || "$kind" == *"static-pie linked"* ]] || { echo "$kind: not statically linked"; exit 1; }
+[[ "$kind" == *"statically linked"* || "$kind" == *"static-pie linked"* ]] || { echo "$kind: not statically linked" >&2; exit 1; }
 libs="$(ldd "$bin" 2>&1 || true)"
-[[ "$libs" != *"=>"* ]] || { echo "$libs"; echo "ldd found shared libraries"; exit 1; }
-"$bin" version
-"$bin" version | grep -qx "FIPS mode: yes" || { echo "the FIPS binary does not report FIPS mode"; exit 1; }
+[[ "$libs" != *"=>"* ]] || { echo "$libs" >&2; echo "ldd found shared libraries" >&2; exit 1; }
+# Read whole, then matched: `version | grep -q` under pipefail failed whenever grep ended
+# before the binary wrote its last line (SIGPIPE). Failures go to stderr: callers drop stdout.
+version="$("$bin" version)"
+echo "$version"
+grep -qx "FIPS mode: yes" <<<"$version" || { echo "the FIPS binary does not report FIPS mode" >&2; exit 1; }
 if [ "${1:-}" = build ]; then
     echo "$bin"
     exit 0

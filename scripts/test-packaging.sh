@@ -16,8 +16,11 @@ sha() { sha256sum "$@" | awk '{print $1}'; }
 first_bin=$(sha "$bin"); first_deb=$(sha dist/*.deb); first_rpm=$(sha dist/*.rpm)
 # The release link places the functions the daemon runs first (appliance/daemon/build.rs);
 # a build that could not (no lld, no list) links in the default order, with more code resident.
-"$bin" version | grep -q "^code layout: executed functions first" \
-    || { "$bin" version; echo "the shipped binary was linked in the default order (appliance/daemon/build.rs)"; exit 1; }
+# (Read whole, then matched: `version | grep -q` under pipefail fails at random when grep
+# ends before the binary's last write.)
+version="$("$bin" version)"
+grep -q "^code layout: executed functions first" <<<"$version" \
+    || { echo "$version"; echo "the shipped binary was linked in the default order (appliance/daemon/build.rs)"; exit 1; }
 # The list's names carry hashes of the toolchain, the dependencies and the build settings:
 # after an update of one of them the linker finds few of the names and, without a word,
 # keeps the default order (the load bench's memory line then shows it). Code changes move a
@@ -103,7 +106,8 @@ diff <(deb_files "$fips_deb") <(deb_files dist/*.deb) \
     || { echo "the FIPS .deb holds other files than the standard one"; exit 1; }
 fips_unpacked=$(mktemp -d)
 dpkg-deb -x "$fips_deb" "$fips_unpacked"
-"$fips_unpacked/usr/bin/dg-appliance" version | grep -qx "FIPS mode: yes" || { echo "the FIPS .deb's binary is not the FIPS build"; exit 1; }
+version="$("$fips_unpacked/usr/bin/dg-appliance" version)"
+grep -qx "FIPS mode: yes" <<<"$version" || { echo "the FIPS .deb's binary is not the FIPS build"; exit 1; }
 dpkg-deb -c "$fips_deb" > /tmp/dg-fips-deb-files
 grep -q "/usr/share/doc/dg-appliance/fips.md" /tmp/dg-fips-deb-files || { echo "the FIPS .deb lacks fips.md"; exit 1; }
 fips_bin_sha=$(sha256sum "target/fips/$target/release/dg-appliance" | awk '{print $1}')

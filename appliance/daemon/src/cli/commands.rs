@@ -246,7 +246,12 @@ fn version_text() -> String {
 /// A message for the operator.
 pub fn run(cli: Cli) -> Result<ExitCode, String> {
     if matches!(cli.command, Command::Version) {
-        println!("{}", version_text());
+        // In one write (`println!` wrote the last line apart): a reader that stops at the
+        // line it wants, as `dg-appliance version | grep -q ...` does, then cannot meet a
+        // closed pipe halfway (exit 141, main.rs), which under `pipefail` failed the
+        // caller's pipeline now and then.
+        let text = format!("{}\n", version_text());
+        print!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     // The FIPS build runs nothing unless its module is in FIPS mode (a failed power-on
