@@ -143,6 +143,13 @@ async fn write_forms(browser: &Browser) -> usize {
     count
 }
 
+/// The middle value of `loads` (three of them).
+fn median(loads: &[f64]) -> f64 {
+    let mut sorted = loads.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 #[test]
 fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
     // Seeding 10,000 runs goes faster than the default per-key rate limit allows.
@@ -161,7 +168,7 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
     let axe = crate::support::browser::axe_source();
     runtime().block_on(async {
         let browser = Browser::start(&daemon.data_dir().join("tls/cert.pem")).await;
-        let mut timings: Vec<(String, f64)> = Vec::new();
+        let mut timings: Vec<(String, Vec<f64>)> = Vec::new();
         let mut accessibility: Vec<(String, Vec<AxeViolation>)> = Vec::new();
         let mut console: Vec<String> = Vec::new();
         // Sign in with the keyboard alone: Tab to the skip link, Tab to the key field, type,
@@ -210,8 +217,14 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
             ("/ui/account", "account"),
             ("/ui/runs?scenario=ui-bulk&sort=run_id&order=asc&page=17", "runs-page-17"),
         ] {
-            let ms = browser.open(&format!("{}{path}", daemon.base)).await;
-            timings.push((path.to_string(), ms));
+            // Three loads: the median is the page's figure, so one stall of this shared
+            // machine (other tests run beside this one) does not decide it; a page that is
+            // slow every time still fails.
+            let mut loads = Vec::new();
+            for _ in 0..3 {
+                loads.push(browser.open(&format!("{}{path}", daemon.base)).await);
+            }
+            timings.push((path.to_string(), loads));
             accessibility.push((path.to_string(), browser.axe_serious(&axe).await));
             browser.screenshot(name).await;
             console.extend(browser.console_errors().await.into_iter().map(|e| format!("{path}: {e}")));
@@ -415,16 +428,18 @@ fn walkthrough_over_ten_thousand_runs_in_a_real_browser() {
         // Printed, and kept in target/ui-first-view.txt for the suite's log (a passing
         // test's output is captured).
         let mut table =
-            String::from("admin UI first view with 10,002 runs in the store (ms, as the browser measured it):\n");
-        for (path, ms) in &timings {
-            table.push_str(&format!("  {ms:>7.1}  {path}\n"));
+            String::from("admin UI first view with 10,002 runs in the store (ms, as the browser measured it; median of three loads, then each load):\n");
+        for (path, loads) in &timings {
+            let each: Vec<String> = loads.iter().map(|ms| format!("{ms:.1}")).collect();
+            table.push_str(&format!("  {:>7.1}  {path}  ({})\n", median(loads), each.join(", ")));
         }
         eprint!("{table}");
         let binary_name = binary().display().to_string();
         let report = crate::support::browser::screenshot_dir().join("../ui-first-view.txt");
         std::fs::write(report, format!("{table}  (binary: {binary_name})\n")).unwrap();
-        for (path, ms) in &timings {
-            assert!(*ms < 300.0, "{path} took {ms:.1} ms to its first view");
+        for (path, loads) in &timings {
+            let ms = median(loads);
+            assert!(ms < 300.0, "{path} took {ms:.1} ms to its first view (median of {loads:?})");
         }
         for (path, violations) in &accessibility {
             assert!(violations.is_empty(), "axe-core: serious or critical violations on {path}: {violations:?}");
