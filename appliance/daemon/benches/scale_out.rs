@@ -9,7 +9,8 @@
 //! `DG_SCALE_OUT_PROFILE=N` measures one node on PostgreSQL only, at 8 and 32 clients, N
 //! cycles each, and prints what each statement cost PostgreSQL per cycle (the statements
 //! inside the write functions too: `pg_stat_statements`), for A/B runs of two builds
-//! (`DG_APPLIANCE_BIN`). `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size`,
+//! (`DG_APPLIANCE_BIN`); `DG_SCALE_OUT_NODES=N` profiles N nodes over the one database
+//! instead. `DG_SCALE_OUT_POOL=N` sets the nodes' `pool_size`,
 //! `DG_SCALE_OUT_WORK_THREADS=N` their `work_threads`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -276,15 +277,16 @@ fn postmaster_pid(cluster: &Postgres) -> u32 {
     text.lines().next().unwrap().trim().parse().unwrap()
 }
 
-/// Profile mode: one node on PostgreSQL at 8 and 32 clients, then each statement's share of
-/// PostgreSQL's execution time per cycle (nested statements counted on their own lines and
-/// inside their caller's), the costliest first.
-fn profile_statements(cluster: &Postgres, cycles: usize) {
+/// Profile mode: `nodes` nodes on PostgreSQL at 8 and 32 clients, then each statement's
+/// share of PostgreSQL's execution time per cycle (nested statements counted on their own
+/// lines and inside their caller's), the costliest first.
+fn profile_statements(cluster: &Postgres, cycles: usize, nodes: usize) {
     cluster.create_database("one");
     cluster.psql("one", "CREATE EXTENSION pg_stat_statements");
+    let name = if nodes == 1 { "1 node, PostgreSQL".to_string() } else { format!("{nodes} nodes, PostgreSQL") };
     let setup = Setup {
-        name: "1 node, PostgreSQL",
-        nodes: postgres_nodes(cluster, "one", 1),
+        name: Box::leak(name.into_boxed_str()),
+        nodes: postgres_nodes(cluster, "one", nodes),
         postmaster: Some(postmaster_pid(cluster)),
     };
     let _ = setup.phase(2, 60, 0);
@@ -332,7 +334,8 @@ fn main() {
         return;
     };
     if let Some(cycles) = profile {
-        profile_statements(&cluster, cycles);
+        let nodes = std::env::var("DG_SCALE_OUT_NODES").ok().and_then(|n| n.parse::<usize>().ok()).unwrap_or(1);
+        profile_statements(&cluster, cycles, nodes.clamp(1, 8));
         return;
     }
     let postmaster = postmaster_pid(&cluster);
