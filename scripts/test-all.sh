@@ -73,8 +73,10 @@ fips_bin="$(tail -n 1 "$prep_dir/build-fips.out")"
 export DG_FIPS_BIN="$fips_bin"
 step "waiting for the background jobs"
 # A failed job does not stop the tests: the step that needs it (fuzzing, the packaging
-# test) runs the same script again and fails there with its own message.
+# test) runs the same script again and fails there with its own message. (The builds were
+# waited for above; only the preparation jobs are left.)
 for pid in "${background[@]}"; do
+    [[ " ${build_pids[*]} " == *" $pid "* ]] && continue
     wait "$pid" && continue
     echo "a background job failed; the step that needs it will try again. Its log:"
     for job_log in "$prep_dir"/*.log; do echo "-- $job_log"; tail -n 20 "$job_log"; done
