@@ -28,6 +28,26 @@ cleanup() {
 }
 trap cleanup EXIT
 step() { echo "== [${SECONDS}s into the suite] $*"; }
+# What the tests start (daemons, PostgreSQL, the object store, the browser and its driver, the
+# syslog collector, the identity provider); each test stops its own by PID. Those running
+# before the suite are not the tests'.
+peer_names='dg-appliance|postgres|weed|chromium|chrome|chromedriver|rsyslogd|node'
+peer_pids() { ps -eo pid=,comm= | awk -v names="$peer_names" '$2 ~ "^(" names ")$" {print $1}'; }
+peers_before="$(peer_pids)"
+# Lists any of them a test left running, and stops them, so the benchmarks meet a quiet machine.
+stop_leftovers() {
+    local left
+    left="$(peer_pids | grep -vxF -e "${peers_before:-none}" || true)"
+    [ -n "$left" ] || { echo "no test process left running"; return 0; }
+    echo "warning: the tests left these running (stopped now):"
+    # shellcheck disable=SC2086
+    ps -o pid,etimes,args -p "$(echo $left | tr ' ' ',')" || true
+    # shellcheck disable=SC2086
+    kill $left 2>/dev/null || true
+    sleep 5
+    # shellcheck disable=SC2086
+    kill -9 $left 2>/dev/null || true
+}
 bench() { (source scripts/release-env.sh && cargo bench --workspace --target "$DG_RELEASE_TARGET" "$@"); }
 
 step "in the background: cargo tools and the fuzz build (scripts/install-tools.sh, scripts/fuzz.sh --build), Debian root (scripts/debian-root.sh)"
@@ -110,6 +130,8 @@ step "system tests against the FIPS binary ($fips_bin): authz, runpacks, backup,
 DG_APPLIANCE_BIN="$fips_bin" cargo test --workspace --test system -- \
     authz:: runpacks::reference runpacks::signed backup:: audit:: hsm:: \
     s3_runpacks::export_download_and_offline_verify_through_s3_and_reference_runpacks_match 2>&1 | tee -a "$log"
+step "processes the tests left running"
+stop_leftovers
 step "cargo bench"
 unset RUST_TEST_THREADS
 bench
