@@ -46,6 +46,7 @@ pub use seam::StateStore;
 pub use store::checkpointer::CheckpointCounts;
 /// The database schema version this build writes (a newer one is refused).
 pub use store::migrations::CURRENT_VERSION as SCHEMA_VERSION;
+pub use store::temp_files::directory as sqlite_temp_directory;
 pub use store::{ApiKeyRecord, CheckReport, RegistrySnapshot, RunSummary, ScenarioRecord, Scope, Store, StoreLimits};
 
 /// The audit chain's records: events, entries, batches handed to a mutation, signed

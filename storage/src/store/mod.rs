@@ -13,6 +13,7 @@ pub(crate) mod registry_cache;
 pub(crate) mod run_counts;
 pub(crate) mod scenario_cache;
 pub(crate) mod subjects;
+pub(crate) mod temp_files;
 pub(crate) mod tenancy;
 pub(crate) mod usage;
 mod writer;
@@ -233,6 +234,9 @@ impl Store {
     /// # Errors
     /// [`StoreError::NewerSchema`] for a database from a newer appliance, or SQLite errors.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        // SQLite's temporary files (large statements' journals, big sorts, migrations' copies)
+        // in the data directory, with the data (`temp_files.rs`).
+        temp_files::keep_beside(path);
         let mut conn = Connection::open(path).map_err(StoreError::sqlite("open database"))?;
         configure(&conn)?;
         let instance = format!("{:032x}", dg_crypto::random_u128());

@@ -52,6 +52,11 @@ fn serve(args: cli::ServeArgs) -> Result<(), String> {
         fips_mode = module.fips_mode,
         "crypto module"
     );
+    match dg_storage::sqlite_temp_directory() {
+        Some(dir) => tracing::info!(directory = %dir.display(), "SQLite temporary files"),
+        // PostgreSQL, or a data directory where `tmp/` could not be made: SQLite's default.
+        None => tracing::debug!("SQLite temporary files in the system's temporary directory"),
+    }
     // Held while serving: `backup restore` refuses to replace a directory in use.
     let _lock = dg_storage::backup::lock_data_dir(&data.root).map_err(|err| err.to_string())?;
     if let Some(listen) = args.listen {
