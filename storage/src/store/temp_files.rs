@@ -43,12 +43,15 @@ fn use_directory(dir: &Path) -> Option<PathBuf> {
         Ok(_) => {}
         Err(_) => std::fs::DirBuilder::new().mode(0o700).create(dir).ok()?,
     }
+    // Absolute: SQLite resolves the directory whenever it makes a file, whatever the
+    // working directory is by then (the default data directory is `./dg-data`).
+    let dir = std::fs::canonicalize(dir).ok()?;
     let text = dir.to_str()?;
     // The setting is process-wide and SQLite reads it without a lock: it is set once, by
     // the first store opened (before its connections run), from a connection of its own.
     let conn = Connection::open_in_memory().ok()?;
     conn.execute_batch(&format!("PRAGMA temp_store_directory = '{}'", text.replace('\'', "''"))).ok()?;
-    Some(dir.to_path_buf())
+    Some(dir)
 }
 
 #[cfg(test)]
