@@ -21,9 +21,9 @@ use rusqlite::Connection;
 static DIRECTORY: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// Sets `tmp/` beside `database` as SQLite's temporary directory for this process, unless
-/// an earlier store set one. Returns the directory in force.
-pub(crate) fn keep_beside(database: &Path) -> Option<&'static Path> {
-    DIRECTORY.get_or_init(|| database.parent().and_then(|parent| use_directory(&parent.join("tmp")))).as_deref()
+/// an earlier store set one ([`directory`] tells which is in force).
+pub(crate) fn keep_beside(database: &Path) {
+    DIRECTORY.get_or_init(|| database.parent().and_then(|parent| use_directory(&parent.join("tmp"))));
 }
 
 /// Where SQLite's temporary files go in this process (`None`: SQLite's default, the
