@@ -47,9 +47,17 @@ fn link_order(order: &Path) -> Result<String, Option<String>> {
     if !lld_found() {
         return Err(Some("no lld (neither the toolchain's nor on the PATH)".into()));
     }
-    let listed = std::fs::read_to_string(order).map(|text| text.lines().count()).unwrap_or(0);
-    let path = std::fs::canonicalize(order).ok().filter(|_| listed > 0);
-    let Some(path) = path else { return Err(Some(format!("{} is missing or empty", order.display()))) };
+    let text = std::fs::read_to_string(order).unwrap_or_default();
+    let listed = text.lines().count();
+    if listed == 0 {
+        return Err(Some(format!("{} is missing or empty", order.display())));
+    }
+    // The linker is handed a copy in the build's own directory, not the checkout's file: a
+    // kept target directory reuses this script's output while its file is unchanged, and a
+    // path into the checkout that ran it last (another clone, since removed) would not link.
+    let out = std::env::var_os("OUT_DIR").ok_or_else(|| Some("cargo gave no OUT_DIR".to_string()))?;
+    let path = Path::new(&out).join("symbol-order.txt");
+    std::fs::write(&path, text).map_err(|err| Some(format!("cannot copy {}: {err}", order.display())))?;
     for arg in [
         "-fuse-ld=lld".to_string(),
         format!("-Wl,--symbol-ordering-file={}", path.display()),

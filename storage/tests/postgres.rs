@@ -31,13 +31,13 @@ fn nodes_starting_together_migrate_once_and_share_one_deployment_id() {
         .collect();
     let ids: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
-    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|3");
-    assert_eq!(PgStore::migrate(&settings).unwrap(), (3, 3));
+    assert_eq!(cluster.psql(&db, "SELECT count(*), min(version) FROM dg_meta").trim(), "1|4");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (4, 4));
 }
 
-/// A database of schema 1 (the tables, without v2's one-statement write functions) with a
-/// chain in it moves to schema 2 when a node opens it, and the chain goes on from where it
-/// was: entries appended before and after verify as one chain, checkpoints included.
+/// A database of schema 1 (the tables, without the write functions of v2 to v4) with a chain
+/// in it moves to the current schema when a node opens it, and the chain goes on from where
+/// it was: entries appended before and after verify as one chain, checkpoints included.
 #[test]
 fn a_schema_1_database_migrates_and_its_chain_goes_on() {
     let Some(cluster) = cluster::Postgres::start() else { return };
@@ -53,8 +53,8 @@ fn a_schema_1_database_migrates_and_its_chain_goes_on() {
         }
     };
     append(&PgStore::open(&settings, StoreLimits::default()).unwrap(), 1);
-    cluster.psql(&db, "DROP FUNCTION dg_write_runs; DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
-    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 3));
+    cluster.psql(&db, "DROP FUNCTION dg_write_group; DROP FUNCTION dg_take_write_lock; DROP FUNCTION dg_write_runs; DROP FUNCTION dg_save_runs; DROP FUNCTION dg_save_run; DROP FUNCTION dg_move_tenant_totals; DROP FUNCTION dg_append; UPDATE dg_meta SET version = 1");
+    assert_eq!(PgStore::migrate(&settings).unwrap(), (1, 4));
     let store = PgStore::open(&settings, StoreLimits::default()).unwrap();
     append(&store, 6);
     let batch = AuditBatch { events: vec![support::tool_call_event(11, 1)], usage: vec![] };
@@ -182,6 +182,70 @@ fn a_conflict_inside_a_group_is_that_writes_alone() {
     assert_eq!(kept.trim(), "4|t");
 }
 
+/// Another node's group holding the deployment's write lock (here a session that takes it
+/// as `dg_take_write_lock` does): the node's group that met it waited, so the node's next
+/// groups wait for the lock before they are formed, and the writes that queue meanwhile go
+/// out with the one that waited, as one group (formed first, the waiting write would have
+/// gone alone and the others after it). Sixteen groups in a row that find the lock free put
+/// the node back to taking it inside the group's statement. The chain verifies.
+#[test]
+fn a_node_that_meets_another_nodes_group_forms_its_groups_after_the_write_lock() {
+    let Some(cluster) = cluster::Postgres::start() else { return };
+    let db = cluster.create_database("write_lock");
+    let store = Arc::new(PgStore::open(&cluster.settings(&db, 4), StoreLimits::default()).unwrap());
+    let hold = |seconds: u32| {
+        cluster.psql_in_background(
+            &db,
+            &format!("BEGIN; SELECT pg_advisory_xact_lock(7234801317437863013); SELECT pg_sleep({seconds}); COMMIT"),
+        )
+    };
+    let write = |run: String, n: u64| {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let batch = AuditBatch { events: vec![support::tool_call_event(n, 1)], usage: vec![] };
+            store.create_run(&support::started_run(1, 1, &run), batch)
+        })
+    };
+    store.create_run(&support::started_run(1, 1, "alone"), AuditBatch::default()).unwrap();
+    assert!(!store.meeting_other_nodes(), "a node alone takes the lock inside its statement");
+
+    let holder = hold(2);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(write("met".into(), 1).join().unwrap().unwrap(), 1);
+    assert!(holder.wait_with_output().unwrap().status.success());
+    assert!(store.meeting_other_nodes(), "the group waited for another holder of the write lock");
+
+    let holder = hold(3);
+    std::thread::sleep(Duration::from_millis(700));
+    let (groups_before, grouped_before) = store.write_groups_sent();
+    let first = write("first".into(), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let queued: Vec<_> = (0..3).map(|i| write(format!("queued-{i}"), 3 + i)).collect();
+    assert!(holder.wait_with_output().unwrap().status.success());
+    assert_eq!(first.join().unwrap().unwrap(), 1);
+    for handle in queued {
+        assert_eq!(handle.join().unwrap().unwrap(), 1);
+    }
+    let (groups, grouped) = store.write_groups_sent();
+    assert_eq!(
+        (groups - groups_before, grouped - grouped_before),
+        (1, 4),
+        "the write that waited for the lock and the three queued meanwhile went as one group"
+    );
+    assert!(store.meeting_other_nodes());
+
+    for i in 0..16 {
+        assert!(store.meeting_other_nodes(), "still meeting others after {i} free groups");
+        store.create_run(&support::started_run(1, 1, &format!("calm-{i}")), AuditBatch::default()).unwrap();
+    }
+    assert!(!store.meeting_other_nodes(), "sixteen free groups in a row: back to the one statement");
+    let report = store.verify_audit(&dg_storage::signing::PublicKeyRing::default()).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.entries, 5);
+    let open = cluster.psql(&db, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'");
+    assert_eq!(open.trim(), "0", "no connection was left inside a transaction");
+}
+
 /// The race a namespace delete and a request's start run on two nodes: the delete locks the
 /// namespace's row, finds it empty and deletes it; a start that reaches its write meanwhile
 /// waits for that row and is then refused, rather than storing a run in a namespace that no
@@ -290,7 +354,7 @@ fn a_newer_schema_is_refused() {
     drop(PgStore::open(&settings, StoreLimits::default()).unwrap());
     cluster.psql(&db, "UPDATE dg_meta SET version = 99");
     let err = PgStore::open(&settings, StoreLimits::default()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 3 }), "{err}");
+    assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: 4 }), "{err}");
     assert!(matches!(PgStore::migrate(&settings).unwrap_err(), StoreError::NewerSchema { .. }));
 }
 

@@ -11,7 +11,7 @@ use crate::postgres::connection::pg;
 use crate::store::audit::GENESIS_SHA256;
 
 /// Highest PostgreSQL schema version this build knows.
-pub const PG_SCHEMA_VERSION: i64 = 3;
+pub const PG_SCHEMA_VERSION: i64 = 4;
 
 /// The advisory lock every migration holds ("dg-migr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0064_672d_6d69_6772;
@@ -20,7 +20,7 @@ const MIGRATION_LOCK: i64 = 0x0064_672d_6d69_6772;
 /// schema (`store/migrations.rs`) with PostgreSQL's types; documents are `bytea` holding the
 /// canonical JSON exactly, beside their sha256. Text compares byte by byte (`COLLATE "C"`), as
 /// in SQLite, whatever the database's locale: orderings and page cursors are the same.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     // v1: the whole first schema.
     r#"
     CREATE TABLE dg_meta (
@@ -543,6 +543,42 @@ const MIGRATIONS: [&str; 3] = [
                            u_requests, u_counters, u_keys, u_amounts, p_usages, p_every,
                            array_fill(false, ARRAY[coalesce(array_length(p_runs, 1), 0)])) w
     $$;
+    "#,
+    // v4: the write lock (write_group.rs), an advisory lock ("dg-write" in ASCII) every
+    // group takes before anything else. `dg_take_write_lock` takes it and says whether it had
+    // to wait (another node's group held it); `dg_write_group` is `dg_write_runs` behind it,
+    // with that answer last. A v3 node of a rolling upgrade keeps calling `dg_write_runs`
+    // without the lock: it never waits for the lock, so no lock cycle can form.
+    r#"
+    CREATE FUNCTION dg_take_write_lock() RETURNS boolean LANGUAGE plpgsql AS $$
+    BEGIN
+        IF pg_try_advisory_xact_lock(7234801317437863013) THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_advisory_xact_lock(7234801317437863013);
+        RETURN true;
+    END $$;
+
+    CREATE FUNCTION dg_write_group(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
+                                 p_new_statuses text[], p_expected bigint[], p_docs bytea[], p_shas text[],
+                                 p_saved bigint[], p_statuses text[], p_limit bigint, p_time bigint,
+                                 p_parts bytea[], p_entry_tenants bigint[], p_entries integer[],
+                                 u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
+                                 u_amounts bigint[], p_usages integer[], p_every bigint,
+                                 p_need_namespaces boolean[])
+    RETURNS TABLE (versions bigint[], errors text[], error_codes text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
+                   checkpoint_due boolean, waited boolean)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        w boolean := dg_take_write_lock();
+    BEGIN
+        RETURN QUERY SELECT r.versions, r.errors, r.error_codes, r.head_seq, r.head_sha256, r.head_time_ms,
+                            r.checkpoint_due, w
+            FROM dg_write_runs(p_tenants, p_namespaces, p_runs, p_scenarios, p_new_statuses, p_expected, p_docs,
+                               p_shas, p_saved, p_statuses, p_limit, p_time, p_parts, p_entry_tenants, p_entries,
+                               u_tenants, u_requests, u_counters, u_keys, u_amounts, p_usages, p_every,
+                               p_need_namespaces) r;
+    END $$;
     "#,
 ];
 

@@ -144,6 +144,13 @@ impl PgStore {
         self.write_groups.sent()
     }
 
+    /// Whether this node's groups wait for the deployment's write lock before they are formed
+    /// (another node's groups were met lately: `write_group.rs`).
+    #[must_use]
+    pub fn meeting_other_nodes(&self) -> bool {
+        self.write_groups.meeting_others()
+    }
+
     /// Sets the key that signs checkpoints and how many entries may pass between two.
     pub fn set_audit_signer(&self, signer: Arc<dyn AuditSigner>, checkpoint_every: u64) {
         if let Ok(mut slot) = self.audit_signer.write() {
