@@ -126,9 +126,9 @@ fn store_migrate_brings_a_real_database_to_the_schema_with_nodes_starting_togeth
             text(&out)
         })
         .collect();
-    assert_eq!(said.iter().filter(|s| s.contains("version 0 -> 3")).count(), 1, "{said:?}");
-    assert_eq!(said.iter().filter(|s| s.contains("version 3, current")).count(), 2, "{said:?}");
-    assert_eq!(cluster.psql(&db, "SELECT version FROM dg_meta").trim(), "3");
+    assert_eq!(said.iter().filter(|s| s.contains("version 0 -> 4")).count(), 1, "{said:?}");
+    assert_eq!(said.iter().filter(|s| s.contains("version 4, current")).count(), 2, "{said:?}");
+    assert_eq!(cluster.psql(&db, "SELECT version FROM dg_meta").trim(), "4");
     // A wrong password is refused with the database's own words.
     std::fs::write(cluster.password_file(), "wrong").unwrap();
     let out = run(&["store", "migrate"], &config, &data);
