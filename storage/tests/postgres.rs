@@ -209,18 +209,32 @@ fn a_node_that_meets_another_nodes_group_forms_its_groups_after_the_write_lock()
     store.create_run(&support::started_run(1, 1, "alone"), AuditBatch::default()).unwrap();
     assert!(!store.meeting_other_nodes(), "a node alone takes the lock inside its statement");
 
+    // Waits (bounded) until `n` sessions hold, or wait for, the write lock.
+    let lock_sessions = |granted: bool, n: usize| {
+        let sql = format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted}");
+        for _ in 0..200 {
+            if cluster.psql(&db, &sql).trim() == n.to_string() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("{n} sessions never had the write lock (granted: {granted})");
+    };
     let holder = hold(2);
-    std::thread::sleep(Duration::from_millis(700));
+    lock_sessions(true, 1);
     assert_eq!(write("met".into(), 1).join().unwrap().unwrap(), 1);
     assert!(holder.wait_with_output().unwrap().status.success());
     assert!(store.meeting_other_nodes(), "the group waited for another holder of the write lock");
 
     let holder = hold(3);
-    std::thread::sleep(Duration::from_millis(700));
+    lock_sessions(true, 1);
     let (groups_before, grouped_before) = store.write_groups_sent();
     let first = write("first".into(), 2);
-    std::thread::sleep(Duration::from_millis(500));
+    // The first write waits for the lock before its group is formed...
+    lock_sessions(false, 1);
+    // ...while three more queue in the node behind it.
     let queued: Vec<_> = (0..3).map(|i| write(format!("queued-{i}"), 3 + i)).collect();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(holder.wait_with_output().unwrap().status.success());
     assert_eq!(first.join().unwrap().unwrap(), 1);
     for handle in queued {
