@@ -150,7 +150,7 @@ fn a_conflict_inside_a_group_is_that_writes_alone() {
     store.create_run(&support::started_run(1, 1, "taken"), charged(1, "req-taken")).unwrap();
     let holder =
         cluster.psql_in_background(&db, "BEGIN; SELECT seq FROM audit_head FOR UPDATE; SELECT pg_sleep(3); COMMIT");
-    std::thread::sleep(Duration::from_millis(700));
+    cluster.wait_for_sleeper(&db);
     let write = |run: &'static str, n: u64| {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -160,7 +160,7 @@ fn a_conflict_inside_a_group_is_that_writes_alone() {
     // The first write waits on the head in the database; the next three queue behind it in
     // the node and go as one group once it returns.
     let first = write("first", 2);
-    std::thread::sleep(Duration::from_millis(500));
+    cluster.wait_for_sessions(&db, "wait_event_type = 'Lock'", 1);
     let (groups_before, _) = store.write_groups_sent();
     let queued = [write("b", 3), write("taken", 4), write("c", 5)];
     assert!(holder.wait_with_output().unwrap().status.success());
@@ -209,29 +209,18 @@ fn a_node_that_meets_another_nodes_group_forms_its_groups_after_the_write_lock()
     store.create_run(&support::started_run(1, 1, "alone"), AuditBatch::default()).unwrap();
     assert!(!store.meeting_other_nodes(), "a node alone takes the lock inside its statement");
 
-    // Waits (bounded) until `n` sessions hold, or wait for, the write lock.
-    let lock_sessions = |granted: bool, n: usize| {
-        let sql = format!("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = {granted}");
-        for _ in 0..200 {
-            if cluster.psql(&db, &sql).trim() == n.to_string() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("{n} sessions never had the write lock (granted: {granted})");
-    };
     let holder = hold(2);
-    lock_sessions(true, 1);
+    cluster.wait_for_sleeper(&db);
     assert_eq!(write("met".into(), 1).join().unwrap().unwrap(), 1);
     assert!(holder.wait_with_output().unwrap().status.success());
     assert!(store.meeting_other_nodes(), "the group waited for another holder of the write lock");
 
     let holder = hold(3);
-    lock_sessions(true, 1);
+    cluster.wait_for_sleeper(&db);
     let (groups_before, grouped_before) = store.write_groups_sent();
     let first = write("first".into(), 2);
     // The first write waits for the lock before its group is formed...
-    lock_sessions(false, 1);
+    cluster.wait_for_sessions(&db, "wait_event_type = 'Lock'", 1);
     // ...while three more queue in the node behind it.
     let queued: Vec<_> = (0..3).map(|i| write(format!("queued-{i}"), 3 + i)).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -277,7 +266,7 @@ fn a_start_racing_a_namespace_delete_waits_for_it_and_is_refused() {
          SELECT count(*) FROM runs WHERE tenant_id = 1 AND namespace_id = 7; SELECT pg_sleep(2); \
          DELETE FROM namespaces WHERE tenant_id = 1 AND namespace_id = 7; COMMIT",
     );
-    std::thread::sleep(Duration::from_millis(700));
+    cluster.wait_for_sleeper(&db);
     let started = std::time::Instant::now();
     let batch = AuditBatch { events: vec![support::tool_call_event(1, 1)], usage: vec![] };
     let err = store.start_run(&support::started_run(1, 7, "late"), batch).unwrap_err();
@@ -336,7 +325,7 @@ fn a_checkpoint_after_a_run_write_neither_fails_the_write_nor_holds_the_head() {
         &db,
         &format!("BEGIN; SELECT pg_advisory_xact_lock({}); SELECT pg_sleep(5); COMMIT", 0x6467_2d63_686b_7074_i64),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    cluster.wait_for_sleeper(&db);
     let started = std::time::Instant::now();
     assert_eq!(write("d", 4).unwrap(), 1);
     assert_eq!(write("e", 5).unwrap(), 1, "due again: the signer finds the lock taken and leaves it");

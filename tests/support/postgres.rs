@@ -229,6 +229,26 @@ impl Postgres {
         self.psql_command(dbname, sql).stdout(std::process::Stdio::null()).spawn().unwrap()
     }
 
+    /// Waits (bounded: 10 s) until `n` sessions of `dbname` run the query `condition` picks
+    /// out of `pg_stat_activity` (a session started with [`Self::psql_in_background`] that
+    /// reached its `pg_sleep`, so holds every lock it took before; a write waiting for a
+    /// lock). For tests that need a lock held before they go on, whatever the machine's load.
+    pub fn wait_for_sessions(&self, dbname: &str, condition: &str, n: usize) {
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}' AND ({condition})");
+        for _ in 0..400 {
+            if self.psql(dbname, &sql).trim() == n.to_string() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("never {n} sessions of {dbname} with {condition}");
+    }
+
+    /// [`Self::wait_for_sessions`]: one session of `dbname` sleeping in `pg_sleep`.
+    pub fn wait_for_sleeper(&self, dbname: &str) {
+        self.wait_for_sessions(dbname, "wait_event = 'PgSleep'", 1);
+    }
+
     fn psql_command(&self, dbname: &str, sql: &str) -> Command {
         let mut command = Command::new(self.bin.join("psql"));
         command
