@@ -11,8 +11,10 @@
 # Order, for time: everything is compiled first (the debug tests, the release benchmarks
 # and the FIPS binary side by side), while in the background the cargo tools install, the
 # fuzz targets compile and the Debian root for the install test downloads (they fill the
-# cores' idle time: downloads, single-threaded codegen and links). Nothing else runs while
-# the tests and benchmarks run, so their timings meet a quiet machine.
+# cores' idle time: downloads, single-threaded codegen and links); once the debug build is
+# done, the libraries' tests (which time nothing) run beside the release builds. Nothing
+# else runs while the daemon's tests and the benchmarks run, so their timings meet a quiet
+# machine.
 # Then fuzzing and the packaging test run side by side: neither measures time (libFuzzer
 # runs one process for a fixed time, and the second core builds and boots the package).
 set -euo pipefail
@@ -73,20 +75,40 @@ background+=("$!")
 step "build, side by side: tests (debug); benchmarks (release settings, shared with the packaging step's release build); the FIPS binary (scripts/release-fips.sh build: static, --features fips, target/fips)"
 builds=(debug benchmarks fips)
 build_pids=()
-cargo test --workspace --all-targets --no-run >"$prep_dir/build-debug.out" 2>&1 &
+cargo test --workspace --all-targets --no-run --message-format=json-render-diagnostics \
+    >"$prep_dir/debug-artifacts.json" 2>"$prep_dir/build-debug.out" &
 build_pids+=("$!")
 bench --no-run >"$prep_dir/build-benchmarks.out" 2>&1 &
 build_pids+=("$!")
 bash scripts/release-fips.sh build >"$prep_dir/build-fips.out" 2>&1 &
 build_pids+=("$!")
 background+=("${build_pids[@]}")
+# Four test threads per test binary (libtest's default is the core count, 2): the tests
+# mostly wait on what they start (daemons, PostgreSQL, the browser, the object store), so
+# at two threads they used 0.74 of one core (system tests against the shipped binary, 191 s;
+# 120 s with four threads, 88 s with eight). Six starved the debug daemon enough in one CI
+# rehearsal that two load-driven system tests could not offer their load.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 build_failed=""
+early_pid=""
 for i in "${!builds[@]}"; do
     status=0
     wait "${build_pids[$i]}" || status=$?
     step "build ${builds[$i]}: exit ${status}"
     cat "$prep_dir/build-${builds[$i]}.out"
     [ "$status" -eq 0 ] || build_failed="$build_failed ${builds[$i]}"
+    # The libraries' tests (storage, engine, providers, identity and the rest: everything but
+    # the daemon's package) need only the debug build and PostgreSQL, and measure no time:
+    # they run as soon as the debug build is done, beside the release builds (about 90 s of
+    # tests, most of it waiting on fsync and PostgreSQL, out of the suite's critical path).
+    # Their waits on other sessions' locks are read from pg_stat_activity, not timed. The
+    # daemon's tests, the system tests among them, run after the builds, alone.
+    if [ "${builds[$i]}" = debug ] && [ "$status" -eq 0 ]; then
+        step "the libraries' tests (${RUST_TEST_THREADS} test threads per binary), beside the release builds"
+        bash scripts/library-tests.sh "$prep_dir/debug-artifacts.json" >"$prep_dir/library-tests.out" 2>&1 &
+        early_pid=$!
+        background+=("$early_pid")
+    fi
 done
 [ -z "$build_failed" ] || { echo "build failed:$build_failed"; exit 1; }
 fips_bin="$(tail -n 1 "$prep_dir/build-fips.out")"
@@ -96,25 +118,24 @@ step "waiting for the background jobs"
 # test) runs the same script again and fails there with its own message. (The builds were
 # waited for above; only the preparation jobs are left.)
 for pid in "${background[@]}"; do
-    [[ " ${build_pids[*]} " == *" $pid "* ]] && continue
+    [[ " ${build_pids[*]} $early_pid " == *" $pid "* ]] && continue
     wait "$pid" && continue
     echo "a background job failed; the step that needs it will try again. Its log:"
     for job_log in "$prep_dir"/*.log; do echo "-- $job_log"; tail -n 20 "$job_log"; done
 done
-background=()
+background=(${early_pid:+"$early_pid"})
 # The OIDC, S3 and UI tests need their peers: a second try here fails with npm's or pip's own message.
 bash scripts/oidc-provider.sh
 bash scripts/seaweedfs.sh
 bash scripts/ui-test-deps.sh
 
-# Four test threads per test binary (libtest's default is the core count, 2): the tests
-# mostly wait on what they start (daemons, PostgreSQL, the browser, the object store), so
-# at two threads they used 0.74 of one core (system tests against the shipped binary, 191 s;
-# 120 s with four threads, 88 s with eight). Six starved the debug daemon enough in one CI
-# rehearsal that two load-driven system tests could not offer their load.
-export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
-step "cargo test (${RUST_TEST_THREADS} test threads per binary)"
-cargo test --workspace --all-targets 2>&1 | tee "$log"
+step "the libraries' tests: waiting for them"
+library_tests=0
+wait "$early_pid" || library_tests=$?
+tee "$log" <"$prep_dir/library-tests.out"
+[ "$library_tests" -eq 0 ] || { echo "the libraries' tests failed (exit $library_tests)"; exit 1; }
+step "cargo test of the daemon (${RUST_TEST_THREADS} test threads per binary)"
+cargo test -p dg-appliance --all-targets 2>&1 | tee -a "$log"
 # The admin UI's first-view times, as the browser measured them (tests/system/admin_ui.rs).
 cat target/ui-first-view.txt 2>/dev/null || true
 # The system tests once more, against the binary that ships (static, release settings,
