@@ -7,6 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")"
+# One package time for every packaging below (by default the last commit's time, read once:
+# a commit made while the test runs must not change it half-way).
+DG_PACKAGE_EPOCH="$(source scripts/release-env.sh && echo "$DG_PACKAGE_EPOCH")"
+export DG_PACKAGE_EPOCH
 bin="target/$target/release/dg-appliance"
 
 echo "== [${SECONDS}s into packaging] release build"
@@ -58,7 +62,6 @@ mkdir -p "$copy_target/$target/release"
 cp "$bin" "$copy_target/$target/release/dg-appliance"
 shipped_bin="$bin"
 bin="$copy_target/$target/release/dg-appliance"
-epoch="$(source scripts/release-env.sh && echo "$DG_PACKAGE_EPOCH")"
 set -m
 (source scripts/release-env.sh \
     && cargo clean --release -p dg-appliance --target "$target" \
@@ -68,10 +71,10 @@ set +m
 # An early exit stops the rebuild (its own process group) and removes the copy.
 trap 'kill -- -"$rebuild_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/packages"
-SOURCE_DATE_EPOCH="$epoch" CARGO_TARGET_DIR="$copy_target" \
+SOURCE_DATE_EPOCH="$DG_PACKAGE_EPOCH" CARGO_TARGET_DIR="$copy_target" \
     cargo deb -p dg-appliance --no-build --no-strip --target "$target" --output "$work/packages/" >/dev/null
 cargo generate-rpm -p appliance/daemon --target "$target" --target-dir "$copy_target" \
-    --output "$work/packages/" --source-date "$epoch"
+    --output "$work/packages/" --source-date "$DG_PACKAGE_EPOCH"
 [ "$first_deb" = "$(sha "$work"/packages/*.deb)" ] || { echo ".deb differs between two packagings"; exit 1; }
 [ "$first_rpm" = "$(sha "$work"/packages/*.rpm)" ] || { echo ".rpm differs between two packagings"; exit 1; }
 "$bin" generate-docs --out "$work/generated"
