@@ -11,7 +11,9 @@ deb="$(realpath "$1")"
 upgrade="${2:+$(realpath "$2")}"
 work="$(mktemp -d /var/tmp/dg-nspawn.XXXXXX)"
 root="$work/root"
-host_bin="$(dirname "$0")/../target/$(source "$(dirname "$0")/release-env.sh" && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
+# The host's copy of the binary, to verify what the unit exported: DG_HOST_BIN, else the
+# release build's (the packaging test passes a copy, as it rebuilds the release meanwhile).
+host_bin="${DG_HOST_BIN:-$(dirname "$0")/../target/$(source "$(dirname "$0")/release-env.sh" && echo "$DG_RELEASE_TARGET")/release/dg-appliance}"
 host_bin="$(realpath "$host_bin")"
 nspawn_pid=""
 cleanup() {

@@ -152,7 +152,7 @@ echo "== [${SECONDS}s into packaging] booted install test (with an upgrade to a 
 rm -rf target/upgrade-test && mkdir -p target/upgrade-test
 CARGO_TARGET_DIR="$copy_target" \
     cargo deb -p dg-appliance --no-build --no-strip --target "$target" --deb-revision 2 --output target/upgrade-test/ >/dev/null
-bash scripts/nspawn-install-test.sh dist/*.deb target/upgrade-test/*.deb
+DG_HOST_BIN="$bin" bash scripts/nspawn-install-test.sh dist/*.deb target/upgrade-test/*.deb
 
 echo "== [${SECONDS}s into packaging] reproducibility: waiting for the rebuild of the appliance crates"
 wait "$rebuild_pid" || { tail -n 40 "$work/rebuild.log"; echo "the rebuild failed"; exit 1; }

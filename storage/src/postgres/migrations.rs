@@ -559,13 +559,10 @@ const MIGRATIONS: [&str; 4] = [
         RETURN true;
     END $$;
 
-    CREATE FUNCTION dg_write_group(p_tenants bigint[], p_namespaces bigint[], p_runs text[], p_scenarios text[],
-                                 p_new_statuses text[], p_expected bigint[], p_docs bytea[], p_shas text[],
-                                 p_saved bigint[], p_statuses text[], p_limit bigint, p_time bigint,
-                                 p_parts bytea[], p_entry_tenants bigint[], p_entries integer[],
-                                 u_tenants bigint[], u_requests text[], u_counters text[], u_keys text[],
-                                 u_amounts bigint[], p_usages integer[], p_every bigint,
-                                 p_need_namespaces boolean[])
+    -- The arguments are dg_write_runs' (p_tenants to p_need_namespaces), passed on as they are.
+    CREATE FUNCTION dg_write_group(bigint[], bigint[], text[], text[], text[], bigint[], bytea[], text[], bigint[],
+                                   text[], bigint, bigint, bytea[], bigint[], integer[], bigint[], text[], text[],
+                                   text[], bigint[], integer[], bigint, boolean[])
     RETURNS TABLE (versions bigint[], errors text[], error_codes text[], head_seq bigint, head_sha256 text, head_time_ms bigint,
                    checkpoint_due boolean, waited boolean)
     LANGUAGE plpgsql AS $$
@@ -574,10 +571,8 @@ const MIGRATIONS: [&str; 4] = [
     BEGIN
         RETURN QUERY SELECT r.versions, r.errors, r.error_codes, r.head_seq, r.head_sha256, r.head_time_ms,
                             r.checkpoint_due, w
-            FROM dg_write_runs(p_tenants, p_namespaces, p_runs, p_scenarios, p_new_statuses, p_expected, p_docs,
-                               p_shas, p_saved, p_statuses, p_limit, p_time, p_parts, p_entry_tenants, p_entries,
-                               u_tenants, u_requests, u_counters, u_keys, u_amounts, p_usages, p_every,
-                               p_need_namespaces) r;
+            FROM dg_write_runs($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                               $20, $21, $22, $23) r;
     END $$;
     "#,
 ];
