@@ -12,11 +12,11 @@
 # and the FIPS binary side by side), while in the background the cargo tools install, the
 # fuzz targets compile and the Debian root for the install test downloads (they fill the
 # cores' idle time: downloads, single-threaded codegen and links); once the debug build is
-# done, the libraries' tests (which time nothing) run beside the release builds. Nothing
-# else runs while the daemon's tests and the benchmarks run, so their timings meet a quiet
-# machine.
+# done, the libraries' tests (which time nothing) run beside the release builds. Then the
+# benchmarks, alone, so their timings meet a quiet machine; then the daemon's tests, with
+# only the reproducibility rebuild beside them at the lowest priority (nice 19).
 # Then fuzzing and the packaging test run side by side: neither measures time (libFuzzer
-# runs one process for a fixed time, and the second core builds and boots the package).
+# runs one process for a fixed time, and the second core packages and boots the package).
 set -euo pipefail
 # Job control: each background job is its own process group, so an early exit stops all of it.
 set -m
@@ -134,15 +134,33 @@ library_tests=0
 wait "$early_pid" || library_tests=$?
 tee "$log" <"$prep_dir/library-tests.out"
 [ "$library_tests" -eq 0 ] || { echo "the libraries' tests failed (exit $library_tests)"; exit 1; }
+step "processes the libraries' tests left running"
+stop_leftovers
+# The benchmarks before the daemon's tests: the reproducibility rebuild (below) removes the
+# appliance crates' release artifacts, the benchmarks' among them.
+step "cargo bench"
+(unset RUST_TEST_THREADS && bench)
+# The reproducibility rebuild of the appliance crates (about 200 s of mostly one core) runs
+# beside the daemon's tests, at the lowest priority (nice 19: it takes the time the tests
+# leave idle as they wait on their daemons and peers). The tests and the packaging test use
+# a copy of the shipped binary meanwhile; the packaging test then checks that the binary it
+# packages is the one built twice.
+shipped_bin="$PWD/target/$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
+shipped_copy="$prep_dir/shipped/dg-appliance"
+mkdir -p "$(dirname "$shipped_copy")"
+cp "$shipped_bin" "$shipped_copy"
+step "in the background, at the lowest priority: the reproducibility rebuild of the appliance crates (scripts/reproducible-rebuild.sh)"
+nice -n 19 bash scripts/reproducible-rebuild.sh "$shipped_copy" >"$prep_dir/rebuild.log" 2>&1 &
+rebuild_pid=$!
+background+=("$rebuild_pid")
 step "cargo test of the daemon (${RUST_TEST_THREADS} test threads per binary)"
 cargo test -p dg-appliance --all-targets 2>&1 | tee -a "$log"
 # The admin UI's first-view times, as the browser measured them (tests/system/admin_ui.rs).
 cat target/ui-first-view.txt 2>/dev/null || true
 # The system tests once more, against the binary that ships (static, release settings,
 # built without dev-dependencies, which can change what a dependency compiles in).
-shipped_bin="$PWD/target/$(source scripts/release-env.sh && echo "$DG_RELEASE_TARGET")/release/dg-appliance"
-step "system tests against the shipped binary ($shipped_bin)"
-DG_APPLIANCE_BIN="$shipped_bin" cargo test --workspace --test system 2>&1 | tee -a "$log"
+step "system tests against the shipped binary ($shipped_copy, a copy of $shipped_bin)"
+DG_APPLIANCE_BIN="$shipped_copy" cargo test --workspace --test system 2>&1 | tee -a "$log"
 cat target/ui-first-view.txt 2>/dev/null || true
 # The security-relevant system tests once more, against the FIPS binary: the authorization
 # matrix, runpacks (the reference runpacks verify, and replay byte-identically through the
@@ -153,9 +171,13 @@ DG_APPLIANCE_BIN="$fips_bin" cargo test --workspace --test system -- \
     s3_runpacks::export_download_and_offline_verify_through_s3_and_reference_runpacks_match 2>&1 | tee -a "$log"
 step "processes the tests left running"
 stop_leftovers
-step "cargo bench"
-unset RUST_TEST_THREADS
-bench
+step "the reproducibility rebuild: waiting for it"
+rebuild=0
+wait "$rebuild_pid" || rebuild=$?
+cat "$prep_dir/rebuild.log"
+[ "$rebuild" -eq 0 ] || { echo "the reproducibility rebuild failed (exit $rebuild)"; exit 1; }
+DG_REPRODUCED_SHA256="$(sha256sum "$shipped_copy" | awk '{print $1}')"
+export DG_REPRODUCED_SHA256
 step "fuzzing, 60 s (its output follows the packaging test's), beside the packaging test"
 fuzz_log="$prep_dir/fuzz.log"
 bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1 &
