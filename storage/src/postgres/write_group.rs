@@ -33,7 +33,7 @@ use tokio_postgres::{SimpleQueryMessage, Statement};
 
 use crate::error::StoreError;
 use crate::postgres::audit::{AppendArgs, Appended};
-use crate::postgres::connection::{cached, pg, Connections};
+use crate::postgres::connection::{pg, Connections};
 
 /// Most writes one statement carries (a bound on its size and on the rows it locks).
 const MAX_GROUP: usize = 32;
@@ -113,11 +113,11 @@ impl WriteGroups {
     /// whose transaction did not open cleanly is dropped from the pool, not handed to the
     /// next caller mid-transaction.
     async fn enter(&self, shared: &Shared<'_>) -> Result<Turn, StoreError> {
-        let client = shared.conn.client("save runs").await?;
-        let statement = client.prepare_cached(WRITE_GROUP).await.map_err(pg("save runs"))?;
+        let turn = Turn::alone(shared).await?;
         if !self.lock_first.load(Ordering::Relaxed) {
-            return Ok(Turn { client, statement, open: false, waited: false });
+            return Ok(turn);
         }
+        let Turn { client, statement, .. } = turn;
         match client.simple_query("BEGIN; SELECT dg_take_write_lock()").await {
             Ok(messages) => {
                 let waited = messages.iter().any(|message| match message {
@@ -144,7 +144,7 @@ impl WriteGroups {
             ))
         });
         let writes: Vec<&RunWrite> = group.iter().map(|pending| &pending.write).collect();
-        match many(shared, Some(turn), &writes).await {
+        match many(shared, turn, &writes).await {
             Ok((answers, waited)) => {
                 self.met(waited);
                 for (pending, answer) in group.into_iter().zip(answers) {
@@ -244,6 +244,16 @@ struct Turn {
     waited: bool,
 }
 
+impl Turn {
+    /// A connection with the group's statement prepared on it, outside any transaction: the
+    /// statement takes the write lock itself and commits alone.
+    async fn alone(shared: &Shared<'_>) -> Result<Self, StoreError> {
+        let client = shared.conn.client("save runs").await?;
+        let statement = client.prepare_cached(WRITE_GROUP).await.map_err(pg("save runs"))?;
+        Ok(Self { client, statement, open: false, waited: false })
+    }
+}
+
 fn poisoned() -> StoreError {
     StoreError::Postgres { operation: "save run", message: "the write queue failed".into(), unavailable: true }
 }
@@ -251,7 +261,7 @@ fn poisoned() -> StoreError {
 /// One write of a failed group, alone (its own statement and commit: a tenant's bound names
 /// this run).
 async fn one(shared: &Shared<'_>, write: &RunWrite) -> Answer {
-    let (mut answers, _waited) = many(shared, None, &[write]).await?;
+    let (mut answers, _waited) = many(shared, Turn::alone(shared).await?, &[write]).await?;
     answers.pop().unwrap_or_else(|| Err(StoreError::Conflict("the run was not written".into())))
 }
 
@@ -259,7 +269,7 @@ async fn one(shared: &Shared<'_>, write: &RunWrite) -> Answer {
 /// whether the group had to wait for the write lock. Inside `turn`'s open transaction, the
 /// statement and the commit go out together (one round trip; a failed statement's commit
 /// rolls back); otherwise the statement commits alone.
-async fn many(shared: &Shared<'_>, turn: Option<Turn>, group: &[&RunWrite]) -> Result<(Vec<Answer>, bool), StoreError> {
+async fn many(shared: &Shared<'_>, turn: Turn, group: &[&RunWrite]) -> Result<(Vec<Answer>, bool), StoreError> {
     let writes = || group.iter().copied();
     let tenants: Vec<i64> = writes().map(|w| w.tenant).collect();
     let namespaces: Vec<i64> = writes().map(|w| w.namespace).collect();
@@ -314,20 +324,14 @@ async fn many(shared: &Shared<'_>, turn: Option<Turn>, group: &[&RunWrite]) -> R
         };
         save_error(err, run_id, shared.limit)
     };
-    let (row, waited_first) = match turn {
-        Some(Turn { client, statement, open: true, waited }) => {
-            let (row, committed) = tokio::join!(client.query_one(&statement, &params), client.batch_execute("COMMIT"));
-            let row = row.map_err(failed)?;
-            committed.map_err(pg("commit runs"))?;
-            (row, waited)
-        }
-        Some(Turn { client, statement, open: false, .. }) => {
-            (client.query_one(&statement, &params).await.map_err(failed)?, false)
-        }
-        None => {
-            let client = shared.conn.client("save runs").await?;
-            (cached::query_one(&client, WRITE_GROUP, &params).await.map_err(failed)?, false)
-        }
+    let Turn { client, statement, open, waited: waited_first } = turn;
+    let row = if open {
+        let (row, committed) = tokio::join!(client.query_one(&statement, &params), client.batch_execute("COMMIT"));
+        let row = row.map_err(failed)?;
+        committed.map_err(pg("commit runs"))?;
+        row
+    } else {
+        client.query_one(&statement, &params).await.map_err(failed)?
     };
     let waited = waited_first || row.get::<_, Option<bool>>(7).unwrap_or(false);
     let versions: Vec<Option<i64>> = row.get(0);
