@@ -1,7 +1,9 @@
 //! Runpack store benchmark: a 10,000-decision runpack exported (stored) and then
 //! downloaded and verified, through the filesystem store and through the S3 store against
 //! a local SeaweedFS on loopback, in one run. Each figure is the best of five interleaved
-//! rounds; the S3/filesystem ratios are printed (target: within 2x on loopback).
+//! rounds; the S3/filesystem ratios are printed, and the goal (within 2x on loopback) is
+//! stated on their sum: the S3 store builds the signed bundle when it exports, the filesystem
+//! store when it is downloaded, so neither step alone compares the same work.
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -131,23 +133,32 @@ pub fn run() {
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("runpack_store: signed bundle {:.2} MB", bundle_bytes as f64 / 1e6);
+    // The two stores build the signed bundle at different steps: the S3 store at export (it
+    // uploads the bundle), the filesystem store at download (it keeps the files and bundles
+    // them when asked). Each step alone therefore compares different work; the goal (issue 28,
+    // point 7) is on the sum, the same work on both sides.
     println!(
-        "runpack_store: export   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2} (target <= 2)",
+        "runpack_store: export   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2} (s3 builds the bundle here)",
         ms(best_fs.0),
         ms(best_s3.0),
         ms(best_s3.0) / ms(best_fs.0)
     );
     println!(
-        "runpack_store: download+verify   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2} (target <= 2)",
+        "runpack_store: download+verify   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2} (fs builds the bundle here)",
         ms(best_fs.1),
         ms(best_s3.1),
         ms(best_s3.1) / ms(best_fs.1)
     );
     let total = |pair: (Duration, Duration)| ms(pair.0) + ms(pair.1);
+    let ratio = total(best_s3) / total(best_fs);
     println!(
-        "runpack_store: export + download + verify   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2} (target <= 2)",
+        "runpack_store: export + download + verify   fs {:8.1} ms   s3 {:8.1} ms   ratio s3/fs {:.2}",
         total(best_fs),
         total(best_s3),
-        total(best_s3) / total(best_fs)
+        ratio
+    );
+    println!(
+        "runpack_store goal: export + download + verify through S3 within 2x of the filesystem store: ratio {ratio:.2}: {}",
+        if ratio <= 2.0 { "met" } else { "NOT met" }
     );
 }
