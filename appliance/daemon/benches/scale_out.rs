@@ -49,25 +49,44 @@ fn cluster_ticks(postmaster: u32) -> u64 {
     total
 }
 
-/// Cycles over the nodes' bases, clients spread round-robin; returns each cycle's latency
-/// and the failed cycles (each failure printed: a benchmark reports, it does not stop).
-fn phase(
+/// Cycles over the nodes' bases, clients spread round-robin; returns each cycle's latency,
+/// the failed cycles (each failure printed: a benchmark reports, it does not stop), the
+/// phase's time, and what `at_start` read when every client had connected and the clock
+/// started (the CPU counters).
+fn phase<T>(
     bases: &[String],
     key: &str,
     prefix: &str,
-    clients: usize,
-    cycles: usize,
+    (clients, cycles): (usize, usize),
     budget: Duration,
-) -> (Vec<Duration>, usize) {
+    at_start: impl FnOnce() -> T,
+) -> (Vec<Duration>, usize, Duration, T) {
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    // Every client opens its connection with one untimed read before the phase begins, all
+    // at once: the cycles measure sustained load over kept-alive connections, as clients
+    // run it, not 32 connections opened in the same millisecond at each round's start.
+    let ready = Arc::new(std::sync::Barrier::new(clients + 1));
     let threads: Vec<_> = (0..clients)
         .map(|i| {
-            let (next, failed, base, key, prefix) =
-                (next.clone(), failed.clone(), bases[i % bases.len()].clone(), key.to_string(), prefix.to_string());
+            let (next, failed, ready, base, key, prefix) = (
+                next.clone(),
+                failed.clone(),
+                ready.clone(),
+                bases[i % bases.len()].clone(),
+                key.to_string(),
+                prefix.to_string(),
+            );
             std::thread::spawn(move || {
                 let client = Client::new(&base, &key, std::path::Path::new("/nonexistent"));
+                let opened = client.tool("providers_list", json!({}));
+                ready.wait();
+                let started = Instant::now();
+                if !matches!(opened, Some(Ok(_))) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    println!("scale_out: opening a connection to {base} failed: {opened:?}");
+                    return Vec::new();
+                }
                 let mut latencies = Vec::new();
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
@@ -96,8 +115,10 @@ fn phase(
             })
         })
         .collect();
+    ready.wait();
+    let (mark, started) = (at_start(), Instant::now());
     let latencies: Vec<Duration> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    (latencies, failed.load(Ordering::Relaxed))
+    (latencies, failed.load(Ordering::Relaxed), started.elapsed(), mark)
 }
 
 fn p99_ms(sorted: &[Duration]) -> f64 {
@@ -162,13 +183,14 @@ impl Setup {
     fn phase(&self, clients: usize, cycles: usize, round: usize) -> Sample {
         let bases: Vec<String> = self.nodes.iter().map(|node| node.base.clone()).collect();
         let node_ticks = || self.nodes.iter().map(|node| ticks_of(node.child.id())).sum::<u64>();
-        let (node_before, db_before) = (node_ticks(), self.postmaster.map(cluster_ticks));
-        let started = Instant::now();
         let prefix = format!("{}-{clients}-{round}", self.name);
-        let (latencies, failed) = phase(&bases, &self.nodes[0].key, &prefix, clients, cycles, Duration::from_secs(20));
+        let (latencies, failed, elapsed, (node_before, db_before)) =
+            phase(&bases, &self.nodes[0].key, &prefix, (clients, cycles), Duration::from_secs(20), || {
+                (node_ticks(), self.postmaster.map(cluster_ticks))
+            });
         Sample {
             latencies,
-            seconds: started.elapsed().as_secs_f64(),
+            seconds: elapsed.as_secs_f64(),
             node_ticks: node_ticks() - node_before,
             db_ticks: self.postmaster.zip(db_before).map(|(pm, before)| cluster_ticks(pm) - before),
             failed,
