@@ -97,6 +97,31 @@ fn crash_child_writer() {
     }
 }
 
+/// What the crash child reported on stdout so far.
+#[derive(Default)]
+struct ChildProgress {
+    /// Acknowledged writes, in order.
+    acks: Vec<String>,
+    /// Whether the child's last report counted finished background checkpoints of each kind.
+    checkpointed: bool,
+    /// Acknowledgements since the child first reported checkpoints.
+    acks_since_checkpoint: usize,
+}
+
+impl ChildProgress {
+    /// Takes one line of the child's output: `ACK <write>` or `CHECKPOINTS <counts>`.
+    fn read(&mut self, line: &str) {
+        if let Some(ack) = line.strip_prefix("ACK ") {
+            self.acks.push(ack.to_string());
+            if self.checkpointed {
+                self.acks_since_checkpoint += 1;
+            }
+        } else if let Some(counts) = line.strip_prefix("CHECKPOINTS ") {
+            self.checkpointed = counts.split(' ').all(|count| count.parse::<u64>().is_ok_and(|n| n > 0));
+        }
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill_at_random_points() {
     if std::env::var("DG_CRASH_CHILD_DB").is_ok() {
@@ -135,15 +160,13 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
                 }
             }
         });
-        let mut acks = Vec::<String>::new();
-        let mut checkpointed = false;
-        let mut acks_since_checkpoint = 0usize;
+        let mut progress = ChildProgress::default();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let due = if after_checkpoints {
-                checkpointed && acks_since_checkpoint >= kill_after_acks
+                progress.checkpointed && progress.acks_since_checkpoint >= kill_after_acks
             } else {
-                acks.len() >= kill_after_acks
+                progress.acks.len() >= kill_after_acks
             };
             if due {
                 break;
@@ -151,30 +174,21 @@ fn acknowledged_writes_survive_sigkill_at_random_points() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = lines.recv_timeout(left).unwrap_or_else(|_| {
                 panic!(
-                    "round {round}: the child stalled or ended ({} acknowledgements, checkpointed: {checkpointed})",
-                    acks.len()
+                    "round {round}: the child stalled or ended ({} acknowledgements, checkpointed: {})",
+                    progress.acks.len(),
+                    progress.checkpointed
                 )
             });
-            if let Some(ack) = line.strip_prefix("ACK ") {
-                acks.push(ack.to_string());
-                if checkpointed {
-                    acks_since_checkpoint += 1;
-                }
-            } else if let Some(counts) = line.strip_prefix("CHECKPOINTS ") {
-                checkpointed = counts.split(' ').all(|count| count.parse::<u64>().is_ok_and(|n| n > 0));
-            }
+            progress.read(&line);
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // Acknowledgements printed before the kill but not yet read are acknowledged too.
         for line in lines.iter() {
-            if let Some(ack) = line.strip_prefix("ACK ") {
-                acks.push(ack.to_string());
-            } else if let Some(counts) = line.strip_prefix("CHECKPOINTS ") {
-                checkpointed = counts.split(' ').all(|count| count.parse::<u64>().is_ok_and(|n| n > 0));
-            }
+            progress.read(&line);
         }
         reader.join().unwrap();
+        let ChildProgress { acks, checkpointed, .. } = progress;
         total_acks += acks.len();
         if checkpointed {
             rounds_with_checkpoints += 1;
